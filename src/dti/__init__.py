@@ -1,0 +1,15 @@
+"""dti: Directional Textual Inversion for text-to-image diffusion models.
+
+Learn a new word for a subject from a few photos by optimizing only the direction of its
+embedding on the unit sphere, at a fixed in-distribution norm (Kim et al., ICLR 2026).
+"""
+
+__version__ = "0.1.0"
+
+from dti.concept import Concept, EncoderVectors
+from dti.config import TrainConfig
+from dti.errors import DTIError
+from dti.optim import RiemannianSGD
+from dti.trainer import train
+
+__all__ = ["Concept", "DTIError", "EncoderVectors", "RiemannianSGD", "TrainConfig", "__version__", "train"]

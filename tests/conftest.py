@@ -1,0 +1,71 @@
+"""Shared fixtures: offline hub, tiny pipelines built once per session, the DreamBooth photos."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DREAMBOOTH = Path(os.environ.get("DTI_DREAMBOOTH", REPO.parent / "shared" / "data" / "dreambooth"))
+
+
+@pytest.fixture(scope="session")
+def dreambooth() -> Path:
+    if not (DREAMBOOTH / "dog").is_dir():
+        pytest.skip(f"DreamBooth dataset not found at {DREAMBOOTH} (set DTI_DREAMBOOTH)")
+    return DREAMBOOTH
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    from dti.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v(tmp_path_factory) -> Path:
+    from dti.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd-v", prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    from dti.tiny import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny") / "sdxl")
+
+
+@pytest.fixture(scope="session")
+def clip_tok():
+    from dti.tiny import clip_tokenizer
+
+    return clip_tokenizer()
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """Four small synthetic photos (one non-square), for tests that need no real data."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i, size in enumerate([(80, 64), (64, 64), (96, 72), (64, 64)]):
+        arr = (torch.rand(size[1], size[0], 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def load_pipe(folder: Path):
+    from dti.models import load_adapter
+
+    return load_adapter(folder).pipe

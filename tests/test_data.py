@@ -1,0 +1,83 @@
+import pytest
+import torch
+from PIL import Image
+
+from dti.data import OBJECT_TEMPLATES, LatentCache, SubjectData, list_images, load_image, resize_shorter_side
+from dti.errors import DTIError
+
+
+def test_list_images_ignores_hidden_and_non_images(photos):
+    (photos / ".hidden.png").write_bytes(b"x")
+    (photos / "notes.txt").write_text("caption")
+    assert [p.name for p in list_images(photos)] == ["00.png", "01.png", "02.png", "03.png"]
+
+
+def test_missing_and_empty_folders_are_refused(tmp_path):
+    with pytest.raises(DTIError, match="does not exist"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DTIError, match="holds no images"):
+        list_images(tmp_path / "empty")
+
+
+def test_unreadable_image_is_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(DTIError, match=r"broken\.jpg is not a readable image"):
+        load_image(bad)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    im.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_webp_loads(tmp_path):
+    Image.new("RGB", (30, 30), "blue").save(tmp_path / "a.webp")
+    assert load_image(tmp_path / "a.webp").size == (30, 30)
+
+
+def test_resize_shorter_side():
+    assert resize_shorter_side(Image.new("RGB", (200, 100)), 64).size == (128, 64)
+
+
+def test_samples_are_snapped_in_bounds_crops_with_templates(photos):
+    data = SubjectData.from_folder(photos, 64, "<t>", snap=8, seed=0)
+    seen = set()
+    for s in data.batch(200):
+        crop = data.crop(s)
+        assert crop.shape == (3, 64, 64)
+        assert s.top % 8 == 0 and s.left % 8 == 0
+        assert s.prompt in {t.format("<t>") for t in OBJECT_TEMPLATES}
+        seen.add(s.image)
+        assert crop.min() >= -1 and crop.max() <= 1
+    assert seen == {0, 1, 2, 3}
+    assert data.original_sizes[0] == (64, 80)
+
+
+def test_every_photo_is_used_once_per_pass(photos):
+    data = SubjectData.from_folder(photos, 64, "<t>", seed=3)
+    for _ in range(3):
+        assert sorted(s.image for s in data.batch(4)) == [0, 1, 2, 3]
+
+
+def test_latent_cache_encodes_each_crop_once(photos):
+    data = SubjectData.from_folder(photos, 64, "<t>", seed=0)
+    calls = []
+
+    def encode(pixels):
+        calls.append(pixels)
+        return pixels[:, :1] * 0 + 1.0, torch.full_like(pixels[:, :1], 0.5)
+
+    cache = LatentCache(encode)
+    g = torch.Generator().manual_seed(0)
+    batches = [data.batch(4) for _ in range(25)]
+    for b in batches:
+        lat = cache.sample(data, b, g)
+        assert lat.shape == (4, 1, 64, 64)
+    distinct = {(s.image, s.top, s.left) for b in batches for s in b}
+    assert cache.encodes == len(calls) == len(distinct) < 100
+    assert abs(float(lat.mean()) - 1.0) < 0.05 and abs(float(lat.std()) - 0.5) < 0.05  # fresh samples from N(1, 0.5)

@@ -1,0 +1,157 @@
+"""Vocabulary statistics, placeholder/initializer checks, and the embedding wrapper."""
+
+import pytest
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from dti import sphere
+from dti.errors import DTIError
+from dti.tokens import (
+    ExtendedEmbedding,
+    TrainableRows,
+    VocabStats,
+    attach,
+    check_placeholder,
+    initializer_ids,
+    pool_at_end_token,
+    resolve_magnitude,
+    vocab_stats,
+)
+
+
+def test_vocab_stats_skip_exactly_zero_rows():
+    table = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 1.0], [6.0, 8.0]])
+    stats = vocab_stats(table)
+    assert (stats.min, stats.max, stats.rows) == (1.0, 10.0, 3)
+    assert stats.mean == pytest.approx((5 + 1 + 10) / 3)
+
+
+@pytest.mark.parametrize("spec, expected", [("mean", 2.0), ("min", 1.0), ("max", 3.0), ("0.5", 0.5), (5.0, 5.0)])
+def test_resolve_magnitude(spec, expected):
+    assert resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10)) == expected
+
+
+@pytest.mark.parametrize("spec", ["median", "-1", "0"])
+def test_resolve_magnitude_rejects_bad_values(spec):
+    with pytest.raises(DTIError, match="--magnitude"):
+        resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10))
+
+
+def test_real_clip_vocabulary_ids(clip_tok):
+    assert clip_tok("a photo of a dog").input_ids == [49406, 320, 1125, 539, 320, 1929, 49407]
+
+
+@pytest.mark.parametrize("token", ["dog", "<|endoftext|>", "my dog", "", "a\tb"])
+def test_check_placeholder_refuses(clip_tok, token):
+    with pytest.raises(DTIError, match="--token"):
+        check_placeholder(clip_tok, token)
+
+
+def test_check_placeholder_accepts_new_word(clip_tok):
+    check_placeholder(clip_tok, "<my-dog>")
+
+
+def test_initializer_single_and_multi_word(clip_tok):
+    assert initializer_ids(clip_tok, "dog") == [1929]
+    ids = initializer_ids(clip_tok, "stuffed animal")
+    assert len(ids) == 2 and ids == [clip_tok.convert_tokens_to_ids("stuffed</w>"), clip_tok.convert_tokens_to_ids("animal</w>")]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "plushie", "<|endoftext|>"])
+def test_initializer_outside_vocabulary_is_refused(clip_tok, text):
+    with pytest.raises(DTIError, match="--init"):
+        initializer_ids(clip_tok, text)
+
+
+@pytest.mark.parametrize("mode", ["sphere", "normalized", "free"])
+def test_trainable_rows_parameterizations(mode):
+    init = torch.randn(2, 8)
+    rows = TrainableRows(init, mode, magnitude=None if mode == "free" else 0.4)
+    out = rows()
+    if mode == "free":
+        assert torch.equal(out, init)
+    else:
+        assert torch.allclose(out.norm(dim=-1), torch.full((2,), 0.4), atol=1e-6)
+        assert torch.allclose(sphere.normalize(out), sphere.normalize(init), atol=1e-6)
+
+
+def test_extended_embedding_routes_new_ids_and_only_they_get_gradient():
+    base = torch.nn.Embedding(10, 4)
+    base.requires_grad_(False)
+    rows = TrainableRows(torch.randn(2, 4), "sphere", 0.5)
+    emb = ExtendedEmbedding(base, 10, rows)
+    ids = torch.tensor([[1, 10, 3, 11, 9]])
+    out = emb(ids)
+    assert torch.equal(out[0, [0, 2, 4]], base.weight[[1, 3, 9]])
+    assert torch.allclose(out[0, 1], rows()[0]) and torch.allclose(out[0, 3], rows()[1])
+    out.sum().backward()
+    assert base.weight.grad is None
+    assert rows.param.grad is not None and rows.param.grad.abs().sum() > 0
+
+
+def test_rows_are_not_cast_with_the_encoder():
+    base = torch.nn.Embedding(10, 4)
+    rows = TrainableRows(torch.randn(1, 4), "free")
+    emb = ExtendedEmbedding(base, 10, rows)
+    emb.to(torch.bfloat16)
+    assert rows.param.dtype == torch.float32
+    assert emb(torch.tensor([[10, 2]])).dtype == torch.bfloat16
+
+
+def _tiny_clip():
+    torch.manual_seed(0)
+    cfg = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
+    return CLIPTextModel(cfg).eval()
+
+
+def test_attach_then_detach_restores_tokenizer_encoder_and_table(clip_tok):
+    model = _tiny_clip()
+    table = model.get_input_embeddings().weight.detach().clone()
+    before_ids = clip_tok("a <my-cat> photo").input_ids
+    rows = TrainableRows(table[[2368]], "sphere", 0.4)
+    att = attach(clip_tok, model, ["<my-cat>"], rows)
+    assert clip_tok.convert_tokens_to_ids("<my-cat>") == 49408
+    assert isinstance(model.get_input_embeddings(), ExtendedEmbedding)
+    out = model(torch.tensor([clip_tok("a <my-cat>").input_ids])).last_hidden_state
+    out.sum().backward()
+    att.detach()
+    assert len(clip_tok) == 49408 and clip_tok("a <my-cat> photo").input_ids == before_ids
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding
+    assert torch.equal(model.get_input_embeddings().weight, table)
+    assert model.eos_token_id == 2
+
+
+def test_pooling_fix_changes_nothing_for_vocabulary_prompts(clip_tok):
+    model = _tiny_clip()
+    ids = torch.tensor([clip_tok("a photo of a dog", padding="max_length", max_length=77).input_ids])
+    before = model(ids).pooler_output
+    undo = pool_at_end_token(model, clip_tok.eos_token_id)
+    assert torch.equal(model(ids).pooler_output, before)
+    undo()
+    assert model.eos_token_id == 2
+
+
+def test_pooling_with_placeholder_reads_the_end_token(clip_tok):
+    model = _tiny_clip()
+    rows = TrainableRows(torch.randn(1, 32), "free")
+    att = attach(clip_tok, model, ["<zz>"], rows, pooling="eos")
+    ids = clip_tok("a <zz> wearing a hat", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    out = model(ids)
+    eos_pos = int((ids[0] == clip_tok.eos_token_id).nonzero()[0])
+    assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, eos_pos])
+    att.detach()
+    att = attach(clip_tok, model, ["<zz>"], rows, pooling="legacy")
+    out = model(ids)
+    placeholder_pos = int((ids[0] == 49408).nonzero()[0])
+    assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, placeholder_pos])  # transformers' legacy rule
+    att.detach()
