@@ -137,6 +137,99 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--model", required=required, help="diffusers pipeline: hub id or local folder (default: the concept's base model)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="model weights' precision")
+    p.add_argument("--device", default="auto", help="torch device (auto = cuda if available)")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate images with one or more learned words",
+        description="Generate images with learned concepts (any format dti reads) attached to the pipeline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("prompt", help="the prompt, naming concept tokens, e.g. 'a <my-dog> wearing a santa hat'")
+    p.add_argument("--concept", action="append", default=[], help="concept file or run folder (repeatable)")
+    _add_model_args(p)
+    p.add_argument("-n", "--num-images", type=_int, default=4, dest="n", help="images to generate (seeds seed, seed+1, ...)")
+    p.add_argument("--seed", type=_int, default=0, help="first seed")
+    p.add_argument("--steps", type=_int, default=25, help="sampler steps")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--resolution", type=_int, default=None, help="image size in pixels (default: the model's native size)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt")
+    p.add_argument(
+        "--rescale", choices=("mean", "min", "max"), default=None, help="load every concept rescaled to this vocabulary norm (TI-rescaled)"
+    )
+    p.add_argument("--out", default="generated", help="output folder for PNGs and the contact sheet")
+    p.add_argument("--overwrite", action="store_true", help="replace images already in --out")
+
+
+def _add_interpolate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "interpolate",
+        help="blend two learned words (slerp on the sphere, or lerp)",
+        description="Blend concept A into concept B: per encoder and per vector, slerp of directions at the "
+        "fixed norm (or lerp for contrast). Writes the blends and, given a model, a grid image.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("a", help="concept A (weight 0)")
+    p.add_argument("b", help="concept B (weight 1)")
+    p.add_argument("--steps", type=_int, default=7, help="number of blend weights from 0 to 1 inclusive")
+    p.add_argument("--mode", choices=("slerp", "lerp"), default="slerp", help="spherical or straight-line blend")
+    p.add_argument("--prompt", default="a photo of {}", help="prompt for the grid; {} is replaced by the blend's token")
+    p.add_argument("--token", default="<blend>", help="token the blends are written under")
+    _add_model_args(p)
+    p.add_argument("--seeds", type=_int, nargs="+", default=[0, 1, 2], help="one grid row per seed")
+    p.add_argument("--sample-steps", type=_int, default=25, help="sampler steps for the grid")
+    p.add_argument("--guidance", type=float, default=5.0, help="guidance scale for the grid")
+    p.add_argument("--resolution", type=_int, default=None, help="image size for the grid")
+    p.add_argument("--no-grid", dest="grid", action="store_false", help="write the blended concepts only")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="norms, angle to the initializer, and nearest vocabulary words of a concept",
+        description="Report a concept (ours or a foreign file): per encoder the vector norms against the "
+        "vocabulary's, the angle to the initializer and the nearest tokens by cosine and by distance.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("concept", help="concept file or run folder, any supported format")
+    p.add_argument("--token", default=None, help="name to use for a file that stores none")
+    _add_model_args(p)
+    p.add_argument("--top", type=_int, default=8, help="nearest tokens to list")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None:
+    rescale_only = name == "rescale"
+    p = sub.add_parser(
+        name,
+        help="repair a plain-TI file by rescaling it to the vocabulary's mean norm"
+        if rescale_only
+        else "convert a concept between dti, diffusers, A1111, ComfyUI and kohya formats",
+        description="Read a concept in any supported format and write it in another. A1111 .pt files are read "
+        "with torch.load(weights_only=True): a pickle that would run code is refused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", help="concept file or folder")
+    p.add_argument("--to", choices=("dti", "diffusers", "a1111", "comfyui", "kohya"), default="dti", help="output format")
+    p.add_argument("--out", default=None, help="output file or folder (default: named after the token, in the current folder)")
+    p.add_argument("--token", default=None, help="rename the token")
+    p.add_argument(
+        "--rescale",
+        choices=("mean", "min", "max"),
+        default="mean" if rescale_only else None,
+        help="set every vector's norm to this vocabulary statistic (repairs plain-TI norm inflation)",
+    )
+    _add_model_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dti import __version__
 
@@ -144,10 +237,140 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dti {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
+    _add_generate(sub)
+    _add_interpolate(sub)
+    _add_inspect(sub)
+    _add_convert(sub)
+    _add_convert(sub, "rescale")
     return parser
 
 
-COMMANDS = {"train": _run_train}
+def _load_pipe(model: str | None, fallback: str | None, precision: str, device: str) -> tuple[object, str]:
+    from dti.models import load_adapter, resolve_dtype
+    from dti.trainer import resolve_device
+
+    name = model or fallback
+    if not name:
+        raise DTIError("--model is missing and the concept does not name its base model; pass --model")
+    dev = resolve_device(device)
+    return load_adapter(name, resolve_dtype(precision, dev), dev, quiet=True).pipe, name
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from dti.formats import read
+    from dti.generate import generate
+
+    concepts = [read(c) for c in args.concept]
+    base = next((c.meta.get("base_model") for c in concepts if c.meta.get("base_model")), None)
+    pipe, name = _load_pipe(args.model, base, args.precision, args.device)
+    generate(
+        pipe,
+        args.prompt,
+        concepts,
+        n=args.n,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        out=args.out,
+        resolution=args.resolution,
+        negative_prompt=args.negative_prompt,
+        rescale=args.rescale,
+        model_name=name,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {args.n} image(s) and contact_sheet.png to {args.out}")
+    return 0
+
+
+def _run_interpolate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dti import sphere
+    from dti.blend import blend
+    from dti.fileio import write_json
+    from dti.formats import read
+    from dti.generate import check_outputs, interpolation_grid
+
+    if args.steps < 2:
+        raise DTIError("--steps must be at least 2 (the two ends)")
+    a, b = read(args.a), read(args.b)
+    weights = [i / (args.steps - 1) for i in range(args.steps)]
+    mix = blend(a, b, weights, args.mode, args.token)
+    out = Path(args.out)
+    files = [out / f"blend-{i:02d}-w{w:.3f}.safetensors" for i, w in enumerate(weights)]
+    check_outputs([*files, out / "interpolation.json", out / "grid.png"], args.overwrite)
+    pipe = None
+    if args.grid and (args.model or a.meta.get("base_model")):
+        pipe, _ = _load_pipe(args.model, a.meta.get("base_model"), args.precision, args.device)
+    for note in mix.notes:
+        print(f"note: {note}")
+    summary = {"a": a.token, "b": b.token, "mode": args.mode, "weights": weights, "notes": mix.notes, "encoders": {}}
+    for name in a.encoders:
+        summary["encoders"][name] = {
+            "norms": [[round(float(n), 6) for n in c.encoders[name].norms] for c in mix.concepts],
+            "angle_from_a_deg": [
+                [round(float(x) * 57.29578, 3) for x in sphere.angle(c.encoders[name].vectors, a.encoders[name].vectors)]
+                for c in mix.concepts
+            ],
+        }
+    for concept, path in zip(mix.concepts, files):
+        concept.save(path)
+    write_json(out / "interpolation.json", summary)
+    if pipe is not None:
+        image = interpolation_grid(pipe, mix, args.prompt, args.seeds, args.sample_steps, args.guidance, args.resolution)
+        image.save(out / "grid.png")
+        print(f"wrote {len(files)} blended concepts and grid.png to {out}")
+    else:
+        print(f"wrote {len(files)} blended concepts to {out} (pass --model for a grid image)")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from dti.formats import read
+    from dti.inspection import format_report, inspect_concept
+
+    concept = read(args.concept, args.token)
+    pipe = None
+    if args.model:
+        pipe, _ = _load_pipe(args.model, None, args.precision, args.device)
+    report = inspect_concept(concept, pipe, k=args.top)
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dti.formats import file_stem, read, write
+    from dti.inspection import vocabulary_statistics
+
+    concept = read(args.input, args.token)
+    if args.rescale:
+        pipe = _load_pipe(args.model, None, args.precision, args.device)[0] if args.model else None
+        concept = concept.rescaled(
+            {name: stats[args.rescale] for name, stats in vocabulary_statistics(concept, pipe, args.rescale).items()}
+        )
+    stem = file_stem(concept.token)
+    default = {"dti": f"{stem}.dti.safetensors", "diffusers": f"{stem}-diffusers"}.get(args.to, f"{stem}.safetensors")
+    out = Path(args.out or default)
+    target = out / "learned_embeds.safetensors" if args.to == "diffusers" else out
+    if (target.exists() and not target.is_dir()) and not args.overwrite:
+        raise DTIError(f"{target} already exists; pass --overwrite or choose another --out")
+    written = write(concept, args.to, out)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+COMMANDS = {
+    "train": _run_train,
+    "generate": _run_generate,
+    "interpolate": _run_interpolate,
+    "inspect": _run_inspect,
+    "convert": _run_convert,
+    "rescale": _run_convert,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,8 @@ NORMS_PLOT = "norms.png"
 SAMPLES_FILENAME = "samples.png"
 SAMPLES_DIR = "samples"
 SNAPSHOTS_DIR = "snapshots"
-OWNED = {CONCEPT_FILENAME, CONFIG_FILENAME, LOG_FILENAME, NORMS_PLOT, SAMPLES_FILENAME, SAMPLES_DIR, SNAPSHOTS_DIR}
+WEBUI_DIR = "webui"  # the single-file embedding for A1111 / ComfyUI / kohya, named after the token
+OWNED = {CONCEPT_FILENAME, CONFIG_FILENAME, LOG_FILENAME, NORMS_PLOT, SAMPLES_FILENAME, SAMPLES_DIR, SNAPSHOTS_DIR, WEBUI_DIR}
 
 
 def check_output(path: str | Path, overwrite: bool) -> None:

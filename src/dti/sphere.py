@@ -29,9 +29,14 @@ def retract(v: torch.Tensor) -> torch.Tensor:
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle in radians between the directions of matching rows of ``a`` and ``b``."""
-    cos = (normalize(a) * normalize(b)).sum(dim=-1)
-    return torch.arccos(cos.clamp(-1.0, 1.0))
+    """Geodesic angle in radians between the directions of matching rows of ``a`` and ``b``.
+
+    ``2 atan2(|a - b|, |a + b|)`` of the unit rows: accurate near 0 and pi, where arccos of
+    the dot product loses half its digits.
+    """
+    ua, ub = normalize(a.double()), normalize(b.double())
+    out = 2.0 * torch.atan2((ua - ub).norm(dim=-1), (ua + ub).norm(dim=-1))
+    return out.to(a.dtype if a.is_floating_point() else torch.float32)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -24,13 +24,13 @@ from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig, check, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_image
 from dti.errors import DTIError
-from dti.formats import write_diffusers
+from dti.formats import write, write_diffusers
 from dti.images import grid
 from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, resolve_dtype
 from dti.models.base import MicroConditioning
 from dti.optim import RiemannianSGD
 from dti.plots import plot_norms
-from dti.run_folder import RunFolder, check_output
+from dti.run_folder import WEBUI_DIR, RunFolder, check_output
 from dti.tokens import (
     Attachment,
     TrainableRows,
@@ -264,6 +264,7 @@ class Trainer:
             sheet.save(self.run.path / "samples.png")
         plot_norms(self.records, self.stats, self.run.norms_plot, title=f"{c.token} ({c.method}, init '{c.init}')")
         write_diffusers(concept, self.run.path)
+        write(concept, "a1111", self.run.path / WEBUI_DIR)
         concept.save(self.run.concept)
 
 

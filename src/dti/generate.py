@@ -1,0 +1,152 @@
+"""Generate with concepts: images with their recipe in PNG metadata, contact sheets,
+interpolation grids (rows = seeds, columns = blend weight, one seed per row)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from dti.blend import Blend
+from dti.concept import Concept
+from dti.errors import DTIError
+from dti.fileio import atomic_write
+from dti.images import grid
+from dti.loading import load, unload
+from dti.models import adapter_for
+
+_BRACKETED = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass
+class Recipe:
+    """How an image was made; stored in its PNG text chunks."""
+
+    prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    model: str
+    concepts: list[str]
+    negative_prompt: str | None = None
+
+    def pnginfo(self) -> PngInfo:
+        info = PngInfo()
+        info.add_text("prompt", self.prompt)
+        info.add_text("seed", str(self.seed))
+        info.add_text("dti", json.dumps(self.__dict__))
+        # A1111's "parameters" chunk, so the image's recipe shows in tools people already use
+        info.add_text(
+            "parameters", f"{self.prompt}\nSteps: {self.steps}, CFG scale: {self.guidance}, Seed: {self.seed}, Model: {self.model}"
+        )
+        return info
+
+
+def check_prompt(prompt: str, tokenizer: Any, loaded: Sequence[str]) -> None:
+    """Error for a ``<token>`` no loaded concept provides; warn when no concept token is used."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in _BRACKETED.findall(prompt) if t not in vocab and t not in loaded]
+    if missing:
+        raise DTIError(f"the prompt uses {', '.join(missing)} but no --concept provides it; load its concept or fix the prompt")
+    if loaded and not any(t in prompt for t in loaded):
+        warnings.warn(f"the prompt names none of the loaded concepts ({', '.join(loaded)})", stacklevel=2)
+
+
+def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resolution: int | None, negative_prompt: str | None = None):
+    adapter = adapter_for(pipe)
+    res = resolution or adapter.native_resolution()
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return pipe(
+        prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=generator,
+        height=res,
+        width=res,
+    ).images[0]
+
+
+def _save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=recipe.pnginfo() if recipe else None))
+
+
+def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise DTIError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+
+
+def generate(
+    pipe: Any,
+    prompt: str,
+    concepts: Sequence[str | os.PathLike | Concept] = (),
+    n: int = 4,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 5.0,
+    out: str | os.PathLike | None = None,
+    resolution: int | None = None,
+    negative_prompt: str | None = None,
+    rescale: str | None = None,
+    model_name: str = "",
+    overwrite: bool = False,
+) -> list[Image.Image]:
+    """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet."""
+    if n <= 0 or steps <= 0:
+        raise DTIError("-n and --steps must be positive")
+    paths = []
+    if out is not None:
+        out = Path(out)
+        paths = [out / f"seed-{seed + i:04d}.png" for i in range(n)] + [out / "contact_sheet.png"]
+        check_outputs(paths, overwrite)
+    attached = []
+    try:
+        for source in concepts:
+            attached.append(load(pipe, source, rescale=rescale))
+        tokenizer = adapter_for(pipe).encoders[0].tokenizer
+        check_prompt(prompt, tokenizer, [c.token for c in attached])
+        images = [render(pipe, prompt, seed + i, steps, guidance, resolution, negative_prompt) for i in range(n)]
+    finally:
+        for concept in attached:
+            unload(pipe, concept.token)
+    if out is not None:
+        names = [c.token for c in attached]
+        for i, image in enumerate(images):
+            _save_png(image, paths[i], Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt))
+        sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)])
+        _save_png(sheet, paths[-1])
+    return images
+
+
+def interpolation_grid(
+    pipe: Any,
+    mix: Blend,
+    prompt: str,
+    seeds: Sequence[int],
+    steps: int,
+    guidance: float,
+    resolution: int | None = None,
+) -> Image.Image:
+    """Rows = seeds, columns = blend weights; ``{}`` in ``prompt`` becomes the blend's token."""
+    if "{}" not in prompt:
+        raise DTIError("--prompt must contain {} where the blended concept goes, e.g. 'a photo of {}'")
+    columns: list[list[Image.Image]] = []
+    for concept in mix.concepts:
+        load(pipe, concept)
+        try:
+            columns.append([render(pipe, prompt.format(concept.token), s, steps, guidance, resolution) for s in seeds])
+        finally:
+            unload(pipe, concept.token)
+    rows = [[col[r] for col in columns] for r in range(len(seeds))]
+    return grid(rows, row_labels=[f"seed {s}" for s in seeds], col_labels=[f"{w:.2f}" for w in mix.weights])
