@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig
 from dti.errors import DTIError
+from dti.loading import load, unload
 from dti.optim import RiemannianSGD
 from dti.trainer import train
 
-__all__ = ["Concept", "DTIError", "EncoderVectors", "RiemannianSGD", "TrainConfig", "__version__", "train"]
+__all__ = ["Concept", "DTIError", "EncoderVectors", "RiemannianSGD", "TrainConfig", "__version__", "load", "train", "unload"]
