@@ -90,6 +90,18 @@ def _text_config(hidden: int = 32, projection: int = 32):
     )
 
 
+# What the tiny SD and SDXL UNets share: two levels, cross-attention on the lower one, 32x32 latents.
+_UNET = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+)
+
+
 def _vae():
     from diffusers import AutoencoderKL
 
@@ -126,13 +138,7 @@ def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, prediction_type: str
     torch.manual_seed(seed)
     folder = Path(folder)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_UNET,
         cross_attention_dim=32,
         attention_head_dim=4,
         norm_num_groups=32,
@@ -159,13 +165,7 @@ def build_tiny_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     folder = Path(folder)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",

@@ -106,9 +106,12 @@ def load_tokenizers(model: str | os.PathLike) -> tuple[type[Adapter], dict[str, 
     before gigabytes of weights load."""
     from transformers import AutoTokenizer
 
-    cls = adapter_class(read_model_index(model), str(model))
+    index = read_model_index(model)
+    cls = adapter_class(index, str(model))
     tokenizers = {}
     for encoder, subfolder in cls.tokenizer_folders.items():
+        if not any(index.get(subfolder) or [None]):  # a component the pipeline leaves out ([null, null])
+            continue
         try:
             tokenizers[encoder] = AutoTokenizer.from_pretrained(str(model), subfolder=subfolder)
         except (OSError, ValueError) as exc:

@@ -26,10 +26,12 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     @property
     def encoders(self) -> list[EncoderSlot]:
-        return [
+        """Both CLIP encoders, or only ``text_encoder_2`` in single-encoder setups (refiner-like, dti-mini)."""
+        slots = [
             EncoderSlot("text_encoder", self.pipe.tokenizer, self.pipe.text_encoder),
             EncoderSlot("text_encoder_2", self.pipe.tokenizer_2, self.pipe.text_encoder_2),
         ]
+        return [s for s in slots if s.text_encoder is not None and s.tokenizer is not None]
 
     def native_resolution(self) -> int:
         return int(self.pipe.default_sample_size * self.pipe.vae_scale_factor)

@@ -1,0 +1,282 @@
+"""Train dti-mini from scratch on the rendered world, with checkpoints and resume.
+
+    python -m dti.mini.train_base --out runs/mini-base                      # VAE, then UNet + text encoder
+    python -m dti.mini.train_base --out runs/mini-base --resume --steps 20000  # continue a run
+    python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini
+
+Stage 1 fits the AutoencoderKL to renders (L1 + small KL). Stage 2 freezes it and trains the
+text encoder and UNet jointly on (render, caption) pairs drawn fresh every step: v-prediction,
+cosine noise schedule, min-SNR loss weighting, 10% empty captions (for classifier-free
+guidance), AdamW with warm-up and cosine decay, and an EMA of the weights, which is what ships.
+Checkpoints hold everything needed to resume exactly (weights, EMA, optimizer, RNG, step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dti.fileio import atomic_write, write_json
+from dti.mini import world
+from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
+
+CAPTION_DROPOUT = 0.1
+MIN_SNR_GAMMA = 5.0
+
+
+def to_pixels(images) -> torch.Tensor:
+    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def batch(rng: random.Random, size: int, image_size: int, dropout: float = 0.0) -> tuple[torch.Tensor, list[str]]:
+    """Fresh training pairs; a dropped caption becomes the empty prompt."""
+    pairs = [world.sample_caption(rng) for _ in range(size)]
+    images = [world.render(scene, image_size) for scene, _ in pairs]
+    captions = ["" if rng.random() < dropout else text for _, text in pairs]
+    return to_pixels(images), captions
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def rng_state(rng: random.Random) -> dict[str, Any]:
+    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(rng: random.Random, state: dict[str, Any]) -> None:
+    rng.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+
+
+# ------------------------------------------------------------------ stage 1: VAE
+def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.nn.Module:
+    path = out / "vae.pt"
+    vae = build_vae(config)
+    rng = random.Random(args.seed)
+    step = 0
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    if path.exists():
+        state = load_checkpoint(path)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        set_rng_state(rng, state["rng"])
+    if step >= args.vae_steps:
+        return vae.eval()
+    vae.train()
+    bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps, disable=args.quiet)
+    for step in bar:
+        pixels, _ = batch(rng, args.vae_batch, config.image_size)
+        dist = vae.encode(pixels).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        rec = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
+        kl = dist.kl().mean() / pixels[0].numel()
+        loss = rec + args.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps:
+            save_checkpoint(path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "rng": rng_state(rng)})
+            _log(out, {"stage": "vae", "step": step + 1, "rec": rec.item(), "kl": kl.item()})
+    return vae.eval()
+
+
+@torch.no_grad()
+def latent_scale(vae: torch.nn.Module, config: MiniConfig, seed: int) -> float:
+    """1 / std of the latents, so the diffusion model sees unit-variance inputs (SD's scaling_factor)."""
+    pixels, _ = batch(random.Random(seed + 1), 256, config.image_size)
+    return float(1.0 / vae.encode(pixels).latent_dist.mean.std())
+
+
+# ------------------------------------------------------------------ stage 2: text encoder + UNet
+class Diffusion(torch.nn.Module):
+    """The trainable pair, so one optimizer, one EMA and one state dict cover both."""
+
+    def __init__(self, text_encoder: torch.nn.Module, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.unet = unet
+
+
+def encode(model: Diffusion, tokenizer, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exactly the SDXL pipeline's conditioning: penultimate hidden states + projected pooled output."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    out = model.text_encoder(ids.input_ids.to(device), output_hidden_states=True)
+    return out.hidden_states[-2], out.text_embeds
+
+
+def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.Module, out: Path) -> dict[str, Any]:
+    from diffusers import DDPMScheduler
+
+    device = torch.device(args.device)
+    path = out / "diffusion.pt"
+    tokenizer = build_tokenizer(config)
+    torch.manual_seed(args.seed)
+    model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config)).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    vae = vae.to(device).requires_grad_(False)
+    scale = latent_scale(vae, config, args.seed)
+    noise = DDPMScheduler(num_train_timesteps=1000, beta_schedule=config.beta_schedule, prediction_type=config.prediction_type)
+    alphas = noise.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    rng = random.Random(args.seed)
+    step, seconds = 0, 0.0
+    if path.exists():
+        state = load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step, seconds, scale = state["step"], state.get("seconds", 0.0), state["scale"]
+        set_rng_state(rng, state["rng"])
+    time_ids = torch.tensor([[config.image_size, config.image_size, 0, 0, config.image_size, config.image_size]], dtype=torch.float32)
+    model.train()
+    bar = tqdm(range(step, args.steps), desc="unet", initial=step, total=args.steps, disable=args.quiet)
+    last = time.perf_counter()
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        pixels, captions = batch(rng, args.batch, config.image_size, CAPTION_DROPOUT)
+        with torch.no_grad():
+            x0 = vae.encode(pixels.to(device)).latent_dist.sample() * scale
+        eps = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (x0.shape[0],), device=device)
+        noisy = noise.add_noise(x0, eps, t)
+        target = noise.get_velocity(x0, eps, t) if config.prediction_type == "v_prediction" else eps
+        hidden, pooled = encode(model, tokenizer, captions, device)
+        added = {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(x0.shape[0], -1)}
+        pred = model.unet(noisy, t, hidden, added_cond_kwargs=added).sample
+        snr = alphas[t] / (1 - alphas[t])
+        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1 if config.prediction_type == "v_prediction" else snr)
+        loss = (weight * F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        now = time.perf_counter()
+        seconds += now - last
+        last = now
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+            save_checkpoint(
+                path,
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step + 1,
+                    "seconds": seconds,
+                    "scale": scale,
+                    "rng": rng_state(rng),
+                    "config": config.as_dict(),
+                },
+            )
+            _log(out, {"stage": "unet", "step": step + 1, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "seconds": seconds})
+    return {"ema": ema, "tokenizer": tokenizer, "scale": scale, "step": args.steps, "seconds": seconds}
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "train_base_log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ------------------------------------------------------------------ export
+def export(out: Path, target: Path, config: MiniConfig) -> Path:
+    """The EMA weights as a diffusers pipeline folder in fp16, with a model card."""
+    state = load_checkpoint(out / "diffusion.pt")
+    vae = build_vae(config)
+    vae.load_state_dict(load_checkpoint(out / "vae.pt")["model"])
+    vae.register_to_config(scaling_factor=state["scale"])
+    tokenizer = build_tokenizer(config)
+    model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
+    model.load_state_dict(state["ema"])
+    pipe = assemble(vae, model.text_encoder, tokenizer, model.unet, build_scheduler(config))
+    pipe.to(torch.float16)
+    target.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(target)
+    write_json(
+        target / "dti_mini.json",
+        {"config": config.as_dict(), "steps": state["step"], "train_seconds": round(state["seconds"], 1), "latent_scale": state["scale"]},
+    )
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--export", default=None, help="write the EMA pipeline (fp16) to this folder after training")
+    p.add_argument("--export-only", action="store_true", help="only export the checkpoints already in --out")
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-kl", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    config = MiniConfig()
+    if not args.export_only:
+        if out.exists() and any(out.glob("*.pt")) and not args.resume:
+            raise SystemExit(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(
+            out / "train_base_config.json",
+            {
+                **vars(args),
+                "config": config.as_dict(),
+                "machine": platform.platform(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+        )
+        vae = train_vae(args, config, out)
+        train_diffusion(args, config, vae, out)
+    if args.export:
+        print(f"exported to {export(out, Path(args.export), config)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
