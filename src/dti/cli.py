@@ -81,7 +81,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="use --lr as given instead of multiplying it by batch size x grad accumulation",
     )
     g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: 768 for SDXL, native otherwise]")
-    g.add_argument("--templates", choices=("object", "style"), help="prompt templates [default: object]")
+    g.add_argument(
+        "--templates",
+        choices=("object", "style", "bare"),
+        help="prompt templates: TI's object or style prompts, or bare 'a {}' [default: the model's dti.json, else object]",
+    )
     g.add_argument("--seed", type=_int, help="random seed [default: 0]")
     g = p.add_argument_group("hardware")
     g.add_argument(
@@ -127,7 +131,7 @@ def _run_train(args: argparse.Namespace) -> int:
     token = values.pop("token", None) or base.token
     init = values.pop("init", None)
     init = base.init if init is None else init
-    model = values.pop("model", None) or base.model
+    model = _model_alias(values.pop("model", None) or base.model)
     output = values.pop("output", None) or base.output
     if not output:
         raise DTIError("--output is missing; name the run folder to create, e.g. --output runs/my-dog")
@@ -230,6 +234,23 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="learn, generate and blend two words on the built-in dti-mini model (offline, ~1 minute on a CPU)",
+        description="Offline end-to-end demo on dti-mini, the small model that ships with dti: renders photos "
+        "of two subjects, learns a word for each (DTI), generates new compositions, blends the two words "
+        "by slerp, and writes a report scored by the mini world's judge.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="dti-demo", help="output folder")
+    p.add_argument("--steps", type=_int, default=150, help="training steps per word")
+    p.add_argument("--sampler-steps", type=_int, default=20, help="sampler steps per image")
+    p.add_argument("--model", default=None, help="a dti-mini pipeline folder (default: the packaged one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dti import __version__
 
@@ -242,14 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_convert(sub)
     _add_convert(sub, "rescale")
+    _add_demo(sub)
     return parser
+
+
+def _model_alias(model: str | None) -> str | None:
+    """``dti-mini`` names the model that ships inside the package."""
+    if model == "dti-mini":
+        from dti.mini.model import PACKAGED
+
+        if not (PACKAGED / "model_index.json").is_file():
+            raise DTIError(f"the packaged dti-mini model is missing at {PACKAGED}; reinstall dti")
+        return str(PACKAGED)
+    return model
 
 
 def _load_pipe(model: str | None, fallback: str | None, precision: str, device: str) -> tuple[object, str]:
     from dti.models import load_adapter, resolve_dtype
     from dti.trainer import resolve_device
 
-    name = model or fallback
+    name = _model_alias(model or fallback)
     if not name:
         raise DTIError("--model is missing and the concept does not name its base model; pass --model")
     dev = resolve_device(device)
@@ -289,7 +322,7 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     from dti.blend import blend
     from dti.fileio import write_json
     from dti.formats import read
-    from dti.generate import check_outputs, interpolation_grid
+    from dti.generate import check_outputs, interpolation_grid, interpolation_images
 
     if args.steps < 2:
         raise DTIError("--steps must be at least 2 (the two ends)")
@@ -317,8 +350,8 @@ def _run_interpolate(args: argparse.Namespace) -> int:
         concept.save(path)
     write_json(out / "interpolation.json", summary)
     if pipe is not None:
-        image = interpolation_grid(pipe, mix, args.prompt, args.seeds, args.sample_steps, args.guidance, args.resolution)
-        image.save(out / "grid.png")
+        columns = interpolation_images(pipe, mix, args.prompt, args.seeds, args.sample_steps, args.guidance, args.resolution)
+        interpolation_grid(columns, weights, args.seeds).save(out / "grid.png")
         print(f"wrote {len(files)} blended concepts and grid.png to {out}")
     else:
         print(f"wrote {len(files)} blended concepts to {out} (pass --model for a grid image)")
@@ -363,6 +396,18 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from dti.mini.demo import run_demo
+
+    if args.steps <= 0 or args.sampler_steps <= 0:
+        raise DTIError("--steps and --sampler-steps must be positive")
+    numbers = run_demo(
+        args.out, args.model, steps=args.steps, sampler_steps=args.sampler_steps, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(f"demo finished in {numbers['seconds']} s: see {args.out}/report.md")
+    return 0
+
+
 COMMANDS = {
     "train": _run_train,
     "generate": _run_generate,
@@ -370,6 +415,7 @@ COMMANDS = {
     "inspect": _run_inspect,
     "convert": _run_convert,
     "rescale": _run_convert,
+    "demo": _run_demo,
 }
 
 

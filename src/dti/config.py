@@ -19,6 +19,8 @@ OPTIMIZERS = ("rsgd", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("eos", "legacy")
 
+DEFAULT_VALIDATION_PROMPTS = ("a photo of a {}", "a {} in the snow")
+
 # METHOD.md section 5: per-sample learning rates; with scale_lr they are multiplied by the
 # effective batch (batch_size * grad_accum), as the reference launchers do.
 BASE_LR = {"rsgd": 0.01, "adamw": 0.005}
@@ -48,7 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     crossinit_lambda: float = 1e-5
     resolution: int | None = None
-    templates: str = "object"  # object | style
+    templates: str | list[str] | None = None  # object | style | bare | a list with {}; None: the model's hint, else object
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -57,7 +59,7 @@ class TrainConfig:
     log_every: int = 1
     snapshot_every: int = 0
     validation_every: int = 0  # 0: only at the end
-    validation_prompts: list[str] = field(default_factory=lambda: ["a photo of a {}", "a {} in the snow"])
+    validation_prompts: list[str] | None = None  # None: the model's hint, else DEFAULT_VALIDATION_PROMPTS
     validation_seeds: list[int] = field(default_factory=lambda: [0, 1])
     validation_steps: int = 25
     validation_guidance: float = 5.0
@@ -125,8 +127,16 @@ def check(config: TrainConfig) -> None:
         raise DTIError(f"--beta must be in [0, 1), got {c.beta}")
     if c.resolution is not None and (c.resolution <= 0 or c.resolution % 8):
         raise DTIError(f"--resolution {c.resolution} must be a positive multiple of 8, e.g. 512, 768 or 1024")
-    if c.templates not in ("object", "style"):
-        raise DTIError(f"--templates {c.templates!r} is not valid; use object or style")
+    if c.templates is not None:
+        from dti.data import TEMPLATE_SETS
+
+        if isinstance(c.templates, str) and c.templates not in TEMPLATE_SETS:
+            raise DTIError(f"--templates {c.templates!r} is not valid; use one of {', '.join(TEMPLATE_SETS)}")
+        if not isinstance(c.templates, str) and (not c.templates or not all("{}" in t for t in c.templates)):
+            raise DTIError("templates must be a set name or a list of prompts that each contain {}")
+    for prompt in c.validation_prompts or []:
+        if "{}" not in prompt:
+            raise DTIError(f"--validation-prompt {prompt!r} needs {{}} where the token goes")
     for name in ("log_every", "snapshot_every", "validation_every"):
         if getattr(c, name) < 0:
             raise DTIError(f"--{name.replace('_', '-')} must be >= 0")
@@ -136,9 +146,17 @@ def check(config: TrainConfig) -> None:
         raise DTIError(f"--magnitude fixes the norm of a dti vector; method {c.method} trains a free vector")
 
 
-def resolve(config: TrainConfig, family_defaults: dict[str, Any], native_resolution: int) -> TrainConfig:
-    """Fill every ``None`` with the default of the method and model family."""
+def resolve(
+    config: TrainConfig, family_defaults: dict[str, Any], native_resolution: int, hints: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Fill every ``None`` with the default of the method and model family; ``hints`` are a
+    model's own suggestions (its ``dti.json``: templates and sample prompts in its vocabulary)."""
     c = dataclasses.replace(config)
+    hints = hints or {}
+    if c.templates is None:
+        c.templates = hints.get("templates", "object")
+    if c.validation_prompts is None:
+        c.validation_prompts = list(hints.get("validation_prompts", DEFAULT_VALIDATION_PROMPTS))
     if c.optimizer is None:
         c.optimizer = "rsgd" if c.method == "dti" else "adamw"
     if c.steps is None:

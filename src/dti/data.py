@@ -72,7 +72,10 @@ STYLE_TEMPLATES = (
     "a large painting in the style of {}",
 )
 
-TEMPLATE_SETS = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES}
+# For small vocabularies that know no "photo"/"rendering" (dti-mini): the bare word.
+BARE_TEMPLATES = ("a {}",)
+
+TEMPLATE_SETS = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES, "bare": BARE_TEMPLATES}
 
 
 def list_images(folder: str | Path) -> list[Path]:

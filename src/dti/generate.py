@@ -77,7 +77,7 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
     ).images[0]
 
 
-def _save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:
+def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=recipe.pnginfo() if recipe else None))
 
 
@@ -123,13 +123,13 @@ def generate(
     if out is not None:
         names = [c.token for c in attached]
         for i, image in enumerate(images):
-            _save_png(image, paths[i], Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt))
+            save_png(image, paths[i], Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt))
         sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)])
-        _save_png(sheet, paths[-1])
+        save_png(sheet, paths[-1])
     return images
 
 
-def interpolation_grid(
+def interpolation_images(
     pipe: Any,
     mix: Blend,
     prompt: str,
@@ -137,8 +137,9 @@ def interpolation_grid(
     steps: int,
     guidance: float,
     resolution: int | None = None,
-) -> Image.Image:
-    """Rows = seeds, columns = blend weights; ``{}`` in ``prompt`` becomes the blend's token."""
+) -> list[list[Image.Image]]:
+    """``images[column][row]``: one column per blend weight, one row per seed (the same seed along a row).
+    ``{}`` in ``prompt`` becomes the blend's token."""
     if "{}" not in prompt:
         raise DTIError("--prompt must contain {} where the blended concept goes, e.g. 'a photo of {}'")
     columns: list[list[Image.Image]] = []
@@ -148,5 +149,10 @@ def interpolation_grid(
             columns.append([render(pipe, prompt.format(concept.token), s, steps, guidance, resolution) for s in seeds])
         finally:
             unload(pipe, concept.token)
+    return columns
+
+
+def interpolation_grid(columns: Sequence[Sequence[Image.Image]], weights: Sequence[float], seeds: Sequence[int]) -> Image.Image:
+    """Rows = seeds, columns = blend weights."""
     rows = [[col[r] for col in columns] for r in range(len(seeds))]
-    return grid(rows, row_labels=[f"seed {s}" for s in seeds], col_labels=[f"{w:.2f}" for w in mix.weights])
+    return grid(rows, row_labels=[f"seed {s}" for s in seeds], col_labels=[f"{w:.2f}" for w in weights])

@@ -67,11 +67,18 @@ def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = Non
     for slot in slots:
         if concept.token in slot.tokenizer.get_vocab():
             raise DTIError(f"{concept.token} is already loaded in {slot.name}; unload it first or pass another token")
-    for slot in slots:
-        vectors = concept.encoders[slot.name].vectors
-        dtype = slot.text_encoder.get_input_embeddings().weight.dtype
-        pipe.load_textual_inversion(vectors.to(dtype), token=concept.token, tokenizer=slot.tokenizer, text_encoder=slot.text_encoder)
-        pool_at_end_token(slot.text_encoder, slot.tokenizer.eos_token_id)
+    import transformers.utils.logging as tlog
+
+    verbosity = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # resize_token_embeddings narrates its mean-resizing at every load
+    try:
+        for slot in slots:
+            vectors = concept.encoders[slot.name].vectors
+            dtype = slot.text_encoder.get_input_embeddings().weight.dtype
+            pipe.load_textual_inversion(vectors.to(dtype), token=concept.token, tokenizer=slot.tokenizer, text_encoder=slot.text_encoder)
+            pool_at_end_token(slot.text_encoder, slot.tokenizer.eos_token_id)
+    finally:
+        tlog.set_verbosity(verbosity)
     return concept
 
 

@@ -26,7 +26,7 @@ from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_
 from dti.errors import DTIError
 from dti.formats import write, write_diffusers
 from dti.images import grid
-from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, resolve_dtype
+from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
 from dti.models.base import MicroConditioning
 from dti.optim import RiemannianSGD
 from dti.plots import plot_norms
@@ -73,7 +73,8 @@ class Trainer:
         self.config = c = config
         self.adapter = adapter
         self.run = run
-        self.data = SubjectData(photos, c.resolution, c.token, TEMPLATE_SETS[c.templates], snap=adapter.resolution_multiple, seed=c.seed)
+        templates = TEMPLATE_SETS[c.templates] if isinstance(c.templates, str) else tuple(c.templates)
+        self.data = SubjectData(photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed)
         self.cache = LatentCache(adapter.encode_pixels)
         self.generator = torch.Generator("cpu").manual_seed(c.seed)
         self.attachments: dict[str, Attachment] = {}
@@ -319,7 +320,7 @@ def train(
     else:
         adapter = adapter_for(pipe)
     check_words({slot.name: slot.tokenizer for slot in adapter.encoders}, c.token, c.init)
-    c = resolve(c, adapter.defaults, adapter.native_resolution())
+    c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
     if c.resolution % adapter.resolution_multiple:
         raise DTIError(f"--resolution {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model")
     run = None

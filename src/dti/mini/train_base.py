@@ -34,6 +34,8 @@ from dti.mini import world
 from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
 
 CAPTION_DROPOUT = 0.1
+#: What dti should use with this model (``dti.json``): prompts in the world's vocabulary.
+MODEL_HINTS = {"templates": ["a {}"], "validation_prompts": ["a {}", "a {} on the left on a striped teal background"]}
 MIN_SNR_GAMMA = 5.0
 
 
@@ -224,6 +226,7 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     pipe.to(torch.float16)
     target.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(target)
+    write_json(target / "dti.json", MODEL_HINTS)
     write_json(
         target / "dti_mini.json",
         {"config": config.as_dict(), "steps": state["step"], "train_seconds": round(state["seconds"], 1), "latent_scale": state["scale"]},

@@ -25,7 +25,17 @@ ADAPTERS: dict[str, type[Adapter]] = {cls.pipeline_class: cls for cls in (Stable
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-__all__ = ["ADAPTERS", "Adapter", "EncoderSlot", "adapter_for", "load_adapter", "load_tokenizers", "read_model_index", "resolve_dtype"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "EncoderSlot",
+    "adapter_for",
+    "load_adapter",
+    "load_tokenizers",
+    "model_hints",
+    "read_model_index",
+    "resolve_dtype",
+]
 
 
 def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
@@ -55,6 +65,21 @@ def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
         raise DTIError(
             f"model {name!r} could not be found ({type(exc).__name__}); check the hub id or pass a local diffusers folder"
         ) from None
+
+
+HINTS_FILENAME = "dti.json"
+
+
+def model_hints(model: str | os.PathLike) -> dict[str, Any]:
+    """A model folder's suggestions for dti (``dti.json``): e.g. prompt templates in its vocabulary."""
+    path = Path(str(model)) / HINTS_FILENAME
+    if not path.is_file():
+        return {}
+    try:
+        hints = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DTIError(f"{path} is not valid JSON; fix or remove it") from None
+    return hints if isinstance(hints, dict) else {}
 
 
 def adapter_class(model_index: dict[str, Any], model: str) -> type[Adapter]:

@@ -1,0 +1,97 @@
+"""dti-mini: its tokenizer, its training script, the shipped pipeline, and `dti demo`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dti.mini import world
+from dti.mini.model import PACKAGED, MiniConfig, load_pipeline
+from dti.mini.tokenizer import build_vocabulary, mini_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a busy 2-core machine run far faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_world_word_is_one_token_and_captions_round_trip():
+    tok = mini_tokenizer(world.vocabulary())
+    rng = __import__("random").Random(0)
+    for _ in range(50):
+        _, text = world.sample_caption(rng)
+        ids = tok(text, add_special_tokens=False).input_ids
+        assert len(ids) == len(text.split())
+        assert tok.decode(ids) == text
+    assert tok.unk_token_id not in tok("a red star", add_special_tokens=False).input_ids
+
+
+def test_bpe_vocabulary_repairs_words_split_by_other_words_merges():
+    words = ["red", "green", "reed", "greed", "tree", "street"]
+    tokens, merges = build_vocabulary(words)
+    tok = mini_tokenizer(words)
+    assert all(len(tok(w, add_special_tokens=False).input_ids) == 1 for w in words)
+    assert len(set(tokens)) == len(tokens) and len(set(merges)) == len(merges)
+
+
+def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
+    from dti.mini.train_base import main
+
+    out = tmp_path / "base"
+    args = ["--out", str(out), "--vae-steps", "2", "--vae-batch", "4", "--steps", "2", "--batch", "4", "--checkpoint-every", "1", "--quiet"]
+    main(args)
+    first = torch.load(out / "diffusion.pt", weights_only=True)["step"]
+    with pytest.raises(SystemExit, match="--resume"):
+        main(args)
+    main([*args[:7], "3", *args[8:], "--resume", "--export", str(tmp_path / "export")])
+    state = torch.load(out / "diffusion.pt", weights_only=True)
+    assert (first, state["step"]) == (2, 3)
+    log = [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["stage"] == "unet"] == [1, 2, 3]
+    pipe = load_pipeline(tmp_path / "export")
+    assert pipe.text_encoder is None and pipe.tokenizer is None and pipe.unet.config.sample_size == MiniConfig().image_size // 2
+    assert json.loads((tmp_path / "export" / "dti.json").read_text())["templates"] == ["a {}"]
+    image = pipe("a red star", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+
+
+def test_packaged_model_loads_offline_and_generates():
+    assert (PACKAGED / "model_index.json").is_file(), "the shipped dti-mini weights are missing"
+    size = sum(p.stat().st_size for p in PACKAGED.rglob("*") if p.is_file())
+    assert size < 40 * 2**20
+    pipe = load_pipeline()
+    a = pipe(
+        "a large red star in the center on a plain gray background",
+        num_inference_steps=10,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    b = pipe(
+        "a large red star in the center on a plain gray background",
+        num_inference_steps=10,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)  # deterministic per seed
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    from dti.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "4", "--sampler-steps", "4", "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    assert "<ruby>" in report and "Slerp" in report
+    for name in ("ruby", "berry"):
+        assert (out / name / "concept.safetensors").is_file() and len(list((out / "photos" / name).glob("*.png"))) == 5
+    assert (out / "interpolation.png").is_file() and (out / "generated" / "contact_sheet.png").is_file()
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--steps", "4"]) == 2  # never over an earlier demo without --overwrite
+    assert "already holds a concept" in capsys.readouterr().err or "not empty" in capsys.readouterr().err
