@@ -154,7 +154,8 @@ def format_report(report: dict[str, Any]) -> str:
     if init:
         lines[0] += f", initializer '{init}'"
     for name, e in report["encoders"].items():
-        lines.append(f"  {name} ({e['kind']}, width {e['width']})")
+        kind = "" if e["kind"].startswith("width") else f"{e['kind']}, "
+        lines.append(f"  {name} ({kind}width {e['width']})")
         norms = ", ".join(f"{n:.4f}" for n in e["norms"])
         fixed = f" (fixed at {e['fixed_magnitude']:.4f})" if e.get("fixed_magnitude") else ""
         lines.append(f"    norm: {norms}{fixed}")

@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         from dti.images import grid
 
         write_json(args.out, report)
+        if Path(args.out).name == "quality.json":  # inside a model folder: refresh its card
+            from dti.mini.card import write_card
+
+            write_card(Path(args.out).parent)
         rows = [images[i : i + 8] for i in range(0, min(len(images), 64), 8)]
         grid(rows, row_labels=[prompts[i][:60] for i in range(0, min(len(images), 64), 8)]).save(Path(args.out).with_suffix(".png"))
 

@@ -227,10 +227,23 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(target)
     write_json(target / "dti.json", MODEL_HINTS)
+    run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
+    training = {k: run.get(k) for k in ("batch", "lr", "ema", "vae_steps", "seed", "threads")}
+    training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
     write_json(
         target / "dti_mini.json",
-        {"config": config.as_dict(), "steps": state["step"], "train_seconds": round(state["seconds"], 1), "latent_scale": state["scale"]},
+        {
+            "config": config.as_dict(),
+            "steps": state["step"],
+            "train_seconds": round(state["seconds"], 1),
+            "latent_scale": state["scale"],
+            "training": training,
+            "vocabulary_words": len(world.vocabulary()),
+        },
     )
+    from dti.mini.card import write_card
+
+    write_card(target)
     return target
 
 

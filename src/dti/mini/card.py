@@ -1,0 +1,83 @@
+"""The model card of a dti-mini folder (README.md), written from the facts stored beside it:
+``dti_mini.json`` (architecture, training) and ``quality.json`` (the judge's quality gate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dti.fileio import write_text
+
+GATE_SINGLE, GATE_JOINT = 0.85, 0.60
+
+
+def _params(folder: Path) -> dict[str, float]:
+    """Millions of parameters per component, counted from the weight files."""
+    from safetensors.torch import load_file
+
+    return {
+        part: sum(t.numel() for f in (folder / part).glob("*.safetensors") for t in load_file(f).values()) / 1e6
+        for part in ("unet", "text_encoder_2", "vae")
+    }
+
+
+def write_card(folder: str | Path) -> Path:
+    folder = Path(folder)
+    info = json.loads((folder / "dti_mini.json").read_text())
+    quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else None
+    params = _params(folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    t = info.get("training", {})
+    lines = [
+        "# dti-mini",
+        "",
+        "A small text-to-image diffusion model trained from scratch by `python -m dti.mini.train_base` on the procedurally "
+        "rendered world of `dti.mini.world` (coloured shapes in five positions on plain and textured backgrounds, 32x32 px). "
+        "It ships with dti so that personalization can be tried, tested and measured offline on a CPU.",
+        "",
+        "## Architecture (the classes of the large models)",
+        "",
+        f"- `CLIPTokenizer` over the world's {info.get('vocabulary_words', 45)} words (every word one BPE token), max length "
+        f"{info['config']['max_length']}.",
+        f"- `CLIPTextModelWithProjection`: {info['config']['text_layers']} pre-norm layers, width {info['config']['text_hidden']}, "
+        f"learned absolute positions ({params['text_encoder_2']:.2f} M parameters).",
+        f"- `UNet2DConditionModel` on 16x16x4 latents, channels {info['config']['unet_channels']}, cross-attention, SDXL's "
+        f"`text_time` conditioning ({params['unet']:.2f} M parameters).",
+        f"- `AutoencoderKL`, one 2x downsampling ({params['vae']:.2f} M parameters); latent scale {info['latent_scale']:.4f}.",
+        "- Assembled as `StableDiffusionXLPipeline` with a single text encoder (`text_encoder_2`): the UNet reads the "
+        "penultimate hidden states with no final LayerNorm, plus the pooled projection, exactly SDXL's conditioning.",
+        f"- `DPMSolverMultistepScheduler`, {info['config']['prediction_type']}, {info['config']['beta_schedule']} schedule.",
+        f"- Weights in fp16; {size:.1f} MB on disk.",
+        "",
+        "## Training",
+        "",
+        f"- {info['steps']} steps of the UNet + text encoder (batch {t.get('batch', '?')}, AdamW lr {t.get('lr', '?')}, "
+        f"cosine decay, min-SNR weighting, 10% empty captions, EMA {t.get('ema', '?')}); VAE {t.get('vae_steps', '?')} steps first.",
+        f"- Training time {info['train_seconds'] / 3600:.2f} h of the UNet stage on {t.get('hardware', 'the CPU')}, "
+        f"seed {t.get('seed', 0)}.",
+        "- Data: fresh renders every step from `dti.mini.world.sample_caption`; the held-out (shape, colour, texture) "
+        "combinations and the appearance of every personalization subject never appear.",
+        "",
+    ]
+    if quality:
+        acc = quality["accuracy"]
+        passed = all(v >= GATE_SINGLE for v in acc.values()) and quality["joint"] >= GATE_JOINT
+        lines += [
+            "## Quality gate (judge on held-out captions)",
+            "",
+            f"{quality['captions']} full captions of held-out combinations, one image each ({quality['sampler_steps']} sampler steps, "
+            f"guidance {quality['guidance']}), read by `dti.mini.judge`. Target: every attribute >= {GATE_SINGLE:.0%}, all "
+            f"attributes of a caption jointly >= {GATE_JOINT:.0%}. **{'Passed' if passed else 'Not passed'}.**",
+            "",
+            "| " + " | ".join(acc) + " | joint |",
+            "|" + "---|" * (len(acc) + 1),
+            "| " + " | ".join(f"{v:.1%}" for v in acc.values()) + f" | {quality['joint']:.1%} |",
+            "",
+            "Joint accuracy by number of objects: " + ", ".join(f"{k}: {v:.1%}" for k, v in quality["by_objects"].items()) + ".",
+            "",
+        ]
+    lines += [
+        "Reproduce: `python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini`, then "
+        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json`."
+    ]
+    return write_text(folder / "README.md", "\n".join(lines) + "\n")
