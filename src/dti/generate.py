@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -63,8 +64,6 @@ def check_prompt(prompt: str, tokenizer: Any, loaded: Sequence[str]) -> None:
 def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resolution: int | None, negative_prompt: str | None = None):
     adapter = adapter_for(pipe)
     res = resolution or adapter.native_resolution()
-    import torch
-
     generator = torch.Generator("cpu").manual_seed(int(seed))
     return pipe(
         prompt,

@@ -24,7 +24,9 @@ from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig, check, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_image
 from dti.errors import DTIError
+from dti.fileio import write_json
 from dti.formats import write, write_diffusers
+from dti.generate import render
 from dti.images import grid
 from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
 from dti.models.base import MicroConditioning
@@ -211,21 +213,19 @@ class Trainer:
             "angle_to_init_deg": angles,
         }
 
-    def samples(self, step: int) -> Image.Image:
+    def samples(self) -> Image.Image:
+        """The validation grid: rows = prompts, columns = seeds, through the pipeline's own ``__call__``."""
         c = self.config
         prompts = [p.format(c.token) for p in c.validation_prompts]
-        rows = []
-        for prompt in prompts:
-            rows.append(
-                self.adapter.generate(
-                    [prompt] * len(c.validation_seeds), c.validation_seeds, c.validation_steps, c.validation_guidance, c.resolution
-                )
-            )
+        rows = [
+            [render(self.adapter.pipe, p, s, c.validation_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
+            for p in prompts
+        ]
         return grid(rows, row_labels=prompts, col_labels=[f"seed {s}" for s in c.validation_seeds])
 
     def _save_samples(self, step: int) -> None:
         assert self.run is not None
-        sheet = self.samples(step)
+        sheet = self.samples()
         path = self.run.sample_grid(step)
         path.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(path)
@@ -331,8 +331,6 @@ def train(
     try:
         trainer.setup()
         if run is not None:
-            from dti.fileio import write_json
-
             write_json(run.config, {**c.to_dict(), "dti_version": __version__})
         concept = trainer.fit()
         trainer.finish(concept)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image
 
 
 @dataclass
@@ -82,20 +81,3 @@ class Adapter:
     ) -> torch.Tensor:
         """The family's own training loss for a batch of (unscaled) latents and prompts."""
         raise NotImplementedError
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        seeds: Sequence[int],
-        steps: int,
-        guidance: float,
-        resolution: int | None = None,
-    ) -> list[Image.Image]:
-        """One image per (prompt, seed) through the pipeline's own ``__call__``."""
-        res = resolution or self.native_resolution()
-        images = []
-        for prompt, seed in zip(prompts, seeds):
-            generator = torch.Generator("cpu").manual_seed(int(seed))
-            out = self.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res)
-            images.append(out.images[0])
-        return images
