@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
 
             write_card(Path(args.out).parent)
         rows = [images[i : i + 8] for i in range(0, min(len(images), 64), 8)]
-        grid(rows, row_labels=[prompts[i][:60] for i in range(0, min(len(images), 64), 8)]).save(Path(args.out).with_suffix(".png"))
+        grid(rows, row_labels=[f"captions {i}-{i + 7}" for i in range(0, min(len(images), 64), 8)]).save(Path(args.out).with_suffix(".png"))
+        Path(args.out).with_suffix(".prompts.txt").write_text("\n".join(prompts[:64]) + "\n")  # the grid's captions, row by row
 
 
 if __name__ == "__main__":
