@@ -94,4 +94,5 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "interpolation.png").is_file() and (out / "generated" / "contact_sheet.png").is_file()
     capsys.readouterr()
     assert main(["demo", "--out", str(out), "--steps", "4"]) == 2  # never over an earlier demo without --overwrite
-    assert "already holds a concept" in capsys.readouterr().err or "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err

@@ -39,7 +39,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="the new word, e.g. '<my-dog>' (must not exist in the vocabulary)")
     p.add_argument("--init", help="initializer: the subject's class word, e.g. 'dog'; several words give several vectors")
     p.add_argument("--model", help="diffusers pipeline: hub id or local folder (SD 1.x/2.x or SDXL)")
-    p.add_argument("--output", help="run folder to create (refused if it already holds results, unless --overwrite)")
+    p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it already holds results, unless --overwrite)")
     p.add_argument("--config", help="config.json of an earlier run to repeat; flags given here override it")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
     g = p.add_argument_group("method")
@@ -166,7 +166,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rescale", choices=("mean", "min", "max"), default=None, help="load every concept rescaled to this vocabulary norm (TI-rescaled)"
     )
-    p.add_argument("--out", default="generated", help="output folder for PNGs and the contact sheet")
+    p.add_argument("--out", "--output", dest="out", default="generated", help="output folder for PNGs and the contact sheet")
     p.add_argument("--overwrite", action="store_true", help="replace images already in --out")
 
 
@@ -190,7 +190,7 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=5.0, help="guidance scale for the grid")
     p.add_argument("--resolution", type=_int, default=None, help="image size for the grid")
     p.add_argument("--no-grid", dest="grid", action="store_false", help="write the blended concepts only")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", "--output", dest="out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
 
 
@@ -222,7 +222,7 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
     )
     p.add_argument("input", help="concept file or folder")
     p.add_argument("--to", choices=("dti", "diffusers", "a1111", "comfyui", "kohya"), default="dti", help="output format")
-    p.add_argument("--out", default=None, help="output file or folder (default: named after the token, in the current folder)")
+    p.add_argument("--out", "--output", dest="out", default=None, help="output file or folder (default: named after the token, in the current folder)")
     p.add_argument("--token", default=None, help="rename the token")
     p.add_argument(
         "--rescale",
@@ -243,7 +243,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "by slerp, and writes a report scored by the mini world's judge.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default="dti-demo", help="output folder")
+    p.add_argument("--out", "--output", dest="out", default="dti-demo", help="output folder")
     p.add_argument("--steps", type=_int, default=150, help="training steps per word")
     p.add_argument("--sampler-steps", type=_int, default=20, help="sampler steps per image")
     p.add_argument("--model", default=None, help="a dti-mini pipeline folder (default: the packaged one)")

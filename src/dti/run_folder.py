@@ -28,8 +28,8 @@ def check_output(path: str | Path, overwrite: bool) -> None:
     if not path.is_dir() or overwrite or not any(path.iterdir()):
         return
     if (path / CONCEPT_FILENAME).exists():
-        raise DTIError(f"output folder {path} already holds a concept; pass --overwrite to replace it or choose another --output")
-    raise DTIError(f"output folder {path} is not empty; pass --overwrite to reuse it or choose another --output")
+        raise DTIError(f"output folder {path} already holds a concept; pass --overwrite to replace it or choose another output folder")
+    raise DTIError(f"output folder {path} is not empty; pass --overwrite to reuse it or choose another output folder")
 
 
 class RunFolder:
