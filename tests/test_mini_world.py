@@ -145,12 +145,14 @@ def test_fidelity_counts_violated_attributes():
     scene = Scene((Thing("star", "red", "large", "left"), Thing("ring", "blue", "small", "right")), Background("plain", "gray"))
     required = parse_caption("a red star next to a blue ring on a plain gray background")
     assert fidelity(required, scene) == 1.0
-    # 2 objects x (presence + shape + colour) + texture + colour + count = 9 atoms
-    assert fidelity(required, Scene(scene.things, Background("plain", "teal"))) == pytest.approx(8 / 9)
+    # 2 objects x (presence + shape + colour + position) + texture + colour + count = 11 atoms
+    assert fidelity(required, Scene(scene.things, Background("plain", "teal"))) == pytest.approx(10 / 11)
     swapped = Scene((Thing("star", "red", "large", "right"), Thing("ring", "blue", "small", "left")), Background("plain", "gray"))
-    assert fidelity(required, swapped) == pytest.approx(5 / 9)
+    assert fidelity(required, swapped) == pytest.approx(9 / 11)  # right objects, each in the wrong place
     alone = Scene(scene.things[:1], scene.background)
-    assert fidelity(required, alone) == pytest.approx(5 / 9)
+    assert fidelity(required, alone) == pytest.approx(6 / 11)  # star 4 + backgrounds 2; the ring and the count missed
+    recoloured = Scene((Thing("star", "blue", "large", "left"), Thing("ring", "red", "small", "right")), Background("plain", "gray"))
+    assert fidelity(required, recoloured) == pytest.approx(9 / 11)  # colours bound to the wrong objects count as wrong
     assert fidelity(parse_caption("a <tok> next to a blue ring"), scene) == 1.0  # a placeholder has no shape atom
 
 
@@ -280,3 +282,16 @@ def test_realize_fills_free_attributes_within_valid_layouts():
     assert all(t.size == "small" for t in scene.things) and len(scene.things) == 3
     with pytest.raises(ValueError):
         realize("a large star on the left and a ring at the top", rng)
+
+
+def test_quality_gate_scores_each_attribute_on_its_own():
+    from dti.mini.evaluate import score
+
+    scene = Scene((Thing("star", "red", "large", "left"), Thing("ring", "blue", "small", "right")), Background("striped", "gray"))
+    seen = spec(Scene((Thing("star", "red", "small", "right"), Thing("ring", "blue", "small", "left")), Background("plain", "gray")))
+    outcome = score(spec(scene), seen)
+    assert outcome["shape"] == [True, True] and outcome["colour"] == [True, True] and outcome["present"] == [True, True]
+    assert outcome["position"] == [False, False] and outcome["size"] == [False, True]
+    assert outcome["texture"] == [False] and outcome["background"] == [True] and outcome["count"] == [True]
+    missing = score(spec(scene), spec(Scene(scene.things[1:], scene.background)))
+    assert missing["present"] == [False, True] and missing["count"] == [False] and missing["shape"] == [False, True]

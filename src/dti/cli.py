@@ -39,7 +39,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="the new word, e.g. '<my-dog>' (must not exist in the vocabulary)")
     p.add_argument("--init", help="initializer: the subject's class word, e.g. 'dog'; several words give several vectors")
     p.add_argument("--model", help="diffusers pipeline: hub id or local folder (SD 1.x/2.x or SDXL)")
-    p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it already holds results, unless --overwrite)")
+    p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it holds results, unless --overwrite)")
     p.add_argument("--config", help="config.json of an earlier run to repeat; flags given here override it")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
     g = p.add_argument_group("method")
@@ -222,7 +222,7 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
     )
     p.add_argument("input", help="concept file or folder")
     p.add_argument("--to", choices=("dti", "diffusers", "a1111", "comfyui", "kohya"), default="dti", help="output format")
-    p.add_argument("--out", "--output", dest="out", default=None, help="output file or folder (default: named after the token, in the current folder)")
+    p.add_argument("--out", "--output", dest="out", default=None, help="output file or folder (default: named after the token, here)")
     p.add_argument("--token", default=None, help="rename the token")
     p.add_argument(
         "--rescale",

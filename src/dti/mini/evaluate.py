@@ -4,9 +4,10 @@
 
 Every caption is the full caption of a scene whose (shape, colour, texture) combinations were
 held out of base training; one image per caption (seed = its index); the judge reads each image.
-Per attribute: the fraction of requested values rendered correctly (an object counts as present
-when the judge finds an object at its slot); jointly: the fraction of captions with every
-attribute right.
+Per attribute: the fraction of requested values rendered correctly, each requested object bound
+to a seen one by the best assignment (so shape, colour, size and position are judged separately,
+as GenEval does); jointly: the fraction of captions with every attribute right, positions and the
+object count included.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 import torch
 
 from dti.mini import world
+from dti.mini.text import OBJECT_ATOMS, assign
 
-ATTRIBUTES = ("present", "shape", "colour", "size", "texture", "background", "count")
+ATTRIBUTES = ("present", "shape", "colour", "size", "position", "texture", "background", "count")
 
 
 def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float, batch: int = 16) -> list:
@@ -35,13 +37,13 @@ def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ste
 
 
 def score(required: dict, seen: dict) -> dict[str, list[bool]]:
-    """Per attribute, the outcomes of one image against a full spec."""
-    at = {o["position"]: o for o in seen["objects"]}
+    """Per attribute, the outcomes of one image against a full spec. Requested objects are bound to
+    what the judge sees by the best assignment (`dti.mini.text.assign`), so each attribute is
+    judged on its own: a red star in the wrong place fails ``position`` only."""
     out: dict[str, list[bool]] = {k: [] for k in ATTRIBUTES}
-    for obj in required["objects"]:
-        found = at.get(obj["position"])
+    for obj, found in zip(required["objects"], assign(required["objects"], seen["objects"])):
         out["present"].append(found is not None)
-        for key in ("shape", "colour", "size"):
+        for key in OBJECT_ATOMS:
             if obj[key] is not None:
                 out[key].append(found is not None and found[key] == obj[key])
     for key in ("texture", "background"):
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         from dti.images import grid
 
         write_json(args.out, report)
-        if Path(args.out).name == "quality.json":  # inside a model folder: refresh its card
+        if Path(args.out).name == "quality.json" and (Path(args.out).parent / "dti_mini.json").is_file():  # refresh the card
             from dti.mini.card import write_card
 
             write_card(Path(args.out).parent)

@@ -33,6 +33,7 @@ RELATION_RATE = 0.5  # chance that a relation pair is phrased with its relation 
 BG_FIRST_RATE = 0.25  # chance of the "a ... background with ..." phrasing
 OBJECT_KEYS = ("shape", "token", "colour", "size", "position")
 ATTRIBUTES = ("shape", "colour", "size")  # the per-object attributes a caption can request
+OBJECT_ATOMS = (*ATTRIBUTES, "position")  # what fidelity checks on each requested object besides presence
 TOKEN_PATTERN = re.compile(r"<[^<>\s]+>")
 
 
@@ -108,34 +109,37 @@ def fidelity(required: dict, observed: Scene | dict) -> float:
     """Fraction of the atomic requirements of ``required`` that ``observed`` satisfies.
 
     ``observed`` is a scene or a full spec of what an image shows (every object with its position,
-    as `spec` of a scene or the judge's prediction). Atoms: each requested object's presence (at
-    its position, if one is requested) and each of its requested shape / colour / size; the texture
-    and background colour if requested; and the object count. Objects without a position take the
-    remaining objects by the best assignment. Placeholder objects have no shape atom. A scene
-    satisfies its own spec with 1.0.
+    as `spec` of a scene or the judge's prediction). Atoms: each requested object's presence and
+    each of its requested shape / colour / size / position; the texture and background colour if
+    requested; and the object count. Requested objects are bound to observed ones by the best
+    assignment (`assign`), so a red star drawn in the wrong place still counts as a red star, and
+    misses only its position. Placeholder objects have no shape atom. A scene satisfies its own
+    spec with 1.0.
     """
     seen = spec(observed) if isinstance(observed, Scene) else observed
-    at = {o["position"]: o for o in seen["objects"]}
     wanted = required["objects"]
-    placed = [o for o in wanted if o["position"] is not None]
-    free = [o for o in wanted if o["position"] is None]
-    atoms = sum(1 + sum(o[k] is not None for k in ATTRIBUTES) for o in wanted) + 1
-    met = int(len(seen["objects"]) == len(wanted)) + sum(_matches(o, at.get(o["position"])) for o in placed)
+    atoms = sum(1 + sum(o[k] is not None for k in OBJECT_ATOMS) for o in wanted) + 1
+    met = int(len(seen["objects"]) == len(wanted))
+    met += sum(_matches(o, t) for o, t in zip(wanted, assign(wanted, seen["objects"])))
     for key in ("texture", "background"):
         if required[key] is not None:
             atoms += 1
             met += required[key] == seen[key]
-    rest = [o for pos, o in at.items() if pos not in {o["position"] for o in placed}]
-    choices = itertools.permutations([*rest, *[None] * len(free)], len(free))
-    met += max(sum(_matches(o, t) for o, t in zip(free, chosen)) for chosen in choices)
     return met / atoms
+
+
+def assign(wanted: list[dict], seen: list[dict]) -> list[dict | None]:
+    """For each requested object, the distinct observed object (or None) that together satisfy the
+    most atoms; ties go to the first assignment in slot order, so the result is deterministic."""
+    choices = itertools.permutations([*seen, *[None] * len(wanted)], len(wanted))
+    return list(max(choices, key=lambda chosen: sum(_matches(o, t) for o, t in zip(wanted, chosen))))
 
 
 def _matches(wanted: dict, seen: dict | None) -> int:
     """Atoms of one requested object that an observed object (None: missing) satisfies."""
     if seen is None:
         return 0
-    return 1 + sum(wanted[k] is not None and wanted[k] == seen[k] for k in ATTRIBUTES)
+    return 1 + sum(wanted[k] is not None and wanted[k] == seen[k] for k in OBJECT_ATOMS)
 
 
 def _object(shape, token, colour, size, position) -> dict:
