@@ -82,6 +82,24 @@ def test_packaged_model_loads_offline_and_generates():
     assert a.shape == (32, 32, 3) and np.array_equal(a, b)  # deterministic per seed
 
 
+def test_quality_gate_runs_on_the_packaged_model_with_its_ceilings():
+    from dti.mini.evaluate import evaluate_base, reconstructions, tally
+    from dti.mini.judge import Judge
+
+    pipe = load_pipeline()
+    scenes = world.heldout_scenes(6, seed=3)
+    perfect = tally(scenes, [world.spec(s) for s in scenes])
+    assert perfect["joint"] == 1.0 and set(perfect["accuracy"].values()) == {1.0}
+    renders = [world.render(s) for s in scenes]
+    back = reconstructions(pipe.vae, renders)
+    error = np.abs(np.stack([np.asarray(b, np.float32) for b in back]) - np.stack([np.asarray(r, np.float32) for r in renders]))
+    assert back[0].size == (32, 32) and error.mean() < 20  # the VAE gives the scene back (in 0..255 units)
+    report = evaluate_base(pipe, Judge.load(), n=6, seed=3, steps=2)
+    assert len(report["images"]) == 6 and report["captions"] == 6
+    assert report["ceiling"]["clean_renders"]["joint"] >= 5 / 6  # the judge reads clean renders of these scenes
+    assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values()) and "position" in report["accuracy"]
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
     from dti.cli import main
 
