@@ -55,6 +55,15 @@ def write_card(folder: str | Path) -> Path:
         f"cosine decay, min-SNR weighting, 10% empty captions, EMA {t.get('ema', '?')}); VAE {t.get('vae_steps', '?')} steps first.",
         f"- Training time {info['train_seconds'] / 3600:.2f} h of the UNet stage on {t.get('hardware', 'the CPU')}, "
         f"seed {t.get('seed', 0)}.",
+        *(
+            [
+                "- Learning rate as trained (the cosine's length can change on resume): "
+                + ", ".join(f"step {k}: {v:.2e}" for k, v in t["lr_by_step"].items())
+                + "."
+            ]
+            if t.get("lr_by_step")
+            else []
+        ),
         "- Data: fresh renders every step from `dti.mini.world.sample_caption`; the held-out (shape, colour, texture) "
         "combinations and the appearance of every personalization subject never appear.",
         "",

@@ -230,6 +230,12 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
     training = {k: run.get(k) for k in ("batch", "lr", "ema", "vae_steps", "seed", "threads")}
     training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
+    log = (
+        [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
+        if (out / "train_base_log.jsonl").is_file()
+        else []
+    )
+    training["lr_by_step"] = {r["step"]: round(r["lr"], 6) for r in log if r.get("stage") == "unet" and r["step"] % 1000 == 0}
     write_json(
         target / "dti_mini.json",
         {
