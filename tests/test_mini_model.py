@@ -62,6 +62,30 @@ def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
     assert image.size == (32, 32)
 
 
+def test_training_can_go_on_from_the_shipped_model(tmp_path):
+    from dti.mini.train_base import main
+
+    info = json.loads((PACKAGED / "dti_mini.json").read_text())
+    out = tmp_path / "more"
+    common = ["--out", str(out), "--batch", "2", "--checkpoint-every", "1", "--quiet"]
+    main([*common, "--init-from", str(PACKAGED), "--steps", str(info["steps"])])  # seeded, nothing left to train
+    state = torch.load(out / "diffusion.pt", weights_only=True)
+    shipped = load_pipeline().unet.state_dict()
+    assert state["step"] == info["steps"] and state["optimizer"] is None
+    assert all(torch.equal(state["ema"][f"unet.{k}"], v.float()) for k, v in shipped.items())
+    vae_before = torch.load(out / "vae.pt", weights_only=True)["model"]
+    main([*common, "--resume", "--vae-steps", str(10**6), "--steps", str(info["steps"] + 1)])  # one more step
+    state = torch.load(out / "diffusion.pt", weights_only=True)
+    assert state["step"] == info["steps"] + 1 and state["optimizer"] is not None
+    assert not torch.equal(state["model"]["unet.conv_out.weight"], shipped["conv_out.weight"].float())
+    vae_after = torch.load(out / "vae.pt", weights_only=True)["model"]
+    assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)  # the latent space stays put
+    log = [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
+    assert log[0]["stage"] == "warm_start" and log[-1]["step"] == info["steps"] + 1
+    with pytest.raises(SystemExit, match="--resume"):
+        main([*common, "--init-from", str(PACKAGED)])
+
+
 def test_packaged_model_loads_offline_and_generates():
     assert (PACKAGED / "model_index.json").is_file(), "the shipped dti-mini weights are missing"
     size = sum(p.stat().st_size for p in PACKAGED.rglob("*") if p.is_file())

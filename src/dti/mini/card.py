@@ -85,8 +85,18 @@ def write_card(folder: str | Path) -> Path:
             "Joint accuracy by number of objects: " + ", ".join(f"{k}: {v:.1%}" for k, v in quality["by_objects"].items()) + ".",
             "",
         ]
+        for name, label in (("clean_renders", "the judge on clean renders"), ("vae_reconstructions", "the judge on VAE reconstructions")):
+            if name in quality.get("ceiling", {}):
+                c = quality["ceiling"][name]
+                lines.append(
+                    f"Ceiling, {label} of the same scenes: joint {c['joint']:.1%}, weakest attribute "
+                    + "{} {:.1%}.".format(*min(c["accuracy"].items(), key=lambda kv: kv[1]))
+                )
+        lines.append("")
     lines += [
-        "Reproduce: `python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini`, then "
-        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json`."
+        "Reproduce: `python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini` (with `--resume` and "
+        "the `--steps` of each leg to follow the learning rate above), then "
+        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json`. Train on from these weights with "
+        "`--init-from src/dti/mini/dti-mini`."
     ]
     return write_text(folder / "README.md", "\n".join(lines) + "\n")

@@ -3,6 +3,8 @@
     python -m dti.mini.train_base --out runs/mini-base                      # VAE, then UNet + text encoder
     python -m dti.mini.train_base --out runs/mini-base --resume --steps 20000  # continue a run
     python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini
+    python -m dti.mini.train_base --out runs/more --init-from src/dti/mini/dti-mini --steps 30000 --export ...
+                                                       # go on from the shipped model (e.g. on a GPU)
 
 Stage 1 fits the AutoencoderKL to renders (L1 + small KL). Stage 2 freezes it and trains the
 text encoder and UNet jointly on (render, caption) pairs drawn fresh every step: v-prediction,
@@ -81,15 +83,16 @@ def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.
     path = out / "vae.pt"
     vae = build_vae(config)
     rng = random.Random(args.seed)
-    step = 0
+    step, state = 0, {}
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     if path.exists():
         state = load_checkpoint(path)
         vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            opt.load_state_dict(state["optimizer"])
         step = state["step"]
         set_rng_state(rng, state["rng"])
-    if step >= args.vae_steps:
+    if step >= args.vae_steps or state.get("finished"):
         return vae.eval()
     vae.train()
     bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps, disable=args.quiet)
@@ -154,7 +157,8 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
         state = load_checkpoint(path)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:  # None after a warm start
+            opt.load_state_dict(state["optimizer"])
         step, seconds, scale = state["step"], state.get("seconds", 0.0), state["scale"]
         set_rng_state(rng, state["rng"])
     time_ids = torch.tensor([[config.image_size, config.image_size, 0, 0, config.image_size, config.image_size]], dtype=torch.float32)
@@ -212,6 +216,46 @@ def _log(out: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+# ------------------------------------------------------------------ warm start
+def warm_start(out: Path, source: Path, config: MiniConfig, seed: int) -> int:
+    """Seed a fresh run folder with an exported dti-mini's weights, so training can go on where the
+    shipped model stopped (the checkpoints of that run are not shipped: they hold optimizer state).
+
+    Writes ``vae.pt`` (marked finished) and ``diffusion.pt`` at the exported step, with the weights
+    as both model and EMA, in fp32; the optimizer starts fresh. Returns the step."""
+    from dti.mini.model import load_pipeline
+
+    info = json.loads((source / "dti_mini.json").read_text())
+    if info["config"] != config.as_dict():
+        raise SystemExit(f"{source} was built with another MiniConfig; it cannot seed this run")
+    pipe = load_pipeline(source)
+    vae = build_vae(config)
+    vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
+    rng = random.Random(seed)
+    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state(rng)}
+    save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})  # the UNet was trained on this latent space
+    tokenizer = build_tokenizer(config)
+    model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
+    model.text_encoder.load_state_dict({k: v.float() for k, v in pipe.text_encoder_2.state_dict().items()})
+    model.unet.load_state_dict({k: v.float() for k, v in pipe.unet.state_dict().items()})
+    weights = model.state_dict()
+    save_checkpoint(
+        out / "diffusion.pt",
+        {
+            "model": weights,
+            "ema": weights,
+            "optimizer": None,
+            "step": info["steps"],
+            "seconds": info["train_seconds"],
+            "scale": float(pipe.vae.config.scaling_factor),
+            "rng": rng_state(random.Random(f"{seed}-{info['steps']}")),
+            "config": config.as_dict(),
+        },
+    )
+    _log(out, {"stage": "warm_start", "step": info["steps"], "source": str(source)})
+    return info["steps"]
+
+
 # ------------------------------------------------------------------ export
 def export(out: Path, target: Path, config: MiniConfig) -> Path:
     """The EMA weights as a diffusers pipeline folder in fp16, with a model card."""
@@ -259,6 +303,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--export", default=None, help="write the EMA pipeline (fp16) to this folder after training")
     p.add_argument("--export-only", action="store_true", help="only export the checkpoints already in --out")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start a new run from an exported dti-mini folder (e.g. the shipped src/dti/mini/dti-mini) and train on "
+        "to --steps; the optimizer starts fresh",
+    )
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
@@ -283,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
         if out.exists() and any(out.glob("*.pt")) and not args.resume:
             raise SystemExit(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
+        if args.init_from:
+            if args.resume:
+                raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
+            warm_start(out, Path(args.init_from), config, args.seed)
         write_json(
             out / "train_base_config.json",
             {
