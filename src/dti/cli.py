@@ -237,7 +237,7 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="learn, generate and blend two words on the built-in dti-mini model (offline, ~1 minute on a CPU)",
+        help="learn, generate and blend two words on the built-in dti-mini model (offline, about 1.5 minutes on a 2-core CPU)",
         description="Offline end-to-end demo on dti-mini, the small model that ships with dti: renders photos "
         "of two subjects, learns a word for each (DTI), generates new compositions, blends the two words "
         "by slerp, and writes a report scored by the mini world's judge.",
