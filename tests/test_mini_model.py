@@ -86,6 +86,14 @@ def test_training_can_go_on_from_the_shipped_model(tmp_path):
         main([*common, "--init-from", str(PACKAGED)])
 
 
+def test_init_from_a_folder_that_is_no_export_is_refused_before_anything_is_written(tmp_path):
+    from dti.mini.train_base import main
+
+    with pytest.raises(SystemExit, match=r"no dti_mini\.json"):
+        main(["--out", str(tmp_path / "run"), "--init-from", str(tmp_path), "--quiet"])
+    assert not (tmp_path / "run").exists()
+
+
 def test_packaged_model_loads_offline_and_generates():
     assert (PACKAGED / "model_index.json").is_file(), "the shipped dti-mini weights are missing"
     size = sum(p.stat().st_size for p in PACKAGED.rglob("*") if p.is_file())

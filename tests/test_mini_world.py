@@ -285,7 +285,7 @@ def test_realize_fills_free_attributes_within_valid_layouts():
 
 
 def test_quality_gate_scores_each_attribute_on_its_own():
-    from dti.mini.evaluate import score
+    from dti.mini.text import outcomes as score
 
     scene = Scene((Thing("star", "red", "large", "left"), Thing("ring", "blue", "small", "right")), Background("striped", "gray"))
     seen = spec(Scene((Thing("star", "red", "small", "right"), Thing("ring", "blue", "small", "left")), Background("plain", "gray")))

@@ -18,13 +18,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from dti.mini import world
-from dti.mini.text import OBJECT_ATOMS, assign
-
-ATTRIBUTES = ("present", "shape", "colour", "size", "position", "texture", "background", "count")
+from dti.mini.text import OUTCOMES, outcomes
 
 
 def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float, batch: int = 16) -> list:
@@ -37,29 +34,12 @@ def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ste
     return images
 
 
-def score(required: dict, seen: dict) -> dict[str, list[bool]]:
-    """Per attribute, the outcomes of one image against a full spec. Requested objects are bound to
-    what the judge sees by the best assignment (`dti.mini.text.assign`), so each attribute is
-    judged on its own: a red star in the wrong place fails ``position`` only."""
-    out: dict[str, list[bool]] = {k: [] for k in ATTRIBUTES}
-    for obj, found in zip(required["objects"], assign(required["objects"], seen["objects"])):
-        out["present"].append(found is not None)
-        for key in OBJECT_ATOMS:
-            if obj[key] is not None:
-                out[key].append(found is not None and found[key] == obj[key])
-    for key in ("texture", "background"):
-        if required[key] is not None:
-            out[key].append(seen[key] == required[key])
-    out["count"].append(len(seen["objects"]) == len(required["objects"]))
-    return out
-
-
 def tally(scenes: Sequence[Any], predictions: Sequence[dict]) -> dict[str, Any]:
     """Per-attribute accuracy, joint accuracy and joint accuracy by object count of judged images."""
-    counts: dict[str, list[bool]] = {k: [] for k in ATTRIBUTES}
+    counts: dict[str, list[bool]] = {k: [] for k in OUTCOMES}
     joint = []
     for scene, seen in zip(scenes, predictions):
-        outcome = score(world.spec(scene), seen)
+        outcome = outcomes(world.spec(scene), seen)
         for key, values in outcome.items():
             counts[key].extend(values)
         joint.append(all(all(v) for v in outcome.values()))
@@ -77,13 +57,11 @@ def tally(scenes: Sequence[Any], predictions: Sequence[dict]) -> dict[str, Any]:
 @torch.no_grad()
 def reconstructions(vae: Any, images: Sequence[Any]) -> list:
     """The images after the VAE's encode -> decode (latent mode): the best any UNet could hand back."""
-    from PIL import Image
+    from diffusers.image_processor import VaeImageProcessor
 
-    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0).permute(0, 3, 1, 2)
-    x = x.to(vae.device, vae.dtype)
-    y = vae.decode(vae.encode(x).latent_dist.mode()).sample
-    y = ((y.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in y]
+    processor = VaeImageProcessor(do_resize=False)
+    x = processor.preprocess(list(images)).to(vae.device, vae.dtype)
+    return processor.postprocess(vae.decode(vae.encode(x).latent_dist.mode()).sample.float(), output_type="pil")
 
 
 def evaluate_base(pipe: Any, judge: Any, n: int = 500, seed: int = 0, steps: int = 20, guidance: float = 4.0) -> dict[str, Any]:

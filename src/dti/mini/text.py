@@ -105,27 +105,38 @@ def parse_caption(text: str) -> dict:
     return _Parser(text).parse()
 
 
-def fidelity(required: dict, observed: Scene | dict) -> float:
-    """Fraction of the atomic requirements of ``required`` that ``observed`` satisfies.
+OUTCOMES = ("present", *OBJECT_ATOMS, "texture", "background", "count")  # the atom kinds, in report order
+
+
+def outcomes(required: dict, observed: Scene | dict) -> dict[str, list[bool]]:
+    """Per atom kind, whether ``observed`` satisfies each atomic requirement of ``required``.
 
     ``observed`` is a scene or a full spec of what an image shows (every object with its position,
     as `spec` of a scene or the judge's prediction). Atoms: each requested object's presence and
     each of its requested shape / colour / size / position; the texture and background colour if
     requested; and the object count. Requested objects are bound to observed ones by the best
     assignment (`assign`), so a red star drawn in the wrong place still counts as a red star, and
-    misses only its position. Placeholder objects have no shape atom. A scene satisfies its own
-    spec with 1.0.
+    misses only its position. Placeholder objects have no shape atom.
     """
     seen = spec(observed) if isinstance(observed, Scene) else observed
-    wanted = required["objects"]
-    atoms = sum(1 + sum(o[k] is not None for k in OBJECT_ATOMS) for o in wanted) + 1
-    met = int(len(seen["objects"]) == len(wanted))
-    met += sum(_matches(o, t) for o, t in zip(wanted, assign(wanted, seen["objects"])))
+    out: dict[str, list[bool]] = {k: [] for k in OUTCOMES}
+    for obj, found in zip(required["objects"], assign(required["objects"], seen["objects"])):
+        out["present"].append(found is not None)
+        for key in OBJECT_ATOMS:
+            if obj[key] is not None:
+                out[key].append(found is not None and found[key] == obj[key])
     for key in ("texture", "background"):
         if required[key] is not None:
-            atoms += 1
-            met += required[key] == seen[key]
-    return met / atoms
+            out[key].append(seen[key] == required[key])
+    out["count"].append(len(seen["objects"]) == len(required["objects"]))
+    return out
+
+
+def fidelity(required: dict, observed: Scene | dict) -> float:
+    """Fraction of the atomic requirements of ``required`` (see `outcomes`) that ``observed``
+    satisfies. A scene satisfies its own spec with 1.0."""
+    atoms = [ok for values in outcomes(required, observed).values() for ok in values]
+    return sum(atoms) / len(atoms)
 
 
 def assign(wanted: list[dict], seen: list[dict]) -> list[dict | None]:

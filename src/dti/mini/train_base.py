@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from dti.fileio import atomic_write, write_json
 from dti.mini import world
 from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
+from dti.run_folder import read_log
 
 CAPTION_DROPOUT = 0.1
 #: What dti should use with this model (``dti.json``): prompts in the world's vocabulary.
@@ -231,9 +232,8 @@ def warm_start(out: Path, source: Path, config: MiniConfig, seed: int) -> int:
     pipe = load_pipeline(source)
     vae = build_vae(config)
     vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
-    rng = random.Random(seed)
-    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state(rng)}
-    save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})  # the UNet was trained on this latent space
+    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state(random.Random(seed))}
+    save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})  # frozen: the UNet was trained on this latent space
     tokenizer = build_tokenizer(config)
     model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
     model.text_encoder.load_state_dict({k: v.float() for k, v in pipe.text_encoder_2.state_dict().items()})
@@ -274,11 +274,7 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
     training = {k: run.get(k) for k in ("batch", "lr", "ema", "vae_steps", "seed", "threads")}
     training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
-    log = (
-        [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
-        if (out / "train_base_log.jsonl").is_file()
-        else []
-    )
+    log = read_log(out / "train_base_log.jsonl") if (out / "train_base_log.jsonl").is_file() else []
     training["lr_by_step"] = {r["step"]: round(r["lr"], 6) for r in log if r.get("stage") == "unet" and r["step"] % 1000 == 0}
     write_json(
         target / "dti_mini.json",
@@ -332,10 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.export_only:
         if out.exists() and any(out.glob("*.pt")) and not args.resume:
             raise SystemExit(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+        if args.init_from and args.resume:
+            raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
+        if args.init_from and not (Path(args.init_from) / "dti_mini.json").is_file():
+            raise SystemExit(f"--init-from {args.init_from}: no dti_mini.json there; pass an exported dti-mini folder")
         out.mkdir(parents=True, exist_ok=True)
         if args.init_from:
-            if args.resume:
-                raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
             warm_start(out, Path(args.init_from), config, args.seed)
         write_json(
             out / "train_base_config.json",
