@@ -146,3 +146,32 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--steps", "4"]) == 2  # never over an earlier demo without --overwrite
     err = capsys.readouterr().err
     assert "not empty" in err and "--overwrite" in err
+
+
+def test_batches_are_a_function_of_seed_and_step_whoever_renders_them():
+    from dti.mini.train_base import batches, step_batch
+
+    inline = list(batches(7, 3, 5, 4, 32, 0.5, workers=0))
+    ahead = list(batches(7, 3, 5, 4, 32, 0.5, workers=1))
+    alone = step_batch(7, 4, 4, 32, 0.5)
+    assert len(inline) == len(ahead) == 2
+    for (a, ca), (b, cb) in zip(inline, ahead):
+        assert torch.equal(a, b) and ca == cb
+    assert torch.equal(inline[1][0], alone[0]) and inline[1][1] == alone[1]  # a resumed run draws batch 4 as it was
+    assert not torch.equal(inline[0][0], inline[1][0])
+    assert inline[0][0].shape == (4, 3, 32, 32) and -1.0 <= float(inline[0][0].min()) and float(inline[0][0].max()) <= 1.0
+
+
+def test_loss_weights_and_high_noise_timesteps():
+    from dti.mini.train_base import HIGH_NOISE_FROM, MIN_SNR_GAMMA, loss_weight, sample_timesteps
+
+    alpha_bar = torch.tensor([1e-4, 0.5, 0.99])
+    snr = alpha_bar / (1 - alpha_bar)
+    assert torch.equal(loss_weight(alpha_bar, "v_prediction", "uniform"), torch.ones(3))
+    min_snr = loss_weight(alpha_bar, "v_prediction", "min-snr")
+    assert torch.allclose(min_snr, torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1))
+    assert float(min_snr[0]) < 1e-3  # Min-SNR all but ignores the noisiest steps, where layouts are decided
+    torch.manual_seed(0)
+    t = sample_timesteps(40, 0.25, torch.device("cpu"))
+    assert t.shape == (40,) and bool((t[:10] >= HIGH_NOISE_FROM).all()) and int(t.min()) >= 0 and int(t.max()) < 1000
+    assert bool((t[10:] < HIGH_NOISE_FROM).any())  # the rest stay uniform

@@ -9,6 +9,7 @@ from pathlib import Path
 from dti.fileio import write_text
 
 GATE_SINGLE, GATE_JOINT = 0.85, 0.60
+WEIGHTING = {"min-snr": "Min-SNR-5 loss weighting", "uniform": "unweighted v-prediction loss"}
 
 
 def _params(folder: Path) -> dict[str, float]:
@@ -21,13 +22,24 @@ def _params(folder: Path) -> dict[str, float]:
     }
 
 
+def refresh_card(report: str | Path) -> None:
+    """Rewrite the card when a report (quality.json, probe.json) was just written into a model folder."""
+    folder = Path(report).parent
+    if Path(report).name in ("quality.json", "probe.json") and (folder / "dti_mini.json").is_file():
+        write_card(folder)
+
+
 def write_card(folder: str | Path) -> Path:
     folder = Path(folder)
     info = json.loads((folder / "dti_mini.json").read_text())
     quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else None
+    probe = json.loads((folder / "probe.json").read_text()) if (folder / "probe.json").is_file() else None
     params = _params(folder)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
     t = info.get("training", {})
+    weighting = WEIGHTING[t.get("weighting", "min-snr")]
+    if t.get("high_noise"):
+        weighting += f", {t['high_noise']:.0%} of each batch drawn from t >= 800"
     lines = [
         "# dti-mini",
         "",
@@ -52,7 +64,7 @@ def write_card(folder: str | Path) -> Path:
         "## Training",
         "",
         f"- {info['steps']} steps of the UNet + text encoder (batch {t.get('batch', '?')}, AdamW lr {t.get('lr', '?')}, "
-        f"cosine decay, min-SNR weighting, 10% empty captions, EMA {t.get('ema', '?')}); VAE {t.get('vae_steps', '?')} steps first.",
+        f"cosine decay, {weighting}, 10% empty captions, EMA {t.get('ema', '?')}); VAE {t.get('vae_steps', '?')} steps first.",
         f"- Training time {info['train_seconds'] / 3600:.2f} h of the UNet stage on {t.get('hardware', 'the CPU')}, "
         f"seed {t.get('seed', 0)}.",
         *(
@@ -66,6 +78,14 @@ def write_card(folder: str | Path) -> Path:
         ),
         "- Data: fresh renders every step from `dti.mini.world.sample_caption`; the held-out (shape, colour, texture) "
         "combinations and the appearance of every personalization subject never appear.",
+        *(
+            [
+                "- These weights were trained while batches still came from one running random stream; the current script "
+                "draws batch k from (seed, k), so it trains the same recipe on another sample of the same distribution."
+            ]
+            if t.get("data", "sequential") == "sequential"
+            else []
+        ),
         "",
     ]
     if quality:
@@ -93,10 +113,24 @@ def write_card(folder: str | Path) -> Path:
                     + "{} {:.1%}.".format(*min(c["accuracy"].items(), key=lambda kv: kv[1]))
                 )
         lines.append("")
+    if probe:
+        lines += [
+            "## Word use (`python -m dti.mini.probe`)",
+            "",
+            f"Denoising loss on {probe['scenes']} single-object renders with one word of the caption swapped for a wrong one, "
+            "relative to the true caption (mean over t = " + ", ".join(str(t) for t in probe["true_loss"]) + "). "
+            "About 0 means the model ignores that kind of word.",
+            "",
+            "| " + " | ".join(probe["use"]) + " |",
+            "|" + "---|" * len(probe["use"]),
+            "| " + " | ".join(f"{row['mean']:+.1%}" for row in probe["use"].values()) + " |",
+            "",
+        ]
     lines += [
         "Reproduce: `python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini` (with `--resume` and "
         "the `--steps` of each leg to follow the learning rate above), then "
-        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json`. Train on from these weights with "
+        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json` and "
+        "`python -m dti.mini.probe --out src/dti/mini/dti-mini/probe.json`. Train on from these weights with "
         "`--init-from src/dti/mini/dti-mini`."
     ]
     return write_text(folder / "README.md", "\n".join(lines) + "\n")

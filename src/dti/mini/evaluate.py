@@ -111,12 +111,10 @@ def main(argv: list[str] | None = None) -> None:
 
         from dti.fileio import write_json
         from dti.images import grid
+        from dti.mini.card import refresh_card
 
         write_json(args.out, report)
-        if Path(args.out).name == "quality.json" and (Path(args.out).parent / "dti_mini.json").is_file():  # refresh the card
-            from dti.mini.card import write_card
-
-            write_card(Path(args.out).parent)
+        refresh_card(args.out)
         rows = [images[i : i + 8] for i in range(0, min(len(images), 64), 8)]
         grid(rows, row_labels=[f"captions {i}-{i + 7}" for i in range(0, min(len(images), 64), 8)]).save(Path(args.out).with_suffix(".png"))
         Path(args.out).with_suffix(".prompts.txt").write_text("\n".join(prompts[:64]) + "\n")  # the grid's captions, row by row

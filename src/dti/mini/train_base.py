@@ -8,9 +8,11 @@
 
 Stage 1 fits the AutoencoderKL to renders (L1 + small KL). Stage 2 freezes it and trains the
 text encoder and UNet jointly on (render, caption) pairs drawn fresh every step: v-prediction,
-cosine noise schedule, min-SNR loss weighting, 10% empty captions (for classifier-free
+cosine noise schedule, min-SNR loss weighting (``--weighting uniform`` keeps full weight on the
+noisiest steps; ``--high-noise`` draws more of them), 10% empty captions (for classifier-free
 guidance), AdamW with warm-up and cosine decay, and an EMA of the weights, which is what ships.
-Checkpoints hold everything needed to resume exactly (weights, EMA, optimizer, RNG, step).
+Batch k is a function of (seed, k) alone, so ``--workers`` can render ahead (on a GPU) and a
+resumed run sees the same data; checkpoints hold the rest (weights, EMA, optimizer, RNG, step).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CAPTION_DROPOUT = 0.1
 #: What dti should use with this model (``dti.json``): prompts in the world's vocabulary.
 MODEL_HINTS = {"templates": ["a {}"], "validation_prompts": ["a {}", "a {} on the left on a striped teal background"]}
 MIN_SNR_GAMMA = 5.0
+HIGH_NOISE_FROM = 800
 
 
 def to_pixels(images) -> torch.Tensor:
@@ -53,6 +56,37 @@ def batch(rng: random.Random, size: int, image_size: int, dropout: float = 0.0) 
     images = [world.render(scene, image_size) for scene, _ in pairs]
     captions = ["" if rng.random() < dropout else text for _, text in pairs]
     return to_pixels(images), captions
+
+
+def step_batch(seed: int | str, step: int, size: int, image_size: int, dropout: float = 0.0) -> tuple[torch.Tensor, list[str]]:
+    """Batch ``step`` of a run: a pure function of (seed, step), so any worker can draw it and a
+    resumed run draws exactly the batches an uninterrupted one would have."""
+    return batch(random.Random(f"{seed}-{step}"), size, image_size, dropout)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batches ``first`` .. ``last - 1`` of a run, for a DataLoader whose workers render ahead of the model."""
+
+    def __init__(self, seed: int | str, first: int, last: int, size: int, image_size: int, dropout: float) -> None:
+        self.seed, self.first, self.last, self.size, self.image_size, self.dropout = seed, first, last, size, image_size, dropout
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
+        return step_batch(self.seed, self.first + i, self.size, self.image_size, self.dropout)
+
+
+def batches(seed: int | str, first: int, last: int, size: int, image_size: int, dropout: float, workers: int):
+    """The batches of steps ``first`` .. ``last - 1`` in order; ``workers`` > 0 renders them in
+    background processes (what keeps a GPU busy; the CPU path renders inline)."""
+    loader = torch.utils.data.DataLoader(
+        StepBatches(seed, first, last, size, image_size, dropout),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -70,20 +104,46 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def rng_state(rng: random.Random) -> dict[str, Any]:
-    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
+def loss_weight(alpha_bar: torch.Tensor, prediction_type: str, weighting: str) -> torch.Tensor:
+    """Per-sample weight of the prediction MSE.
+
+    ``"uniform"``: the plain MSE of the prediction (for v: (1 + SNR) x the x0 error), which keeps
+    real weight on the noisiest steps, where the layout a caption asks for (positions) is decided.
+    ``"min-snr"``: Min-SNR-5 (x0 error weighted by min(SNR, 5)); it starves those steps (weight ~SNR
+    -> 0), and dti-mini trained with it learned colours and shapes but ignored position words.
+    """
+    if weighting == "uniform":
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    return torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1 if prediction_type == "v_prediction" else snr)
 
 
-def set_rng_state(rng: random.Random, state: dict[str, Any]) -> None:
-    rng.setstate(state["python"])
+def sample_timesteps(n: int, high_noise: float, device: torch.device) -> torch.Tensor:
+    """Uniform training timesteps, except that a ``high_noise`` share of the batch comes from the
+    noisiest fifth (t >= 800), where a caption's layout is decided (weights unchanged)."""
+    t = torch.randint(0, 1000, (n,), device=device)
+    k = round(n * high_noise)
+    if k:
+        t[:k] = torch.randint(HIGH_NOISE_FROM, 1000, (k,), device=device)
+    return t
+
+
+def rng_state() -> dict[str, Any]:
+    """What a checkpoint must hold to resume the noise draws exactly (the data is a function of the step)."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ------------------------------------------------------------------ stage 1: VAE
 def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.nn.Module:
     path = out / "vae.pt"
-    vae = build_vae(config)
-    rng = random.Random(args.seed)
+    device = torch.device(args.device)
+    vae = build_vae(config).to(device)
     step, state = 0, {}
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     if path.exists():
@@ -92,13 +152,14 @@ def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.
         if state["optimizer"] is not None:
             opt.load_state_dict(state["optimizer"])
         step = state["step"]
-        set_rng_state(rng, state["rng"])
+        set_rng_state(state["rng"])
     if step >= args.vae_steps or state.get("finished"):
         return vae.eval()
     vae.train()
     bar = tqdm(range(step, args.vae_steps), desc="vae", initial=step, total=args.vae_steps, disable=args.quiet)
+    data = batches(f"vae-{args.seed}", step, args.vae_steps, args.vae_batch, config.image_size, 0.0, args.workers)
     for step in bar:
-        pixels, _ = batch(rng, args.vae_batch, config.image_size)
+        pixels = next(data)[0].to(device)
         dist = vae.encode(pixels).latent_dist
         recon = vae.decode(dist.sample()).sample
         rec = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
@@ -109,7 +170,7 @@ def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.
         opt.step()
         bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps:
-            save_checkpoint(path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "rng": rng_state(rng)})
+            save_checkpoint(path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "rng": rng_state()})
             _log(out, {"stage": "vae", "step": step + 1, "rec": rec.item(), "kl": kl.item()})
     return vae.eval()
 
@@ -118,7 +179,7 @@ def train_vae(args: argparse.Namespace, config: MiniConfig, out: Path) -> torch.
 def latent_scale(vae: torch.nn.Module, config: MiniConfig, seed: int) -> float:
     """1 / std of the latents, so the diffusion model sees unit-variance inputs (SD's scaling_factor)."""
     pixels, _ = batch(random.Random(seed + 1), 256, config.image_size)
-    return float(1.0 / vae.encode(pixels).latent_dist.mean.std())
+    return float(1.0 / vae.encode(pixels.to(vae.device)).latent_dist.mean.std())
 
 
 # ------------------------------------------------------------------ stage 2: text encoder + UNet
@@ -152,7 +213,6 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
     noise = DDPMScheduler(num_train_timesteps=1000, beta_schedule=config.beta_schedule, prediction_type=config.prediction_type)
     alphas = noise.alphas_cumprod.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng = random.Random(args.seed)
     step, seconds = 0, 0.0
     if path.exists():
         state = load_checkpoint(path)
@@ -161,26 +221,27 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
         if state["optimizer"] is not None:  # None after a warm start
             opt.load_state_dict(state["optimizer"])
         step, seconds, scale = state["step"], state.get("seconds", 0.0), state["scale"]
-        set_rng_state(rng, state["rng"])
+        set_rng_state(state["rng"])
     time_ids = torch.tensor([[config.image_size, config.image_size, 0, 0, config.image_size, config.image_size]], dtype=torch.float32)
     model.train()
     bar = tqdm(range(step, args.steps), desc="unet", initial=step, total=args.steps, disable=args.quiet)
     last = time.perf_counter()
+    data = batches(args.seed, step, args.steps, args.batch, config.image_size, CAPTION_DROPOUT, args.workers)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        pixels, captions = batch(rng, args.batch, config.image_size, CAPTION_DROPOUT)
+        pixels, captions = next(data)
         with torch.no_grad():
             x0 = vae.encode(pixels.to(device)).latent_dist.sample() * scale
         eps = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (x0.shape[0],), device=device)
+        t = sample_timesteps(x0.shape[0], args.high_noise, device)
         noisy = noise.add_noise(x0, eps, t)
         target = noise.get_velocity(x0, eps, t) if config.prediction_type == "v_prediction" else eps
-        hidden, pooled = encode(model, tokenizer, captions, device)
-        added = {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(x0.shape[0], -1)}
-        pred = model.unet(noisy, t, hidden, added_cond_kwargs=added).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1 if config.prediction_type == "v_prediction" else snr)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):  # fp32 on a CPU
+            hidden, pooled = encode(model, tokenizer, captions, device)
+            added = {"text_embeds": pooled, "time_ids": time_ids.to(device).expand(x0.shape[0], -1)}
+            pred = model.unet(noisy, t, hidden, added_cond_kwargs=added).sample
+        weight = loss_weight(alphas[t], config.prediction_type, args.weighting)
         loss = (weight * F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -204,7 +265,7 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
                     "step": step + 1,
                     "seconds": seconds,
                     "scale": scale,
-                    "rng": rng_state(rng),
+                    "rng": rng_state(),
                     "config": config.as_dict(),
                 },
             )
@@ -218,7 +279,7 @@ def _log(out: Path, record: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ warm start
-def warm_start(out: Path, source: Path, config: MiniConfig, seed: int) -> int:
+def warm_start(out: Path, source: Path, config: MiniConfig) -> int:
     """Seed a fresh run folder with an exported dti-mini's weights, so training can go on where the
     shipped model stopped (the checkpoints of that run are not shipped: they hold optimizer state).
 
@@ -232,7 +293,7 @@ def warm_start(out: Path, source: Path, config: MiniConfig, seed: int) -> int:
     pipe = load_pipeline(source)
     vae = build_vae(config)
     vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
-    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state(random.Random(seed))}
+    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state()}
     save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})  # frozen: the UNet was trained on this latent space
     tokenizer = build_tokenizer(config)
     model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
@@ -248,7 +309,7 @@ def warm_start(out: Path, source: Path, config: MiniConfig, seed: int) -> int:
             "step": info["steps"],
             "seconds": info["train_seconds"],
             "scale": float(pipe.vae.config.scaling_factor),
-            "rng": rng_state(random.Random(f"{seed}-{info['steps']}")),
+            "rng": rng_state(),
             "config": config.as_dict(),
         },
     )
@@ -273,6 +334,9 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     write_json(target / "dti.json", MODEL_HINTS)
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
     training = {k: run.get(k) for k in ("batch", "lr", "ema", "vae_steps", "seed", "threads")}
+    training["weighting"] = run.get("weighting", "min-snr")  # runs from before the option used Min-SNR
+    training["high_noise"] = run.get("high_noise", 0.0)
+    training["data"] = "per-step" if "workers" in run else "sequential"  # batch k from (seed, k), or one running stream
     training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
     log = read_log(out / "train_base_log.jsonl") if (out / "train_base_log.jsonl").is_file() else []
     training["lr_by_step"] = {r["step"]: round(r["lr"], 6) for r in log if r.get("stage") == "unet" and r["step"] % 1000 == 0}
@@ -315,10 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--weighting", choices=("min-snr", "uniform"), default="min-snr", help="loss weight over noise levels")
+    p.add_argument("--high-noise", type=float, default=0.0, help="share of each batch drawn from t >= 800 (0: uniform)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--workers", type=int, default=0, help="processes that render batches ahead (0: inline; use several on a GPU)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.threads:
@@ -334,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--init-from {args.init_from}: no dti_mini.json there; pass an exported dti-mini folder")
         out.mkdir(parents=True, exist_ok=True)
         if args.init_from:
-            warm_start(out, Path(args.init_from), config, args.seed)
+            warm_start(out, Path(args.init_from), config)
         write_json(
             out / "train_base_config.json",
             {
