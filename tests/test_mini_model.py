@@ -175,3 +175,33 @@ def test_loss_weights_and_high_noise_timesteps():
     t = sample_timesteps(40, 0.25, torch.device("cpu"))
     assert t.shape == (40,) and bool((t[:10] >= HIGH_NOISE_FROM).all()) and int(t.min()) >= 0 and int(t.max()) < 1000
     assert bool((t[10:] < HIGH_NOISE_FROM).any())  # the rest stay uniform
+
+
+def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path):
+    from dti.mini.train_base import main
+
+    out = tmp_path / "fresh"
+    main(["--out", str(out), "--vae-from", str(PACKAGED), "--steps", "1", "--batch", "2", "--checkpoint-every", "1", "--quiet"])
+    shipped = load_pipeline()
+    vae = torch.load(out / "vae.pt", weights_only=True)
+    assert vae["finished"] and all(torch.equal(vae["model"][k], v.float()) for k, v in shipped.vae.state_dict().items())
+    state = torch.load(out / "diffusion.pt", weights_only=True)
+    assert state["step"] == 1 and not torch.equal(state["model"]["unet.conv_out.weight"], shipped.unet.conv_out.weight.float())
+    table = state["model"]["text_encoder.text_model.embeddings.token_embedding.weight"]
+    assert 0.8 < float(table.std()) < 1.2  # unit-scale embeddings, not CLIP's 0.02 (see MiniConfig)
+    for extra, message in (
+        (["--resume"], "cannot be combined with --resume"),
+        (["--init-from", str(PACKAGED)], "drop --vae-from"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            main(["--out", str(tmp_path / "other"), "--vae-from", str(PACKAGED), *extra, "--quiet"])
+    with pytest.raises(SystemExit, match=r"--vae-from .*no dti_mini\.json"):
+        main(["--out", str(tmp_path / "other"), "--vae-from", str(tmp_path), "--quiet"])
+    assert not (tmp_path / "other").exists()
+
+
+def test_init_only_settings_do_not_make_configs_incompatible():
+    old = MiniConfig().as_dict()
+    old.pop("text_embed_init_std")  # an export from before the setting existed
+    assert MiniConfig.from_dict(old).architecture() == MiniConfig(text_embed_init_std=0.02).architecture()
+    assert MiniConfig(unet_channels=(8, 16)).architecture() != MiniConfig().architecture()

@@ -38,6 +38,9 @@ def write_card(folder: str | Path) -> Path:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
     t = info.get("training", {})
     weighting = WEIGHTING[t.get("weighting", "min-snr")]
+    vae = f"VAE {t.get('vae_steps', '?')} steps first"
+    if t.get("vae_from"):
+        vae = f"the VAE ({t.get('vae_steps', '?')} steps) taken frozen from the earlier dti-mini in `{t['vae_from']}`"
     if t.get("high_noise"):
         weighting += f", {t['high_noise']:.0%} of each batch drawn from t >= 800"
     lines = [
@@ -52,7 +55,8 @@ def write_card(folder: str | Path) -> Path:
         f"- `CLIPTokenizer` over the world's {info.get('vocabulary_words', 45)} words (every word one BPE token), max length "
         f"{info['config']['max_length']}.",
         f"- `CLIPTextModelWithProjection`: {info['config']['text_layers']} pre-norm layers, width {info['config']['text_hidden']}, "
-        f"learned absolute positions ({params['text_encoder_2']:.2f} M parameters).",
+        f"learned absolute positions ({params['text_encoder_2']:.2f} M parameters); token and position embeddings "
+        f"initialized with std {info['config'].get('text_embed_init_std', 0.02)} (CLIP's own init is 0.02).",
         f"- `UNet2DConditionModel` on 16x16x4 latents, channels {info['config']['unet_channels']}, cross-attention, SDXL's "
         f"`text_time` conditioning ({params['unet']:.2f} M parameters).",
         f"- `AutoencoderKL`, one 2x downsampling ({params['vae']:.2f} M parameters); latent scale {info['latent_scale']:.4f}.",
@@ -64,7 +68,7 @@ def write_card(folder: str | Path) -> Path:
         "## Training",
         "",
         f"- {info['steps']} steps of the UNet + text encoder (batch {t.get('batch', '?')}, AdamW lr {t.get('lr', '?')}, "
-        f"cosine decay, {weighting}, 10% empty captions, EMA {t.get('ema', '?')}); VAE {t.get('vae_steps', '?')} steps first.",
+        f"cosine decay, {weighting}, 10% empty captions, EMA {t.get('ema', '?')}); {vae}.",
         f"- Training time {info['train_seconds'] / 3600:.2f} h of the UNet stage on {t.get('hardware', 'the CPU')}, "
         f"seed {t.get('seed', 0)}.",
         *(

@@ -24,6 +24,9 @@ PACKAGED = Path(__file__).resolve().parent / "dti-mini"
 ALIAS = "dti-mini"
 
 
+INIT_ONLY = ("text_embed_init_std",)
+
+
 @dataclass
 class MiniConfig:
     """Architecture of dti-mini (saved in the model card so a run can be rebuilt)."""
@@ -42,7 +45,16 @@ class MiniConfig:
     time_embed_dim: int = 8
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
+    #: Init std of the text encoder's token and position embeddings. CLIP's 0.02 hands the UNet
+    #: near-identical tiny keys; its cross-attention then settles on the mean of the caption and
+    #: never learns to look at position words (the step-7000 model: position use ~0). At 1.0
+    #: positions are picked up in ~150 steps. Only affects initialization.
+    text_embed_init_std: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def architecture(self) -> dict[str, Any]:
+        """What decides the weights' shapes and meaning (not how they were initialized)."""
+        return {k: v for k, v in self.as_dict().items() if k not in INIT_ONLY}
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,7 +94,12 @@ def build_text_encoder(config: MiniConfig, tokenizer) -> torch.nn.Module:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModelWithProjection(text)
+    model = CLIPTextModelWithProjection(text)
+    embeddings = model.text_model.embeddings
+    with torch.no_grad():
+        for table in (embeddings.token_embedding, embeddings.position_embedding):
+            table.weight.normal_(0.0, config.text_embed_init_std)
+    return model
 
 
 def build_vae(config: MiniConfig) -> torch.nn.Module:

@@ -279,22 +279,34 @@ def _log(out: Path, record: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ warm start
+def _exported(source: Path, config: MiniConfig) -> tuple[dict[str, Any], Any]:
+    from dti.mini.model import load_pipeline
+
+    info = json.loads((source / "dti_mini.json").read_text())
+    if MiniConfig.from_dict(info["config"]).architecture() != config.architecture():
+        raise SystemExit(f"{source} was built with another MiniConfig; it cannot seed this run")
+    return info, load_pipeline(source)
+
+
+def seed_vae(out: Path, source: Path, config: MiniConfig) -> None:
+    """Take an exported dti-mini's VAE as this run's, finished and frozen (``--vae-from``): a new
+    text encoder and UNet can then be trained without refitting the autoencoder."""
+    info, pipe = _exported(source, config)
+    vae = build_vae(config)
+    vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
+    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state()}
+    save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})
+
+
 def warm_start(out: Path, source: Path, config: MiniConfig) -> int:
     """Seed a fresh run folder with an exported dti-mini's weights, so training can go on where the
     shipped model stopped (the checkpoints of that run are not shipped: they hold optimizer state).
 
-    Writes ``vae.pt`` (marked finished) and ``diffusion.pt`` at the exported step, with the weights
-    as both model and EMA, in fp32; the optimizer starts fresh. Returns the step."""
-    from dti.mini.model import load_pipeline
-
-    info = json.loads((source / "dti_mini.json").read_text())
-    if info["config"] != config.as_dict():
-        raise SystemExit(f"{source} was built with another MiniConfig; it cannot seed this run")
-    pipe = load_pipeline(source)
-    vae = build_vae(config)
-    vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
-    vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state()}
-    save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})  # frozen: the UNet was trained on this latent space
+    Writes ``vae.pt`` (marked finished: the UNet was trained on this latent space) and
+    ``diffusion.pt`` at the exported step, with the weights as both model and EMA, in fp32; the
+    optimizer starts fresh. Returns the step."""
+    seed_vae(out, source, config)
+    info, pipe = _exported(source, config)
     tokenizer = build_tokenizer(config)
     model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
     model.text_encoder.load_state_dict({k: v.float() for k, v in pipe.text_encoder_2.state_dict().items()})
@@ -333,7 +345,8 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     pipe.save_pretrained(target)
     write_json(target / "dti.json", MODEL_HINTS)
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
-    training = {k: run.get(k) for k in ("batch", "lr", "ema", "vae_steps", "seed", "threads")}
+    training = {k: run.get(k) for k in ("batch", "lr", "ema", "seed", "threads", "vae_from")}
+    training["vae_steps"] = load_checkpoint(out / "vae.pt")["step"]  # also right when the VAE came --vae-from
     training["weighting"] = run.get("weighting", "min-snr")  # runs from before the option used Min-SNR
     training["high_noise"] = run.get("high_noise", 0.0)
     training["data"] = "per-step" if "workers" in run else "sequential"  # batch k from (seed, k), or one running stream
@@ -369,6 +382,11 @@ def main(argv: list[str] | None = None) -> None:
         help="start a new run from an exported dti-mini folder (e.g. the shipped src/dti/mini/dti-mini) and train on "
         "to --steps; the optimizer starts fresh",
     )
+    p.add_argument(
+        "--vae-from",
+        default=None,
+        help="start a new run whose text encoder and UNet train from scratch on the VAE of an exported dti-mini folder",
+    )
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
@@ -395,13 +413,19 @@ def main(argv: list[str] | None = None) -> None:
     if not args.export_only:
         if out.exists() and any(out.glob("*.pt")) and not args.resume:
             raise SystemExit(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
-        if args.init_from and args.resume:
-            raise SystemExit("--init-from starts a new run; it cannot be combined with --resume")
-        if args.init_from and not (Path(args.init_from) / "dti_mini.json").is_file():
-            raise SystemExit(f"--init-from {args.init_from}: no dti_mini.json there; pass an exported dti-mini folder")
+        for flag, source in (("--init-from", args.init_from), ("--vae-from", args.vae_from)):
+            if source and args.resume:
+                raise SystemExit(f"{flag} starts a new run; it cannot be combined with --resume")
+            if source and not (Path(source) / "dti_mini.json").is_file():
+                raise SystemExit(f"{flag} {source}: no dti_mini.json there; pass an exported dti-mini folder")
+        if args.init_from and args.vae_from:
+            raise SystemExit("--init-from already takes the VAE; drop --vae-from")
         out.mkdir(parents=True, exist_ok=True)
         if args.init_from:
             warm_start(out, Path(args.init_from), config)
+        elif args.vae_from:
+            seed_vae(out, Path(args.vae_from), config)
+            _log(out, {"stage": "vae_from", "source": args.vae_from})
         write_json(
             out / "train_base_config.json",
             {
