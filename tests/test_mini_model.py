@@ -189,6 +189,10 @@ def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path
     assert state["step"] == 1 and not torch.equal(state["model"]["unet.conv_out.weight"], shipped.unet.conv_out.weight.float())
     table = state["model"]["text_encoder.text_model.embeddings.token_embedding.weight"]
     assert 0.8 < float(table.std()) < 1.2  # unit-scale embeddings, not CLIP's 0.02 (see MiniConfig)
+    main(["--out", str(out), "--resume", "--steps", "1", "--batch", "2", "--quiet", "--export", str(tmp_path / "export")])
+    training = json.loads((tmp_path / "export" / "dti_mini.json").read_text())["training"]
+    shipped_vae_steps = json.loads((PACKAGED / "dti_mini.json").read_text())["training"]["vae_steps"]
+    assert training["vae_from"] == str(PACKAGED) and training["vae_steps"] == shipped_vae_steps
     for extra, message in (
         (["--resume"], "cannot be combined with --resume"),
         (["--init-from", str(PACKAGED)], "drop --vae-from"),

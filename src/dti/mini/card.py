@@ -40,7 +40,7 @@ def write_card(folder: str | Path) -> Path:
     weighting = WEIGHTING[t.get("weighting", "min-snr")]
     vae = f"VAE {t.get('vae_steps', '?')} steps first"
     if t.get("vae_from"):
-        vae = f"the VAE ({t.get('vae_steps', '?')} steps) taken frozen from the earlier dti-mini in `{t['vae_from']}`"
+        vae = f"the VAE ({t.get('vae_steps', '?')} steps) of the dti-mini that was in `{t['vae_from']}` when this run began, frozen"
     if t.get("high_noise"):
         weighting += f", {t['high_noise']:.0%} of each batch drawn from t >= 800"
     lines = [

@@ -345,13 +345,14 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
     pipe.save_pretrained(target)
     write_json(target / "dti.json", MODEL_HINTS)
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
-    training = {k: run.get(k) for k in ("batch", "lr", "ema", "seed", "threads", "vae_from")}
+    training = {k: run.get(k) for k in ("batch", "lr", "ema", "seed", "threads")}
     training["vae_steps"] = load_checkpoint(out / "vae.pt")["step"]  # also right when the VAE came --vae-from
     training["weighting"] = run.get("weighting", "min-snr")  # runs from before the option used Min-SNR
     training["high_noise"] = run.get("high_noise", 0.0)
     training["data"] = "per-step" if "workers" in run else "sequential"  # batch k from (seed, k), or one running stream
     training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
     log = read_log(out / "train_base_log.jsonl") if (out / "train_base_log.jsonl").is_file() else []
+    training["vae_from"] = next((r["source"] for r in log if r.get("stage") == "vae_from"), None)  # survives --resume
     training["lr_by_step"] = {r["step"]: round(r["lr"], 6) for r in log if r.get("stage") == "unet" and r["step"] % 1000 == 0}
     write_json(
         target / "dti_mini.json",
