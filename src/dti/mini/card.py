@@ -38,6 +38,11 @@ def write_card(folder: str | Path) -> Path:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
     t = info.get("training", {})
     weighting = WEIGHTING[t.get("weighting", "min-snr")]
+    flags = "".join(
+        f" {flag} {value}"
+        for flag, value in (("--vae-from", t.get("vae_from")), ("--weighting", t.get("weighting")), ("--high-noise", t.get("high_noise")))
+        if value and value != "min-snr"
+    )
     vae = f"VAE {t.get('vae_steps', '?')} steps first"
     if t.get("vae_from"):
         vae = f"the VAE ({t.get('vae_steps', '?')} steps) of the dti-mini that was in `{t['vae_from']}` when this run began, frozen"
@@ -131,7 +136,7 @@ def write_card(folder: str | Path) -> Path:
             "",
         ]
     lines += [
-        "Reproduce: `python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini` (with `--resume` and "
+        f"Reproduce: `python -m dti.mini.train_base --out runs/mini-base{flags} --export src/dti/mini/dti-mini` (with `--resume` and "
         "the `--steps` of each leg to follow the learning rate above), then "
         "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json` and "
         "`python -m dti.mini.probe --out src/dti/mini/dti-mini/probe.json`. Train on from these weights with "
