@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 DREAMBOOTH = Path(os.environ.get("DTI_DREAMBOOTH", REPO.parent / "shared" / "data" / "dreambooth"))
 
 
+@pytest.fixture
+def one_thread():
+    """Small models on a busy 2-core machine run far faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def dreambooth() -> Path:
     if not (DREAMBOOTH / "dog").is_dir():

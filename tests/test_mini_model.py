@@ -12,14 +12,7 @@ from dti.mini import world
 from dti.mini.model import PACKAGED, MiniConfig, load_pipeline
 from dti.mini.tokenizer import build_vocabulary, mini_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a busy 2-core machine run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_every_world_word_is_one_token_and_captions_round_trip():

@@ -110,7 +110,8 @@ def loss_weight(alpha_bar: torch.Tensor, prediction_type: str, weighting: str) -
     ``"uniform"``: the plain MSE of the prediction (for v: (1 + SNR) x the x0 error), which keeps
     real weight on the noisiest steps, where the layout a caption asks for (positions) is decided.
     ``"min-snr"``: Min-SNR-5 (x0 error weighted by min(SNR, 5)); it starves those steps (weight ~SNR
-    -> 0), and dti-mini trained with it learned colours and shapes but ignored position words.
+    -> 0). (Why the step-7000 dti-mini ignored position words was the text embeddings' init, see
+    ``MiniConfig.text_embed_init_std``, not this weighting.)
     """
     if weighting == "uniform":
         return torch.ones_like(alpha_bar)
@@ -279,7 +280,9 @@ def _log(out: Path, record: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ warm start
-def _exported(source: Path, config: MiniConfig) -> tuple[dict[str, Any], Any]:
+def exported(source: Path, config: MiniConfig) -> tuple[dict[str, Any], Any]:
+    """An exported dti-mini's facts (``dti_mini.json``) and pipeline; refused in one line if its
+    architecture differs from this run's."""
     from dti.mini.model import load_pipeline
 
     info = json.loads((source / "dti_mini.json").read_text())
@@ -288,25 +291,23 @@ def _exported(source: Path, config: MiniConfig) -> tuple[dict[str, Any], Any]:
     return info, load_pipeline(source)
 
 
-def seed_vae(out: Path, source: Path, config: MiniConfig) -> None:
+def seed_vae(out: Path, info: dict[str, Any], pipe: Any, config: MiniConfig) -> None:
     """Take an exported dti-mini's VAE as this run's, finished and frozen (``--vae-from``): a new
     text encoder and UNet can then be trained without refitting the autoencoder."""
-    info, pipe = _exported(source, config)
     vae = build_vae(config)
     vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
     vae_state = {"model": vae.state_dict(), "optimizer": None, "step": info["training"]["vae_steps"], "rng": rng_state()}
     save_checkpoint(out / "vae.pt", {**vae_state, "finished": True})
 
 
-def warm_start(out: Path, source: Path, config: MiniConfig) -> int:
+def warm_start(out: Path, source: Path, info: dict[str, Any], pipe: Any, config: MiniConfig) -> int:
     """Seed a fresh run folder with an exported dti-mini's weights, so training can go on where the
     shipped model stopped (the checkpoints of that run are not shipped: they hold optimizer state).
 
     Writes ``vae.pt`` (marked finished: the UNet was trained on this latent space) and
     ``diffusion.pt`` at the exported step, with the weights as both model and EMA, in fp32; the
     optimizer starts fresh. Returns the step."""
-    seed_vae(out, source, config)
-    info, pipe = _exported(source, config)
+    seed_vae(out, info, pipe, config)
     tokenizer = build_tokenizer(config)
     model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
     model.text_encoder.load_state_dict({k: v.float() for k, v in pipe.text_encoder_2.state_dict().items()})
@@ -421,11 +422,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{flag} {source}: no dti_mini.json there; pass an exported dti-mini folder")
         if args.init_from and args.vae_from:
             raise SystemExit("--init-from already takes the VAE; drop --vae-from")
+        source = args.init_from or args.vae_from
+        seed = exported(Path(source), config) if source else None  # checked before anything is written
         out.mkdir(parents=True, exist_ok=True)
         if args.init_from:
-            warm_start(out, Path(args.init_from), config)
+            warm_start(out, Path(args.init_from), *seed, config)
         elif args.vae_from:
-            seed_vae(out, Path(args.vae_from), config)
+            seed_vae(out, *seed, config)
             _log(out, {"stage": "vae_from", "source": args.vae_from})
         write_json(
             out / "train_base_config.json",
