@@ -42,13 +42,18 @@ GUIDANCE = 4.0
 KAPPA = 1e-4
 
 
-def methods(mean: float) -> dict[str, dict]:
-    """Method name -> training settings (None for methods that reuse another's vectors)."""
+def methods(mean: float, ti_lr: float | None = None) -> dict[str, dict]:
+    """Method name -> training settings (None for methods that reuse another's vectors).
+
+    ``ti_lr`` overrides the AdamW learning rate of the unconstrained methods (TI, CrossInit): an
+    Adam step moves each coordinate by about the learning rate, so how far TI's norm can run away in
+    a fixed number of steps depends on the base model's embedding scale, not on the method."""
+    free = {"lr": ti_lr} if ti_lr else {}
     return {
-        "TI": dict(method="ti"),
+        "TI": dict(method="ti", **free),
         "DTI": dict(method="dti"),
         "TI-rescaled": None,  # the TI vectors, rescaled to the vocabulary mean at load time
-        "CrossInit": dict(method="crossinit"),
+        "CrossInit": dict(method="crossinit", **free),
         "AdamW fixed norm": dict(method="dti", optimizer="adamw"),
         "DTI magnitude min": dict(method="dti", magnitude="min"),
         "DTI magnitude 5x mean": dict(method="dti", magnitude=str(5 * mean)),
@@ -66,6 +71,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--sampler-steps", type=int, default=20)
     p.add_argument("--only", nargs="*", default=None, help="run only these methods")
+    p.add_argument("--ti-lr", type=float, default=None, help="per-sample AdamW lr of TI and CrossInit (default: dti's, 0.005)")
     p.add_argument("--out", default="bench-mini")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
@@ -76,7 +82,7 @@ def main() -> None:
     pipe = load_adapter(args.model, torch.float32, "cpu", quiet=True).pipe
     judge = Judge.load()
     mean = vocab_stats(pipe.text_encoder_2.get_input_embeddings().weight).mean
-    table = methods(mean)
+    table = methods(mean, args.ti_lr)
     if args.only:
         table = {k: v for k, v in table.items() if k in args.only or (k == "TI-rescaled" and "TI" in args.only)}
     subjects = world.subjects(args.split)
