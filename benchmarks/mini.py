@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from dti.blend import blend
+from dti.config import BASE_LR
 from dti.generate import interpolation_grid, interpolation_images, render
 from dti.images import grid
 from dti.loading import load, unload
@@ -48,7 +49,7 @@ def methods(mean: float, ti_lr: float | None = None) -> dict[str, dict]:
     ``ti_lr`` overrides the AdamW learning rate of the unconstrained methods (TI, CrossInit): an
     Adam step moves each coordinate by about the learning rate, so how far TI's norm can run away in
     a fixed number of steps depends on the base model's embedding scale, not on the method."""
-    free = {"lr": ti_lr} if ti_lr else {}
+    free = {} if ti_lr is None else {"lr": ti_lr}
     return {
         "TI": dict(method="ti", **free),
         "DTI": dict(method="dti"),
@@ -71,10 +72,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--sampler-steps", type=int, default=20)
     p.add_argument("--only", nargs="*", default=None, help="run only these methods")
-    p.add_argument("--ti-lr", type=float, default=None, help="per-sample AdamW lr of TI and CrossInit (default: dti's, 0.005)")
+    p.add_argument("--ti-lr", type=float, default=None, help=f"TI's and CrossInit's per-sample AdamW lr (default {BASE_LR['adamw']})")
     p.add_argument("--out", default="bench-mini")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
+    if args.ti_lr is not None and args.ti_lr <= 0:
+        p.error(f"--ti-lr {args.ti_lr}: must be a positive learning rate, e.g. 0.17")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
