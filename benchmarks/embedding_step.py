@@ -23,7 +23,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from dti import sphere
 from dti.optim import RiemannianSGD
-from dti.tiny import clip_tokenizer
+from dti.testing import clip_tokenizer
 from dti.tokens import TrainableRows, attach
 
 SIZES = {  # the released configs' shapes

@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--photos", default=str(REPO.parent / "shared" / "data" / "dreambooth" / "dog"))
     args = parser.parse_args()
-    from dti.tiny import build_tiny_sd, build_tiny_sdxl
+    from dti.testing import build_tiny_sd, build_tiny_sdxl
 
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:

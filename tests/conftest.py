@@ -36,28 +36,28 @@ def dreambooth() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> Path:
-    from dti.tiny import build_tiny_sd
+    from dti.testing import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd_v(tmp_path_factory) -> Path:
-    from dti.tiny import build_tiny_sd
+    from dti.testing import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd-v", prediction_type="v_prediction")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
-    from dti.tiny import build_tiny_sdxl
+    from dti.testing import build_tiny_sdxl
 
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny") / "sdxl")
 
 
 @pytest.fixture(scope="session")
 def clip_tok():
-    from dti.tiny import clip_tokenizer
+    from dti.testing import clip_tokenizer
 
     return clip_tokenizer()
 
