@@ -1,6 +1,7 @@
-"""Step time of the tiny SD / SDXL pipelines, and the full tiny end-to-end path, timed.
+"""Step time of every family's tiny pipeline (``dti.testing.BUILDERS``), and the full tiny
+end-to-end path on SDXL, timed.
 
-    python benchmarks/tiny_train.py [--steps 20] [--photos ../shared/data/dreambooth/dog]
+    python benchmarks/tiny_train.py [--steps 20] [--families sd,sdxl,sd3,flux,pixart,sana] [--photos ../shared/data/dreambooth/dog]
 
 Prints a Markdown table; paste it into benchmarks/RESULTS.md with the date and machine.
 Timed here, never in tests.
@@ -94,29 +95,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--photos", default=str(REPO.parent / "shared" / "data" / "dreambooth" / "dog"))
+    parser.add_argument("--families", default="sd,sdxl,sd3,sd3-no-t5,flux,pixart,sana", help="keys of dti.testing.BUILDERS")
+    parser.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the SDXL end-to-end timing")
     args = parser.parse_args()
-    from dti.testing import build_tiny_sd, build_tiny_sdxl
+    from dti.testing import build_tiny
 
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        sd, sdxl = build_tiny_sd(tmp / "sd"), build_tiny_sdxl(tmp / "sdxl")
-        build = time.perf_counter() - t0
-        rows = []
-        for name, model in (("SD-tiny", sd), ("SDXL-tiny", sdxl)):
+        rows, builds = [], []
+        for name in args.families.split(","):
+            t0 = time.perf_counter()
+            model = build_tiny(name, tmp / name)
+            builds.append(f"{name} {time.perf_counter() - t0:.1f} s")
             for method in ("dti", "ti"):
                 median, best = step_times(model, Path(args.photos), args.steps, method)
-                rows.append(f"| {name} | {method} | 4 | 64 | {median * 1000:.0f} ms | {best * 1000:.0f} ms |")
-        e2e = end_to_end(sdxl, Path(args.photos), tmp / "run", args.steps)
+                rows.append(f"| {name}-tiny | {method} | 4 | 64 | {median * 1000:.0f} ms | {best * 1000:.0f} ms |")
+        e2e = end_to_end(build_tiny("sdxl", tmp / "e2e-sdxl"), Path(args.photos), tmp / "run", args.steps) if args.e2e else None
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}")
-    print(f"build both tiny pipelines: {build:.1f} s\n")
+    print(f"build + save: {', '.join(builds)}\n")
     print("| model | method | batch | px | median step | best step |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(
-        f"\nend to end (`dti train` {args.steps} steps on SDXL-tiny incl. samples, new process -> diffusers "
-        f"load_textual_inversion -> generate): {e2e:.1f} s"
-    )
+    if e2e is not None:
+        print(
+            f"\nend to end (`dti train` {args.steps} steps on SDXL-tiny incl. samples, new process -> diffusers "
+            f"load_textual_inversion -> generate): {e2e:.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -113,10 +113,10 @@ def test_folder_that_is_not_a_pipeline(base_args, photos, capsys, tmp_path):
 
 
 def test_unsupported_family(base_args, capsys, tmp_path):
-    model = tmp_path / "flux"
+    model = tmp_path / "wan"
     model.mkdir()
-    (model / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-    expect_refusal(with_arg(base_args, "--model", model), capsys, tmp_path, "unsupported pipeline family FluxPipeline")
+    (model / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+    expect_refusal(with_arg(base_args, "--model", model), capsys, tmp_path, "unsupported pipeline family WanPipeline")
 
 
 @pytest.mark.parametrize("value", ["60", "0", "-8"])

@@ -1,19 +1,20 @@
-"""Vocabulary statistics, placeholder/initializer checks, and the embedding wrapper."""
+"""Vocabulary statistics, placeholder/initializer checks, and the attach path."""
+
+import re
 
 import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from dti import sphere
+from dti.attach import Block, ExtendedEmbedding, attach, attached_tokens, detach, pool_at_end_token
 from dti.errors import DTIError
 from dti.tokens import (
-    ExtendedEmbedding,
     TrainableRows,
     VocabStats,
-    attach,
     check_placeholder,
+    expand_prompt,
     initializer_ids,
-    pool_at_end_token,
     resolve_magnitude,
     vocab_stats,
 )
@@ -79,7 +80,8 @@ def test_extended_embedding_routes_new_ids_and_only_they_get_gradient():
     base = torch.nn.Embedding(10, 4)
     base.requires_grad_(False)
     rows = TrainableRows(torch.randn(2, 4), "sphere", 0.5)
-    emb = ExtendedEmbedding(base, 10, rows)
+    emb = ExtendedEmbedding(base)
+    emb.blocks["<a>"] = Block("<a>", ["<a>", "<a>_1"], 10, rows)
     ids = torch.tensor([[1, 10, 3, 11, 9]])
     out = emb(ids)
     assert torch.equal(out[0, [0, 2, 4]], base.weight[[1, 3, 9]])
@@ -92,7 +94,8 @@ def test_extended_embedding_routes_new_ids_and_only_they_get_gradient():
 def test_rows_are_not_cast_with_the_encoder():
     base = torch.nn.Embedding(10, 4)
     rows = TrainableRows(torch.randn(1, 4), "free")
-    emb = ExtendedEmbedding(base, 10, rows)
+    emb = ExtendedEmbedding(base)
+    emb.blocks["<a>"] = Block("<a>", ["<a>"], 10, rows)
     emb.to(torch.bfloat16)
     assert rows.param.dtype == torch.float32
     assert emb(torch.tensor([[10, 2]])).dtype == torch.bfloat16
@@ -119,7 +122,7 @@ def test_attach_then_detach_restores_tokenizer_encoder_and_table(clip_tok):
     table = model.get_input_embeddings().weight.detach().clone()
     before_ids = clip_tok("a <my-cat> photo").input_ids
     rows = TrainableRows(table[[2368]], "sphere", 0.4)
-    att = attach(clip_tok, model, ["<my-cat>"], rows)
+    att = attach(clip_tok, model, "<my-cat>", rows)
     assert clip_tok.convert_tokens_to_ids("<my-cat>") == 49408
     assert isinstance(model.get_input_embeddings(), ExtendedEmbedding)
     out = model(torch.tensor([clip_tok("a <my-cat>").input_ids])).last_hidden_state
@@ -144,14 +147,59 @@ def test_pooling_fix_changes_nothing_for_vocabulary_prompts(clip_tok):
 def test_pooling_with_placeholder_reads_the_end_token(clip_tok):
     model = _tiny_clip()
     rows = TrainableRows(torch.randn(1, 32), "free")
-    att = attach(clip_tok, model, ["<zz>"], rows, pooling="eos")
+    att = attach(clip_tok, model, "<zz>", rows, pooling="eos")
     ids = clip_tok("a <zz> wearing a hat", padding="max_length", max_length=77, return_tensors="pt").input_ids
     out = model(ids)
     eos_pos = int((ids[0] == clip_tok.eos_token_id).nonzero()[0])
     assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, eos_pos])
     att.detach()
-    att = attach(clip_tok, model, ["<zz>"], rows, pooling="legacy")
+    att = attach(clip_tok, model, "<zz>", rows, pooling="legacy")
     out = model(ids)
     placeholder_pos = int((ids[0] == 49408).nonzero()[0])
     assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, placeholder_pos])  # transformers' legacy rule
     att.detach()
+
+
+def test_embedding_applies_the_base_scale_to_new_rows():
+    """Gemma-style embeddings scale inside their forward; a new row must enter scaled the same way."""
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2TextScaledWordEmbedding
+
+    torch.manual_seed(0)
+    base = Gemma2TextScaledWordEmbedding(12, 16, 0, embed_scale=16**0.5)
+    emb = ExtendedEmbedding(base)
+    emb.blocks["<a>"] = Block("<a>", ["<a>"], 12, TrainableRows(base.weight[[5]].detach(), "free"))
+    assert torch.equal(emb(torch.tensor([[12]])), base(torch.tensor([[5]])))
+    assert not torch.equal(emb(torch.tensor([[12]]))[0, 0], base.weight[5])  # the raw row would be 1/4 of it
+
+
+@pytest.mark.parametrize("prompt", ["a <a> dog", "<a>,<a> and <b>", "a <a> <a>_1 <a>_2 dog", "x <bb> y"])
+def test_expand_prompt_is_idempotent(prompt):
+    words = {"<a>": 3, "<b>": 1, "<bb>": 2}
+    once = expand_prompt(prompt, words)
+    assert expand_prompt(once, words) == once
+    assert len(re.findall(r"<a>(?!_)", once)) == once.count("<a> <a>_1 <a>_2")  # every bare <a> carries all its parts
+    assert len(re.findall(r"<bb>(?!_)", once)) == once.count("<bb> <bb>_1")
+    assert "<b>" not in prompt or "<b>_1" not in once  # a one-vector word is left alone
+
+
+def test_several_concepts_attach_and_detach_one_at_a_time(clip_tok):
+    model = _tiny_clip()
+    cls = type(clip_tok)
+    table = model.get_input_embeddings().weight.detach().clone()
+    a = TrainableRows(table[[2368, 1929]], "free")  # two vectors
+    b = TrainableRows(table[[1929]], "free")
+    attach(clip_tok, model, "<a>", a)
+    attach(clip_tok, model, "<b>", b)
+    assert attached_tokens(model) == ["<a>", "<b>"]
+    # the tokenizer expands the two-vector word itself, whatever pipeline calls it
+    assert clip_tok("x <a> y").input_ids == clip_tok("x <a> <a>_1 y").input_ids
+    assert clip_tok.convert_ids_to_tokens(clip_tok("<a>").input_ids[1:-1]) == ["<a>", "<a>_1"]
+    with pytest.raises(Exception, match="already attached"):
+        attach(clip_tok, model, "<a>", b)
+    before = model(torch.tensor([clip_tok("a <b>").input_ids])).last_hidden_state
+    detach(clip_tok, model, "<a>")  # <b> moves to the first new id and still reads its rows
+    assert attached_tokens(model) == ["<b>"] and clip_tok.convert_tokens_to_ids("<b>") == 49408
+    assert torch.equal(model(torch.tensor([clip_tok("a <b>").input_ids])).last_hidden_state, before)
+    detach(clip_tok, model, "<b>")
+    assert len(clip_tok) == 49408 and type(clip_tok) is cls
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding

@@ -9,11 +9,12 @@ import torch
 
 import dti
 from conftest import load_pipe
+from dti.attach import attach, pool_at_end_token
 from dti.concept import Concept
 from dti.config import TrainConfig, resolve
 from dti.models import adapter_for
 from dti.run_folder import read_log
-from dti.tokens import TrainableRows, attach, pool_at_end_token, vocab_stats
+from dti.tokens import TrainableRows, vocab_stats
 from dti.trainer import Trainer, load_photos
 
 FAST = dict(resolution=64, validation_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
@@ -47,7 +48,7 @@ def encode(pipe, prompt):
 def attach_for_training(pipe, concept):
     """The training-time path: wrapped embeddings reading the concept's rows."""
     for name, tok, enc in encoder_pairs(pipe):
-        attach(tok, enc, concept.tokens, TrainableRows(concept.encoders[name].vectors, "free"))
+        attach(tok, enc, concept.token, TrainableRows(concept.encoders[name].vectors, "free"))
 
 
 def test_sdxl_dti_end_to_end(dreambooth, tiny_sdxl, tmp_path):

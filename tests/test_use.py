@@ -13,6 +13,7 @@ from PIL import Image
 
 import dti
 from conftest import load_pipe
+from dti.attach import pool_at_end_token
 from dti.cli import main
 from dti.concept import Concept, EncoderVectors
 from dti.errors import DTIError
@@ -20,7 +21,7 @@ from dti.formats import read
 from dti.generate import generate
 from dti.inspection import inspect_concept, nearest_tokens
 from dti.loading import load, loaded_tokens, unload
-from dti.tokens import pool_at_end_token, vocab_stats
+from dti.tokens import vocab_stats
 
 FAST = dict(resolution=64, validate=False, progress=False)
 
@@ -67,12 +68,12 @@ def test_load_matches_diffusers_own_loader_and_unload_restores(runs, tiny_sdxl):
 
 def test_load_refuses_mismatched_concepts(tiny_sdxl, tiny_sd, runs):
     pipe = load_pipe(tiny_sdxl)
-    with pytest.raises(DTIError, match="needs text_encoder, text_encoder_2"):
+    with pytest.raises(DTIError, match=r"needs text_encoder \(clip_l\), text_encoder_2 \(clip_g\)"):
         load(pipe, Concept("<x>", {"text_encoder": EncoderVectors(torch.randn(1, 32))}))
     wide = Concept("<x>", {"text_encoder": EncoderVectors(torch.randn(1, 768)), "text_encoder_2": EncoderVectors(torch.randn(1, 1280))})
     with pytest.raises(DTIError, match="width 768"):
         load(pipe, wide)
-    with pytest.raises(DTIError, match="needs text_encoder"):
+    with pytest.raises(DTIError, match="has no place for text_encoder_2"):
         load(load_pipe(tiny_sd), runs / "dog")
     load(pipe, runs / "dog")
     with pytest.raises(DTIError, match="already loaded"):
@@ -83,7 +84,8 @@ def test_ti_rescaled_at_load_time(tiny_sdxl, runs):
     pipe = load_pipe(tiny_sdxl)
     mean = vocab_stats(pipe.text_encoder_2.get_input_embeddings().weight).mean
     concept = load(pipe, runs / "ti", rescale="mean")
-    row = pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2.convert_tokens_to_ids("<ti-dog>")]
+    token_id = pipe.tokenizer_2.convert_tokens_to_ids("<ti-dog>")
+    row = pipe.text_encoder_2.get_input_embeddings()(torch.tensor([[token_id]]))[0, 0]
     assert float(row.detach().norm()) == pytest.approx(mean, rel=1e-5)
     assert concept.meta["rescaled_from"] == "ti"
 

@@ -26,6 +26,13 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more encoder names, e.g. text_encoder,text_encoder_2")
+    return names
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -38,7 +45,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photos", nargs="?", help="folder of jpg/png/webp photos of the subject")
     p.add_argument("--token", help="the new word, e.g. '<my-dog>' (must not exist in the vocabulary)")
     p.add_argument("--init", help="initializer: the subject's class word, e.g. 'dog'; several words give several vectors")
-    p.add_argument("--model", help="diffusers pipeline: hub id or local folder (SD 1.x/2.x or SDXL)")
+    p.add_argument("--model", help="diffusers pipeline: hub id or local folder (SD 1.x/2.x, SDXL, SD3, FLUX, SANA, PixArt-Sigma)")
+    p.add_argument(
+        "--encoders",
+        type=_names,
+        help="comma-separated text encoders that learn the word, e.g. text_encoder for FLUX's CLIP only; "
+        "the others keep the initializer's rows [default: all]",
+    )
     p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it holds results, unless --overwrite)")
     p.add_argument("--config", help="config.json of an earlier run to repeat; flags given here override it")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
@@ -70,9 +83,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "the base model) or legacy (transformers' highest-id rule, which picks the placeholder) [default: eos]",
     )
     g = p.add_argument_group("schedule")
-    g.add_argument("--steps", type=_int, help="optimizer steps [default: 400]")
-    g.add_argument("--batch-size", type=_int, dest="batch_size", help="photos per step [default: 4]")
-    g.add_argument("--grad-accum", type=_int, dest="grad_accum", help="batches accumulated per step [default: 1]")
+    g.add_argument("--steps", type=_int, help="optimizer steps [default: the family's, 400 for SD/SDXL, 500 for SANA]")
+    g.add_argument("--batch-size", type=_int, dest="batch_size", help="photos per batch [default: the family's, 4; SANA 2]")
+    g.add_argument("--grad-accum", type=_int, dest="grad_accum", help="batches accumulated per step [default: the family's, 1; SANA 2]")
     g.add_argument("--lr", type=float, help="per-sample learning rate [default: 0.01 rsgd, 0.005 adamw]")
     g.add_argument(
         "--no-scale-lr",
@@ -80,7 +93,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="use --lr as given instead of multiplying it by batch size x grad accumulation",
     )
-    g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: 768 for SDXL, native otherwise]")
+    g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: the family's; 768 for SDXL, native otherwise]")
     g.add_argument(
         "--templates",
         choices=("object", "style", "bare"),

@@ -34,6 +34,8 @@ class EncoderVectors:
     vectors: torch.Tensor  # [n_vectors, width], float32: what the encoder actually receives
     magnitude: float | None = None  # fixed row norm (DTI); None for a free (TI) vector
     init: torch.Tensor | None = None  # [n_vectors, width] unit rows: initializer = prior mean
+    kind: str | None = None  # clip_l, clip_g, openclip_h, t5, gemma2; None when a foreign file does not say
+    trained: bool = True  # False: the initializer's rows, kept fixed (``--encoders`` left this encoder out)
 
     def __post_init__(self) -> None:
         self.vectors = self.vectors.detach().to(torch.float32).cpu()
@@ -104,7 +106,13 @@ class Concept:
             tensors[f"{name}.vectors"] = enc.vectors.contiguous()
             if enc.init is not None:
                 tensors[f"{name}.init"] = enc.init.contiguous()
-            enc_meta[name] = {"magnitude": enc.magnitude, "width": enc.width, "n_vectors": enc.n_vectors}
+            enc_meta[name] = {
+                "magnitude": enc.magnitude,
+                "width": enc.width,
+                "n_vectors": enc.n_vectors,
+                "kind": enc.kind,
+                "trained": enc.trained,
+            }
         metadata = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -138,6 +146,8 @@ class Concept:
                 vectors=tensors[f"{name}.vectors"],
                 magnitude=info.get("magnitude"),
                 init=tensors.get(f"{name}.init"),
+                kind=info.get("kind"),
+                trained=bool(info.get("trained", True)),
             )
             for name, info in enc_meta.items()
         }

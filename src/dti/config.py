@@ -39,7 +39,7 @@ class TrainConfig:
     optimizer: str | None = None  # rsgd for dti, adamw for ti / crossinit
     steps: int | None = None
     batch_size: int | None = None
-    grad_accum: int = 1
+    grad_accum: int | None = None  # None: the family's default (SANA: 2 x batch 2)
     lr: float | None = None  # per-sample learning rate (see scale_lr)
     scale_lr: bool = True  # effective lr = lr * batch_size * grad_accum
     kappa: float | None = None  # vMF prior concentration (dti)
@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     crossinit_lambda: float = 1e-5
     resolution: int | None = None
+    encoders: list[str] | None = None  # text encoders that learn the word; None: all (the others keep the initializer's rows)
     templates: str | list[str] | None = None  # object | style | bare | a list with {}; None: the model's hint, else object
     seed: int = 0
     precision: str = "auto"
@@ -70,7 +71,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived
     @property
     def effective_batch(self) -> int:
-        return int(self.batch_size or 1) * self.grad_accum
+        return int(self.batch_size or 1) * int(self.grad_accum or 1)
 
     @property
     def effective_lr(self) -> float:
@@ -163,8 +164,10 @@ def resolve(
         c.steps = int(family_defaults.get("steps", 400))
     if c.batch_size is None:
         c.batch_size = int(family_defaults.get("batch_size", 4))
+    if c.grad_accum is None:
+        c.grad_accum = int(family_defaults.get("grad_accum", 1))
     if c.lr is None:
-        c.lr = BASE_LR[c.optimizer]
+        c.lr = float(family_defaults.get("lr", BASE_LR[c.optimizer])) if c.optimizer == "rsgd" else BASE_LR[c.optimizer]
     if c.kappa is None:
         c.kappa = float(family_defaults.get("kappa", 1e-4)) if c.method == "dti" else 0.0
     if c.resolution is None:

@@ -185,23 +185,26 @@ class SubjectData:
 class LatentCache:
     """VAE latent distributions of crops, computed once per distinct crop."""
 
-    def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]) -> None:
         self._encode = encode
-        self._cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.encodes = 0
 
-    def distribution(self, data: SubjectData, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
+    def distribution(self, data: SubjectData, sample: Sample) -> tuple[torch.Tensor, torch.Tensor | None]:
         key = (sample.image, sample.top, sample.left)
         if key not in self._cache:
             mean, std = self._encode(data.crop(sample).unsqueeze(0))
-            self._cache[key] = (mean[0], std[0])
+            self._cache[key] = (mean[0], None if std is None else std[0])
             self.encodes += 1
         return self._cache[key]
 
     def sample(self, data: SubjectData, samples: Sequence[Sample], generator: torch.Generator) -> torch.Tensor:
-        """A batch of latents drawn from the cached distributions (unscaled, VAE space)."""
+        """A batch of latents drawn from the cached distributions (unscaled, VAE space); a
+        deterministic autoencoder (std None, e.g. SANA's DC-AE) gives its latents as they are."""
         dists = [self.distribution(data, s) for s in samples]
         mean = torch.stack([d[0] for d in dists])
+        if any(d[1] is None for d in dists):
+            return mean
         std = torch.stack([d[1] for d in dists])
         eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
         return mean + std * eps

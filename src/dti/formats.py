@@ -1,12 +1,14 @@
 """Concept files of every tool, in and out.
 
-Layouts (a text encoder is recognised by its width):
+Layouts (which key belongs to which pipeline component is asked of the registered adapters,
+by encoder kind; a width is never enough, except a full-size CLIP width in a file that says nothing):
 
 - ``dti``: our self-describing ``concept.safetensors`` (see :mod:`dti.concept`).
 - ``diffusers``: one ``{token: [n, d]}`` file per encoder (``learned_embeds.safetensors``,
   ``learned_embeds_2.safetensors``; ``.bin`` too).
-- ``sdxl`` single file ``{clip_l: [n, 768], clip_g: [n, 1280]}``: what A1111, ComfyUI, kohya and
-  diffusers' advanced scripts use for SDXL.
+- single file keyed by encoder kind: ``{clip_l, clip_g}`` (SDXL: A1111, ComfyUI, kohya),
+  ``{clip_l, t5xxl}`` (FLUX) and ``{clip_l, clip_g, t5xxl}`` (SD3) as ComfyUI names them;
+  OneTrainer's ``t5`` / ``gemma`` are read too.
 - ``kohya`` (SD 1.x/2.x) ``{emb_params: [n, d]}``: read by kohya, A1111 and ComfyUI.
 - ``a1111`` ``.pt``: ``{string_to_param: {"*": [n, d]}, name, step, ...}``. Read only with
   ``torch.load(weights_only=True)``: a pickle that would build arbitrary objects is refused, never run.
@@ -28,32 +30,66 @@ from dti.concept import CONCEPT_FILENAME, FORMAT_NAME, Concept, EncoderVectors
 from dti.errors import DTIError
 from dti.fileio import atomic_write
 
-#: Width -> (encoder kind, the model family it belongs to). Used to place foreign vectors.
-ENCODER_KINDS: dict[int, str] = {
-    768: "clip_l",  # CLIP ViT-L/14: SD 1.x, SDXL text_encoder
-    1024: "openclip_h",  # OpenCLIP ViT-H/14: SD 2.x
-    1280: "clip_g",  # OpenCLIP ViT-bigG/14: SDXL text_encoder_2
-    2304: "gemma2_2b",  # Gemma-2-2B: SANA
-    4096: "t5xxl",  # T5-XXL: SD3, FLUX
-}
-#: Encoder kind -> the pipeline component it sits in.
-COMPONENT = {
-    "clip_l": "text_encoder",
-    "openclip_h": "text_encoder",
-    "clip_g": "text_encoder_2",
-    "gemma2_2b": "text_encoder",
-    "t5xxl": "text_encoder_3",
-}
 #: Published mean row norms of the original vocabularies (METHOD.md section 2), for files
 #: inspected without a model. Measured tables override these whenever a model is given.
-REFERENCE_MEAN_NORM = {"clip_l": 0.387, "clip_g": 0.452, "gemma2_2b": 1.772}
+REFERENCE_MEAN_NORM = {"clip_l": 0.387, "clip_g": 0.452, "gemma2": 1.772}
+
+#: Full-size widths that identify a CLIP encoder in a foreign single-encoder file that does not
+#: say which encoder it is for (A1111/kohya ``emb_params``). Never used for other kinds.
+CLIP_WIDTHS = {768: "clip_l", 1024: "openclip_h", 1280: "clip_g"}
 
 FORMATS = ("dti", "diffusers", "a1111", "comfyui", "kohya")
-SDXL_KEYS = ("clip_l", "clip_g")
 
 
-def encoder_kind(width: int) -> str:
-    return ENCODER_KINDS.get(int(width), f"width{int(width)}")
+def _adapters():
+    from dti.models import ADAPTERS
+
+    return ADAPTERS
+
+
+def encoder_kind(enc: EncoderVectors) -> str:
+    """The encoder kind of a concept's block: recorded, or a full-size CLIP width, or ``width<d>``."""
+    return enc.kind or CLIP_WIDTHS.get(enc.width, f"width{enc.width}")
+
+
+#: Before encoder kinds were recorded, dti wrote SD / SDXL concepts only: their components' kinds.
+_LEGACY_KINDS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
+
+
+def infer_kinds(concept: Concept) -> Concept:
+    """Fill in the kind of every block that does not record one: from the family the concept was
+    trained for (its ``pipeline_class``), else from a full-size CLIP width, else as the SD / SDXL
+    concepts dti wrote before kinds were recorded."""
+    roles = {}
+    cls = _adapters().get(str(concept.meta.get("pipeline_class")))
+    if cls is not None:
+        roles = {role.component: role.kind for role in cls.roles}
+    for name, enc in concept.encoders.items():
+        if enc.kind is None:
+            enc.kind = roles.get(name) or CLIP_WIDTHS.get(enc.width) or (_LEGACY_KINDS.get(name) if len(concept.encoders) > 1 else None)
+    return concept
+
+
+def key_kinds() -> dict[str, str]:
+    """Single-file key -> encoder kind, over every kind the registered adapters use."""
+    from dti.models.base import KIND_KEYS
+
+    return {key: kind for kind, keys in KIND_KEYS.items() for key in keys}
+
+
+def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
+    """Encoder kind -> pipeline component, from the registered families whose encoders are
+    exactly these kinds (optional encoders may be absent); None when no family or several
+    disagreeing ones fit."""
+    mappings = []
+    for cls in _adapters().values():
+        have = {role.kind: role.component for role in cls.roles}
+        required = {role.kind for role in cls.roles if not role.optional}
+        if kinds <= set(have) and required <= kinds and len(have) == len(cls.roles):
+            mappings.append({k: have[k] for k in kinds})
+    if not mappings or any(m != mappings[0] for m in mappings):
+        return None
+    return mappings[0]
 
 
 def default_token(path: Path) -> str:
@@ -100,10 +136,14 @@ def _as_matrix(value: Any, path: Path, key: str) -> torch.Tensor:
     return value.detach().to(torch.float32).reshape(-1, value.shape[-1])
 
 
-def _single(vectors: torch.Tensor, token: str, fmt: str, meta: dict[str, Any] | None = None) -> Concept:
+def _single(vectors: torch.Tensor, token: str, fmt: str, meta: dict[str, Any] | None = None, name: str | None = None) -> Concept:
+    """A one-encoder concept. Its component and kind come from dti's metadata when the file has
+    it; otherwise it is ``text_encoder`` of unknown kind (a full-size CLIP width names the kind),
+    and loading places it by the model's encoders."""
     meta = dict(meta or {})
-    name = meta.pop("encoder", None) or COMPONENT.get(encoder_kind(vectors.shape[-1]), "text_encoder")
-    return Concept(token, {name: EncoderVectors(vectors)}, {"method": "unknown", **meta, "source_format": fmt})
+    name = meta.pop("encoder", None) or name or "text_encoder"
+    kind = (meta.get("encoder_kinds") or {}).get(name) or CLIP_WIDTHS.get(int(vectors.shape[-1]))
+    return Concept(token, {name: EncoderVectors(vectors, kind=kind)}, {"method": "unknown", **meta, "source_format": fmt})
 
 
 def _carried_meta(metadata: dict[str, str]) -> dict[str, Any]:
@@ -135,15 +175,24 @@ def read_file(path: str | Path, token: str | None = None) -> Concept:
         vectors = _as_matrix(next(iter(params.values())), path, "string_to_param")
         name = token or (data["name"] if isinstance(data.get("name"), str) and data["name"] else default_token(path))
         return _single(vectors, name, "a1111", {"step": data.get("step"), **carried})
-    if all(k in data for k in SDXL_KEYS):
-        encoders = {COMPONENT[k]: EncoderVectors(_as_matrix(data[k], path, k)) for k in SDXL_KEYS}
+    by_key = key_kinds()
+    keyed = [k for k in data if k in by_key]
+    if keyed:  # {clip_l, clip_g}, {clip_l, t5xxl}, {clip_l, clip_g, t5xxl}, OneTrainer's t5 / gemma
+        kinds = [by_key[k] for k in keyed]
+        if len(set(kinds)) != len(kinds):
+            raise DTIError(f"{path}: entries {sorted(keyed)} name the same encoder twice; the file is inconsistent")
+        extra = sorted(set(map(str, data)) - set(keyed) - {"dti_meta"})
+        if extra:
+            raise DTIError(f"{path}: unexpected entries {extra} beside {sorted(keyed)}; the file is inconsistent")
+        components = components_for_kinds(set(kinds))
+        if components is None:
+            raise DTIError(f"{path}: no supported model family has exactly the encoders {sorted(keyed)}; check the file")
+        encoders = {components[by_key[k]]: EncoderVectors(_as_matrix(data[k], path, k), kind=by_key[k]) for k in keyed}
         counts = {e.n_vectors for e in encoders.values()}
         if len(counts) != 1:
-            raise DTIError(f"{path}: clip_l and clip_g have different vector counts {sorted(counts)}; the file is inconsistent")
-        extra = sorted(set(data) - set(SDXL_KEYS))
-        if extra:
-            raise DTIError(f"{path}: unexpected entries {extra} beside clip_l/clip_g; dti reads SD/SDXL embeddings only")
-        return Concept(token or stored or default_token(path), encoders, {"method": "unknown", **carried, "source_format": "sdxl"})
+            raise DTIError(f"{path}: {', '.join(sorted(keyed))} have different vector counts {sorted(counts)}; the file is inconsistent")
+        carried.pop("encoder_kinds", None)
+        return Concept(token or stored or default_token(path), encoders, {"method": "unknown", **carried, "source_format": "single-file"})
     if "emb_params" in data:
         return _single(_as_matrix(data["emb_params"], path, "emb_params"), token or stored or default_token(path), "kohya", carried)
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
@@ -151,8 +200,15 @@ def read_file(path: str | Path, token: str | None = None) -> Concept:
         key, value = next(iter(tensors.items()))
         if metadata.get("encoder"):
             carried["encoder"] = metadata["encoder"]
-        return _single(_as_matrix(value, path, key), token or key or stored or default_token(path), "diffusers", carried)
+        name = _diffusers_component(path)
+        return _single(_as_matrix(value, path, key), token or key or stored or default_token(path), "diffusers", carried, name)
     raise DTIError(f"{path} is not a textual-inversion embedding dti knows (keys {sorted(map(str, data))[:6]}); see `dti convert --help`")
+
+
+def _diffusers_component(path: Path) -> str:
+    """``learned_embeds_2.safetensors`` is the second encoder's file, ``_3`` the third's."""
+    match = re.match(r"learned_embeds(_\d+)?", path.name)
+    return f"text_encoder{match.group(1) or ''}" if match else "text_encoder"
 
 
 def read_folder(path: Path, token: str | None = None) -> Concept:
@@ -202,7 +258,8 @@ def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 def _metadata(concept: Concept, fmt: str) -> dict[str, str]:
     magnitudes = {name: enc.magnitude for name, enc in concept.encoders.items()}
-    meta = {**concept.meta, "magnitudes": magnitudes}
+    kinds = {name: enc.kind for name, enc in concept.encoders.items() if enc.kind}
+    meta = {**concept.meta, "magnitudes": magnitudes, "encoder_kinds": kinds}
     return {"format": fmt, "name": concept.token, "written_by": "dti", "dti_meta": json.dumps(meta, default=str)}
 
 
@@ -211,7 +268,10 @@ def _restore_magnitudes(concept: Concept) -> Concept:
     for name, m in (concept.meta.pop("magnitudes", None) or {}).items():
         if name in concept.encoders and m is not None:
             concept.encoders[name].magnitude = float(m)
-    return concept
+    for name, kind in (concept.meta.pop("encoder_kinds", None) or {}).items():
+        if name in concept.encoders and kind:
+            concept.encoders[name].kind = str(kind)
+    return infer_kinds(concept)
 
 
 def write_diffusers(concept: Concept, folder: str | Path) -> dict[str, Path]:
@@ -225,13 +285,26 @@ def write_diffusers(concept: Concept, folder: str | Path) -> dict[str, Path]:
 
 
 def single_file_tensors(concept: Concept) -> dict[str, torch.Tensor]:
-    """The single-file layout A1111 / ComfyUI / kohya read: ``clip_l``+``clip_g`` or ``emb_params``."""
-    names = set(concept.encoders)
-    if names == {COMPONENT[k] for k in SDXL_KEYS}:  # SDXL: named by component, whatever the widths
-        return {k: concept.encoders[COMPONENT[k]].vectors for k in SDXL_KEYS}
-    if len(names) == 1:
-        return {"emb_params": next(iter(concept.encoders.values())).vectors}
-    raise DTIError(f"no single-file layout holds encoders {sorted(names)}; write --to diffusers (one file per encoder) instead")
+    """The single-file layout other tools read: ``{clip_l, clip_g}`` (SDXL), ``{clip_l, t5xxl}``
+    (FLUX), ``{clip_l, clip_g, t5xxl}`` (SD3) as ComfyUI names them; one CLIP encoder as
+    ``emb_params`` (A1111 / kohya / ComfyUI, SD 1.x/2.x); one T5 or Gemma as OneTrainer's ``t5`` /
+    ``gemma``."""
+    from dti.models.base import KIND_KEYS
+
+    encoders = list(infer_kinds(concept).encoders.values())
+    if len(encoders) == 1:
+        kind = encoder_kind(encoders[0])
+        if kind == "t5":
+            return {"t5": encoders[0].vectors}
+        if kind == "gemma2":
+            return {"gemma": encoders[0].vectors}
+        return {"emb_params": encoders[0].vectors}
+    kinds = [enc.kind for enc in encoders]
+    if None in kinds or len(set(kinds)) != len(kinds) or any(k not in KIND_KEYS for k in kinds):
+        raise DTIError(
+            f"no single-file layout holds encoders {sorted(concept.encoders)}; write --to diffusers (one file per encoder) instead"
+        )
+    return {KIND_KEYS[enc.kind][0]: enc.vectors for enc in encoders if enc.kind}
 
 
 def file_stem(token: str) -> str:

@@ -65,15 +65,10 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
     adapter = adapter_for(pipe)
     res = resolution or adapter.native_resolution()
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    return pipe(
-        prompt,
-        negative_prompt=negative_prompt,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        generator=generator,
-        height=res,
-        width=res,
-    ).images[0]
+    kwargs = adapter.generation_kwargs()
+    if negative_prompt is not None:
+        kwargs["negative_prompt"] = negative_prompt
+    return pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs).images[0]
 
 
 def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:

@@ -80,15 +80,15 @@ def vocabulary_statistics(concept: Concept, pipe: Any | None = None, need: str |
             stats, source = vocab_stats(_base_table(slots[name])).as_dict(), "model"
         elif name in concept.meta.get("vocab_norms", {}):
             stats, source = dict(concept.meta["vocab_norms"][name]), "concept metadata"
-        elif encoder_kind(enc.width) in REFERENCE_MEAN_NORM:
+        elif encoder_kind(enc) in REFERENCE_MEAN_NORM:
             stats, source = (
-                {"mean": REFERENCE_MEAN_NORM[encoder_kind(enc.width)]},
+                {"mean": REFERENCE_MEAN_NORM[encoder_kind(enc)]},
                 "published reference (mean only); pass --model for min/max",
             )
         else:
             stats, source = {}, "unknown"
         if need and need not in stats:
-            raise DTIError(f"the vocabulary {need} norm of {name} ({encoder_kind(enc.width)}) is unknown without the model; pass --model")
+            raise DTIError(f"the vocabulary {need} norm of {name} ({encoder_kind(enc)}) is unknown without the model; pass --model")
         out[name] = {**stats, "source": source}
     return out
 
@@ -108,7 +108,7 @@ def inspect_concept(concept: Concept, pipe: Any | None = None, k: int = 8) -> di
     }
     for name, enc in concept.encoders.items():
         entry: dict[str, Any] = {
-            "kind": encoder_kind(enc.width),
+            "kind": encoder_kind(enc),
             "width": enc.width,
             "fixed_magnitude": enc.magnitude,
             "norms": [round(float(n), 6) for n in enc.norms],

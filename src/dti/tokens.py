@@ -1,14 +1,14 @@
-"""Attach a trainable word to a (tokenizer, text encoder) pair without touching its weights.
+"""Words and rows: vocabulary statistics, placeholder names, initializer ids, prompt expansion,
+and the trainable rows a placeholder reads. Attaching them to an encoder is :mod:`dti.attach`.
 
-The placeholder tokens are added to the tokenizer with diffusers' multi-vector naming
-(``<tok>``, ``<tok>_1``, ...), and the encoder's input embedding is wrapped: ids of the new
-tokens read their rows from a small fp32 block (the only trainable tensor), every other id reads
-the frozen original table. Nothing is copied into an optimizer and the table stays bit-identical.
+Multi-vector words use diffusers' naming (``<tok>``, ``<tok>_1``, ...); a prompt naming ``<tok>``
+is expanded to all its parts by :func:`expand_prompt`, which is idempotent, so it composes with
+diffusers' own expansion in the pipelines that have one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
 
 import torch
@@ -71,11 +71,23 @@ def check_placeholder(tokenizer, token: str, where: str = "the tokenizer") -> No
         raise DTIError(f"--token {token!r} clashes with the existing token '{token}_1' in {where}; choose another name")
 
 
+def word_pieces(tokenizer, word: str) -> list[str]:
+    """The pieces ``word`` becomes *inside a prompt* ("a dog" -> "▁dog" for SentencePiece
+    tokenizers, where the bare word may split differently), by tokenizing "a word" and
+    dropping the pieces of "a"."""
+    lead = tokenizer.tokenize("a")
+    pieces = tokenizer.tokenize(f"a {word}")
+    if pieces[: len(lead)] == lead:
+        return pieces[len(lead) :]
+    return tokenizer.tokenize(word)
+
+
 def initializer_ids(tokenizer, text: str, where: str = "the tokenizer") -> list[int]:
     """Vocabulary ids of the initializer, one per word ("stuffed animal" -> two vectors).
 
-    Each word must be a single vocabulary entry: a word the tokenizer splits into sub-word
-    pieces, or maps to the unknown token, has no meaningful embedding to start from.
+    Each word must be a single vocabulary entry as it appears in a prompt: a word the tokenizer
+    splits into sub-word pieces, or maps to the unknown token, has no meaningful embedding to
+    start from.
     """
     words = text.split() if text else []
     if not words:
@@ -84,7 +96,7 @@ def initializer_ids(tokenizer, text: str, where: str = "the tokenizer") -> list[
     added = set(tokenizer.added_tokens_encoder.values()) - special
     ids = []
     for word in words:
-        pieces = tokenizer.tokenize(word)
+        pieces = word_pieces(tokenizer, word)
         piece_ids = tokenizer.convert_tokens_to_ids(pieces)
         if len(pieces) != 1 or piece_ids[0] in special or piece_ids[0] in added or piece_ids[0] == tokenizer.unk_token_id:
             shown = " + ".join(pieces) if pieces else "nothing"
@@ -134,102 +146,19 @@ class TrainableRows(nn.Module):
         return self.forward().detach().clone()
 
 
-class ExtendedEmbedding(nn.Module):
-    """Input embedding: frozen ``base`` table, plus ids ``first_id ..`` read from ``rows``.
-
-    ``rows`` is deliberately not registered as a submodule: casting or freezing the text
-    encoder (``.to(bfloat16)``, ``requires_grad_(False)``) must not reach the fp32 trainable rows.
-    """
-
-    def __init__(self, base: nn.Embedding, first_id: int, rows: TrainableRows) -> None:
-        super().__init__()
-        self.base = base
-        self.first_id = first_id
-        object.__setattr__(self, "rows", rows)
-
-    @property
-    def weight(self) -> torch.Tensor:  # code that inspects the table (dtype, width) still works
-        return self.base.weight
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.base.embedding_dim
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        extra = self.rows()
-        n = extra.shape[0]
-        new = (input_ids >= self.first_id) & (input_ids < self.first_id + n)
-        out = self.base(input_ids.masked_fill(new, 0))
-        if bool(new.any()):
-            picked = extra.to(device=out.device)[(input_ids - self.first_id).clamp(0, n - 1)]
-            out = torch.where(new.unsqueeze(-1), picked.to(out.dtype), out)
-        return out
+# ------------------------------------------------------------------ prompt expansion
+def _expansion_pattern(token: str, n_vectors: int) -> re.Pattern[str]:
+    parts = placeholder_tokens(token, n_vectors)
+    expanded = r"\s+".join(re.escape(p) for p in parts)
+    # an already expanded run, or the bare token not followed by a part suffix ("_1")
+    return re.compile(f"{expanded}|{re.escape(token)}(?!_\\d)")
 
 
-# ------------------------------------------------------------------ pooling
-def _clip_text_models(text_encoder: nn.Module) -> list[nn.Module]:
-    from transformers import CLIPTextModel
-
-    return [m for m in text_encoder.modules() if isinstance(m, CLIPTextModel)]
-
-
-def pool_at_end_token(text_encoder: nn.Module, eos_token_id: int) -> Callable[[], None]:
-    """Make CLIP pool at the end token even when added tokens have higher ids.
-
-    CLIP configs with the legacy ``eos_token_id=2`` pool at the *highest* token id, which is
-    the placeholder once one is added: the pooled (SDXL: global) conditioning would then see only
-    the words before the placeholder. Pointing the model at the real end token restores the base
-    model's behaviour; for prompts of vocabulary words it changes nothing. Returns an undo.
-    """
-    changed = []
-    for model in _clip_text_models(text_encoder):
-        if model.eos_token_id == 2 and eos_token_id != 2:
-            changed.append(model)
-            model.eos_token_id = eos_token_id
-
-    def undo() -> None:
-        for model in changed:
-            model.eos_token_id = 2
-
-    return undo
-
-
-# ------------------------------------------------------------------ attach / detach
-@dataclass
-class Attachment:
-    """A live attachment; :meth:`detach` puts tokenizer and encoder back as they were."""
-
-    tokenizer: object
-    text_encoder: nn.Module
-    tokens: list[str]
-    token_ids: list[int]
-    base: nn.Embedding
-    rows: TrainableRows
-    _tokenizer_state: str
-    _undo_pooling: Callable[[], None]
-
-    def detach(self) -> None:
-        from tokenizers import Tokenizer
-
-        self.text_encoder.set_input_embeddings(self.base)
-        self.tokenizer._tokenizer = Tokenizer.from_str(self._tokenizer_state)
-        self._undo_pooling()
-
-
-def attach(tokenizer, text_encoder: nn.Module, tokens: list[str], rows: TrainableRows, pooling: str = "eos") -> Attachment:
-    """Add ``tokens`` to ``tokenizer`` and route their ids to ``rows`` in ``text_encoder``."""
-    if not hasattr(tokenizer, "_tokenizer"):
-        raise DTIError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer; dti needs one")
-    base = text_encoder.get_input_embeddings()
-    assert isinstance(base, nn.Embedding), f"unexpected input embedding {type(base).__name__}"
-    state = tokenizer._tokenizer.to_str()
-    added = tokenizer.add_tokens(tokens)
-    ids = tokenizer.convert_tokens_to_ids(tokens)
-    if added != len(tokens) or ids != list(range(ids[0], ids[0] + len(tokens))):
-        from tokenizers import Tokenizer
-
-        tokenizer._tokenizer = Tokenizer.from_str(state)
-        raise DTIError(f"could not add {tokens} as new tokens; choose another --token")
-    text_encoder.set_input_embeddings(ExtendedEmbedding(base, ids[0], rows))
-    undo = pool_at_end_token(text_encoder, tokenizer.eos_token_id) if pooling == "eos" else (lambda: None)
-    return Attachment(tokenizer, text_encoder, list(tokens), ids, base, rows, state, undo)
+def expand_prompt(prompt: str, words: dict[str, int]) -> str:
+    """``<tok>`` -> ``<tok> <tok>_1 ...`` for every multi-vector word in ``words`` (token ->
+    vector count). Idempotent: an expanded prompt is returned unchanged."""
+    for token, n in words.items():
+        if n > 1 and token in prompt:
+            full = " ".join(placeholder_tokens(token, n))
+            prompt = _expansion_pattern(token, n).sub(lambda _m, full=full: full, prompt)
+    return prompt

@@ -28,18 +28,15 @@ from dti.fileio import write_json
 from dti.formats import write, write_diffusers
 from dti.generate import render
 from dti.images import grid
-from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
-from dti.models.base import MicroConditioning
+from dti.loading import attach_vectors
+from dti.models import Adapter, CropInfo, EncoderSlot, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
 from dti.optim import RiemannianSGD
 from dti.plots import plot_norms
 from dti.run_folder import WEBUI_DIR, RunFolder, check_output
 from dti.tokens import (
-    Attachment,
     TrainableRows,
-    attach,
     check_placeholder,
     initializer_ids,
-    placeholder_tokens,
     resolve_magnitude,
     vocab_stats,
 )
@@ -59,15 +56,6 @@ def load_photos(folder: str | Path) -> list[Image.Image]:
     return [load_image(path) for path in list_images(folder)]
 
 
-@torch.no_grad()
-def contextual_init(tokenizer: Any, text_encoder: torch.nn.Module, ids: list[int]) -> torch.Tensor:
-    """CrossInit: the encoder's last hidden state at the initializer's positions."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    input_ids = torch.tensor([[bos, *ids, eos]], device=text_encoder.device)
-    hidden = text_encoder(input_ids).last_hidden_state[0, 1 : 1 + len(ids)]
-    return hidden.float()
-
-
 class Trainer:
     """One run: built from a resolved config, an adapter and decoded photos."""
 
@@ -79,7 +67,7 @@ class Trainer:
         self.data = SubjectData(photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed)
         self.cache = LatentCache(adapter.encode_pixels)
         self.generator = torch.Generator("cpu").manual_seed(c.seed)
-        self.attachments: dict[str, Attachment] = {}
+        self.attached: list[EncoderSlot] = []
         self.rows: dict[str, TrainableRows] = {}
         self.init_dirs: dict[str, torch.Tensor] = {}
         self.magnitudes: dict[str, float | None] = {}
@@ -91,9 +79,15 @@ class Trainer:
         c = self.config
         self.adapter.freeze()
         if c.gradient_checkpointing:
-            self.adapter.pipe.unet.enable_gradient_checkpointing()
+            self.adapter.denoiser.enable_gradient_checkpointing()
         counts = set()
-        for slot in self.adapter.encoders:
+        slots = self.adapter.encoders
+        names = [slot.name for slot in slots]
+        trained = set(c.encoders or names)
+        unknown = sorted(trained - set(names))
+        if unknown:
+            raise DTIError(f"--encoders {','.join(unknown)} is not a text encoder of this model; it has {', '.join(names)}")
+        for slot in slots:
             ids = initializer_ids(slot.tokenizer, c.init, slot.name)
             counts.add(len(ids))
             table = slot.text_encoder.get_input_embeddings().weight
@@ -101,12 +95,16 @@ class Trainer:
             self.stats[slot.name] = stats.as_dict()
             raw = table[ids].detach().float().cpu()
             self.init_dirs[slot.name] = sphere.normalize(raw)
-            if c.method == "dti":
+            if slot.name not in trained:  # the initializer's rows, fixed: training and generation agree
+                m = None
+                rows = TrainableRows(raw, "free")
+                rows.param.requires_grad_(False)
+            elif c.method == "dti":
                 m = resolve_magnitude(c.magnitude, stats)
                 rows = TrainableRows(raw, "sphere" if c.optimizer == "rsgd" else "normalized", m)
             elif c.method == "crossinit":
                 m = None
-                rows = TrainableRows(contextual_init(slot.tokenizer, slot.text_encoder, ids).cpu(), "free")
+                rows = TrainableRows(self.adapter.contextual_init(slot, ids).cpu(), "free")
             else:
                 m = None
                 rows = TrainableRows(raw, "free")
@@ -115,10 +113,11 @@ class Trainer:
             self.rows[slot.name] = rows
         if len(counts) != 1:
             raise DTIError(f"--init {c.init!r} gives different vector counts per encoder {sorted(counts)}; use a single common word")
-        n_vectors = counts.pop()
-        for slot in self.adapter.encoders:
-            tokens = placeholder_tokens(c.token, n_vectors)
-            self.attachments[slot.name] = attach(slot.tokenizer, slot.text_encoder, tokens, self.rows[slot.name], c.pooling)
+        for slot in slots:
+            attach_vectors(slot, c.token, self.rows[slot.name], c.pooling)
+            self.attached.append(slot)
+        self.trained = [slot.name for slot in slots if slot.name in trained]
+        self.kinds = {slot.name: slot.kind for slot in slots}
         self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
         self.optimizer = self._optimizer()
 
@@ -126,15 +125,19 @@ class Trainer:
         c = self.config
         lr = c.effective_lr
         if c.optimizer == "rsgd":
-            groups = [{"params": [rows.param], "prior": self.init_dirs[name].to(rows.param.device)} for name, rows in self.rows.items()]
+            groups = [
+                {"params": [self.rows[name].param], "prior": self.init_dirs[name].to(self.rows[name].param.device)} for name in self.trained
+            ]
             return RiemannianSGD(groups, lr=lr, kappa=c.kappa, beta=c.beta, eps=c.eps)
-        params = [rows.param for rows in self.rows.values()]
+        params = [self.rows[name].param for name in self.trained]
         return torch.optim.AdamW(params, lr=lr, betas=tuple(c.adam_betas), weight_decay=c.weight_decay)
 
     def detach(self) -> None:
-        for attachment in self.attachments.values():
-            attachment.detach()
-        self.attachments.clear()
+        from dti.attach import detach
+
+        for slot in self.attached:
+            detach(slot.tokenizer, slot.text_encoder, self.config.token)
+        self.attached.clear()
 
     # ------------------------------------------------------------------ one step
     def _regularizer(self) -> torch.Tensor | None:
@@ -142,13 +145,12 @@ class Trainer:
         c = self.config
         terms = []
         if c.method == "dti" and c.optimizer == "adamw" and c.kappa > 0:
-            for name, rows in self.rows.items():
-                mu = self.init_dirs[name].to(rows.param.device)
+            for name in self.trained:
+                rows, mu = self.rows[name], self.init_dirs[name].to(self.rows[name].param.device)
                 terms.append(-c.kappa * (mu * sphere.normalize(rows.param)).sum())
         if c.method == "crossinit" and c.crossinit_lambda > 0:
-            for name, rows in self.rows.items():
-                target = self.crossinit_targets[name]
-                terms.append(c.crossinit_lambda * torch.nn.functional.mse_loss(rows.param, target))
+            for name in self.trained:
+                terms.append(c.crossinit_lambda * torch.nn.functional.mse_loss(self.rows[name].param, self.crossinit_targets[name]))
         return torch.stack(terms).sum() if terms else None
 
     def step(self) -> float:
@@ -158,8 +160,8 @@ class Trainer:
         for _ in range(c.grad_accum):
             samples = self.data.batch(c.batch_size)
             latents = self.cache.sample(self.data, samples, self.generator)
-            micro = [MicroConditioning(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
-            loss = self.adapter.loss(latents, [s.prompt for s in samples], micro, self.generator)
+            crops = [CropInfo(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
+            loss = self.adapter.loss(latents, [s.prompt for s in samples], crops, self.generator)
             objective = loss
             reg = self._regularizer()
             if reg is not None:
@@ -174,7 +176,12 @@ class Trainer:
     # ------------------------------------------------------------------ results
     def concept(self, step: int) -> Concept:
         c = self.config
-        encoders = {name: EncoderVectors(rows.vectors(), self.magnitudes[name], self.init_dirs[name]) for name, rows in self.rows.items()}
+        encoders = {
+            name: EncoderVectors(
+                rows.vectors(), self.magnitudes[name], self.init_dirs[name], kind=self.kinds[name], trained=name in self.trained
+            )
+            for name, rows in self.rows.items()
+        }
         meta = {
             "method": c.method,
             "optimizer": c.optimizer,
@@ -193,6 +200,8 @@ class Trainer:
             "resolution": c.resolution,
             "seed": c.seed,
             "pooling": c.pooling,
+            "encoders_trained": self.trained,
+            "family_options": self.adapter.record_options(),
             "vocab_norms": self.stats,
             "dti_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -276,6 +285,12 @@ def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
         initializer_ids(tokenizer, init, name)
 
 
+def check_family_words(cls: type[Adapter], token: str) -> None:
+    """Families whose pipelines lower-case prompts (PixArt, SANA) could never see a mixed-case token."""
+    if getattr(cls, "lowercases_prompts", False) and token != token.lower():
+        raise DTIError(f"--token {token!r} has capitals, but {cls.pipeline_class} lower-cases every prompt; use {token.lower()!r}")
+
+
 def train(
     photos: str | os.PathLike | None = None,
     token: str | None = None,
@@ -314,11 +329,13 @@ def train(
     photo_images = load_photos(c.photos)
     device = resolve_device(c.device)
     if pipe is None:
-        _, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
+        cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
+        check_family_words(cls, c.token)
         check_words(tokenizers, c.token, c.init)
         adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
     else:
         adapter = adapter_for(pipe)
+    check_family_words(type(adapter), c.token)
     check_words({slot.name: slot.tokenizer for slot in adapter.encoders}, c.token, c.init)
     c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
     if c.resolution % adapter.resolution_multiple:

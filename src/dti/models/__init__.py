@@ -7,8 +7,10 @@ weights load, so an unsupported or missing model fails fast with a one-line erro
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,23 +19,29 @@ from typing import Any
 import torch
 
 from dti.errors import DTIError
-from dti.models.base import Adapter, EncoderSlot
-from dti.models.sd import StableDiffusionAdapter
-from dti.models.sdxl import StableDiffusionXLAdapter
+from dti.models.base import ADAPTERS, Adapter, CropInfo, EncoderRole, EncoderSlot, FamilyDefaults, register
 
-ADAPTERS: dict[str, type[Adapter]] = {cls.pipeline_class: cls for cls in (StableDiffusionAdapter, StableDiffusionXLAdapter)}
+# Every module of this package is a family (or a loss base) that registers itself on import:
+# adding a family is adding one file.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "CropInfo",
+    "EncoderRole",
     "EncoderSlot",
+    "FamilyDefaults",
     "adapter_for",
     "load_adapter",
     "load_tokenizers",
     "model_hints",
     "read_model_index",
+    "register",
     "resolve_dtype",
 ]
 
@@ -134,7 +142,7 @@ def load_tokenizers(model: str | os.PathLike) -> tuple[type[Adapter], dict[str, 
     index = read_model_index(model)
     cls = adapter_class(index, str(model))
     tokenizers = {}
-    for encoder, subfolder in cls.tokenizer_folders.items():
+    for encoder, subfolder in cls.tokenizer_folders().items():
         if not any(index.get(subfolder) or [None]):  # a component the pipeline leaves out ([null, null])
             continue
         try:

@@ -1,65 +1,167 @@
-"""What every pipeline family provides to training and generation."""
+"""The adapter contract: everything a pipeline family knows, behind one abstract class.
+
+A family is one module in :mod:`dti.models` that defines an :class:`Adapter` subclass and
+registers it for its pipeline class with :func:`register`. The trainer, the attach path, the
+file formats and generation ask the adapter and never name a family themselves.
+"""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
+#: pipeline class name -> adapter class, filled by :func:`register` as family modules import.
+ADAPTERS: dict[str, type[Adapter]] = {}
 
-@dataclass
-class EncoderSlot:
-    """One text encoder of a pipeline, named as the pipeline names the component."""
 
-    name: str
-    tokenizer: Any
-    text_encoder: torch.nn.Module
+def register(pipeline_class: str):
+    """Class decorator: ``@register("SanaPipeline")`` makes the adapter the one for that pipeline."""
+
+    def wrap(cls: type[Adapter]) -> type[Adapter]:
+        if pipeline_class in ADAPTERS and ADAPTERS[pipeline_class] is not cls:
+            raise RuntimeError(f"two adapters registered for {pipeline_class}: {ADAPTERS[pipeline_class].__name__} and {cls.__name__}")
+        cls.pipeline_class = pipeline_class
+        ADAPTERS[pipeline_class] = cls
+        return cls
+
+    return wrap
+
+
+#: Encoder kinds dti knows, with the keys other tools use for them in single-file embeddings.
+#: The first key is the one dti writes (ComfyUI / A1111 / kohya naming); the others are read.
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "clip_l": ("clip_l",),
+    "clip_g": ("clip_g",),
+    "openclip_h": ("clip_h",),
+    "t5": ("t5xxl", "t5"),
+    "gemma2": ("gemma", "gemma2"),
+}
 
 
 @dataclass(frozen=True)
-class MicroConditioning:
-    """Per-sample facts some families condition on (SDXL's size and crop time ids)."""
+class EncoderRole:
+    """A text encoder a family's pipeline has, before anything is loaded.
+
+    ``component`` / ``tokenizer`` are the pipeline's component names; ``kind`` says what the
+    encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``gemma2``); ``pooling`` is
+    ``eos`` for CLIP encoders whose pooled output the pipeline uses, else ``none``;
+    ``optional`` encoders may be missing from a saved pipeline (SD3 without T5).
+    """
+
+    component: str
+    tokenizer: str
+    kind: str
+    pooling: str = "none"
+    optional: bool = False
+    #: SentencePiece tokenizers (T5, Gemma): the placeholder absorbs the space before it, so
+    #: "a <tok>" tokenizes like "a dog" (one piece where the word was, no lone "▁").
+    sentencepiece: bool = False
+
+
+@dataclass
+class EncoderSlot:
+    """A loaded text encoder that receives the token: its role plus the live modules."""
+
+    role: EncoderRole
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    max_length: int
+
+    @property
+    def name(self) -> str:
+        return self.role.component
+
+    @property
+    def kind(self) -> str:
+        return self.role.kind
+
+
+@dataclass(frozen=True)
+class CropInfo:
+    """Facts about one training crop that some families condition on (SDXL's time ids)."""
 
     original_size: tuple[int, int]  # (height, width) of the photo before resizing
     crop_top_left: tuple[int, int]  # (top, left) of the crop in the resized photo
     target_size: tuple[int, int]  # (height, width) of the crop
 
 
-class Adapter:
-    """A loaded pipeline plus the family-specific pieces of a training step."""
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """A family's default training settings (METHOD.md section 5; documented choices where the
+    paper has none). ``resolution`` None means the model's native one; ``lr`` None the method's."""
+
+    steps: int = 400
+    batch_size: int = 4
+    grad_accum: int = 1
+    resolution: int | None = None
+    kappa: float = 1e-4
+    lr: float | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+
+class Adapter(abc.ABC):
+    """A loaded pipeline plus the family-specific pieces of training and generation."""
 
     family: ClassVar[str]
     pipeline_class: ClassVar[str]
-    #: encoder name -> tokenizer subfolder of the pipeline folder
-    tokenizer_folders: ClassVar[dict[str, str]] = {}
-    #: Paper defaults for this family (METHOD.md section 5); resolution None = native.
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: Every text encoder the family's pipeline may have, in pipeline order.
+    roles: ClassVar[tuple[EncoderRole, ...]]
+    #: The denoiser component (gradient checkpointing, compile): ``unet`` or ``transformer``.
+    denoiser_name: ClassVar[str] = "unet"
+    defaults: ClassVar[FamilyDefaults] = FamilyDefaults()
+    #: Keyword arguments ``from_pretrained`` needs for this family.
+    load_kwargs: ClassVar[dict[str, Any]] = {}
+    #: Family choices training and generation must share (e.g. SANA's prompt instruction),
+    #: with their defaults; a concept records them and loading it restores them.
+    default_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
         self._device = pipe.device  # pipe.device walks every module: too slow to ask per step
+        # kept on the pipeline, so every adapter of the same pipeline sees the same choices
+        self.options: dict[str, Any] = pipe.__dict__.setdefault("_dti_options", dict(self.default_options))
 
+    # ------------------------------------------------------------------ loading
     @classmethod
     def load_pipeline(cls, model: str, dtype: torch.dtype) -> Any:
-        raise NotImplementedError
+        import diffusers
 
+        return getattr(diffusers, cls.pipeline_class).from_pretrained(model, dtype=dtype, **cls.load_kwargs)
+
+    @classmethod
+    def tokenizer_folders(cls) -> dict[str, str]:
+        """Encoder component -> tokenizer subfolder, for checking words before weights load."""
+        return {role.component: role.tokenizer for role in cls.roles}
+
+    # ------------------------------------------------------------------ pieces
     @property
     def device(self) -> torch.device:
         return self._device
 
     @property
-    def encoders(self) -> list[EncoderSlot]:
-        raise NotImplementedError
-
-    def native_resolution(self) -> int:
-        raise NotImplementedError
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.denoiser_name)
 
     @property
-    def resolution_multiple(self) -> int:
-        """Crops and resolutions must be multiples of this (the latent downsampling)."""
-        raise NotImplementedError
+    def encoders(self) -> list[EncoderSlot]:
+        """The text encoders present in this pipeline (optional ones may be missing)."""
+        slots = []
+        for role in self.roles:
+            encoder, tokenizer = getattr(self.pipe, role.component, None), getattr(self.pipe, role.tokenizer, None)
+            if encoder is not None and tokenizer is not None:
+                slots.append(EncoderSlot(role, tokenizer, encoder, self.max_length(role)))
+        return slots
+
+    def max_length(self, role: EncoderRole) -> int:
+        """How many tokens the pipeline's prompt encoding keeps for this encoder."""
+        return int(getattr(self.pipe, role.tokenizer).model_max_length)
 
     def freeze(self) -> None:
         """No pipeline weight builds a gradient."""
@@ -68,16 +170,47 @@ class Adapter:
                 module.requires_grad_(False)
                 module.eval()
 
-    def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels in [-1, 1] -> (mean, std) of the latent distribution, in fp32."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def native_resolution(self) -> int: ...
 
-    def loss(
-        self,
-        latents: torch.Tensor,
-        prompts: Sequence[str],
-        micro: Sequence[MicroConditioning],
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    @property
+    @abc.abstractmethod
+    def resolution_multiple(self) -> int:
+        """Crops and resolutions must be multiples of this (the latent downsampling)."""
+
+    @abc.abstractmethod
+    def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pixels in [-1, 1] -> (mean, std) of the latent distribution in fp32; std None when
+        the autoencoder is deterministic (DC-AE)."""
+
+    @abc.abstractmethod
+    def condition(self, prompts: Sequence[str], crops: Sequence[CropInfo]) -> dict[str, Any]:
+        """Denoiser keyword arguments from the pipeline's own prompt encoding, with gradients."""
+
+    @abc.abstractmethod
+    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], generator: torch.Generator) -> torch.Tensor:
         """The family's own training loss for a batch of (unscaled) latents and prompts."""
-        raise NotImplementedError
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did."""
+        return {}
+
+    @torch.no_grad()
+    def contextual_init(self, slot: EncoderSlot, ids: list[int]) -> torch.Tensor:
+        """CrossInit: the encoder's last hidden state at the initializer's positions, encoded with
+        the special tokens the tokenizer itself adds (CLIP: BOS .. EOS; T5: .. EOS; Gemma: BOS ..)."""
+        tok = slot.tokenizer
+        # the special tokens around a one-word text, with the word's ids swapped for the initializer's
+        framed, word = tok("a").input_ids, tok("a", add_special_tokens=False).input_ids
+        start = next(i for i in range(len(framed)) if framed[i : i + len(word)] == word)
+        input_ids = torch.tensor([framed[:start] + list(ids) + framed[start + len(word) :]], device=slot.text_encoder.device)
+        hidden = slot.text_encoder(input_ids).last_hidden_state[0, start : start + len(ids)]
+        return hidden.float()
+
+    def record_options(self) -> dict[str, Any]:
+        """Family choices that training and generation must share, stored in the concept."""
+        return dict(self.options)
+
+    def apply_options(self, options: dict[str, Any]) -> None:
+        """Take over the choices a concept was trained with (see :meth:`record_options`)."""
+        self.options.update({k: v for k, v in options.items() if k in self.options})

@@ -8,47 +8,39 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import EncoderSlot, MicroConditioning
-from dti.models.sd import StableDiffusionAdapter
+from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.ddpm import DDPMAdapter
 
 
-class StableDiffusionXLAdapter(StableDiffusionAdapter):
+@register("StableDiffusionXLPipeline")
+class StableDiffusionXLAdapter(DDPMAdapter):
     family = "sdxl"
-    pipeline_class = "StableDiffusionXLPipeline"
-    tokenizer_folders: ClassVar[dict[str, str]] = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
-    defaults: ClassVar[dict[str, Any]] = {"steps": 400, "batch_size": 4, "resolution": 768, "kappa": 1e-4}
-
-    @classmethod
-    def load_pipeline(cls, model: str, dtype: torch.dtype) -> Any:
-        from diffusers import StableDiffusionXLPipeline
-
-        return StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype)
-
-    @property
-    def encoders(self) -> list[EncoderSlot]:
-        """Both CLIP encoders, or only ``text_encoder_2`` in single-encoder setups (refiner-like, dti-mini)."""
-        slots = [
-            EncoderSlot("text_encoder", self.pipe.tokenizer, self.pipe.text_encoder),
-            EncoderSlot("text_encoder_2", self.pipe.tokenizer_2, self.pipe.text_encoder_2),
-        ]
-        return [s for s in slots if s.text_encoder is not None and s.tokenizer is not None]
+    # Both CLIP encoders, or only text_encoder_2 in single-encoder setups (refiner-like, dti-mini).
+    roles: ClassVar[tuple[EncoderRole, ...]] = (
+        EncoderRole("text_encoder", "tokenizer", "clip_l", pooling="eos", optional=True),
+        EncoderRole("text_encoder_2", "tokenizer_2", "clip_g", pooling="eos"),
+    )
+    defaults: ClassVar[FamilyDefaults] = FamilyDefaults(steps=400, batch_size=4, resolution=768, kappa=1e-4)
 
     def native_resolution(self) -> int:
         return int(self.pipe.default_sample_size * self.pipe.vae_scale_factor)
 
-    def time_ids(self, micro: Sequence[MicroConditioning], dtype: torch.dtype) -> torch.Tensor:
+    def time_ids(self, crops: Sequence[CropInfo], dtype: torch.dtype) -> torch.Tensor:
         projection = self.pipe.text_encoder_2.config.projection_dim
         rows = [
             self.pipe._get_add_time_ids(
-                m.original_size, m.crop_top_left, m.target_size, dtype=dtype, text_encoder_projection_dim=projection
+                c.original_size, c.crop_top_left, c.target_size, dtype=dtype, text_encoder_projection_dim=projection
             )
-            for m in micro
+            for c in crops
         ]
         return torch.cat(rows).to(self.device)
 
-    def condition(self, prompts: Sequence[str], micro: Sequence[MicroConditioning]) -> dict[str, Any]:
+    def condition(self, prompts: Sequence[str], crops: Sequence[CropInfo]) -> dict[str, Any]:
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=list(prompts), device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
-        added = {"text_embeds": pooled, "time_ids": self.time_ids(micro, embeds.dtype)}
+        added = {"text_embeds": pooled, "time_ids": self.time_ids(crops, embeds.dtype)}
         return {"encoder_hidden_states": embeds, "added_cond_kwargs": added}
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
+        return self.pipe.unet(noisy, timesteps, **cond).sample

@@ -2,17 +2,54 @@
 
 Random weights, real architectures, real (or offline-built) tokenizers: they load with each
 pipeline's ``from_pretrained`` and exercise every code path of training and generation offline
-and in seconds. They produce noise, not pictures. Used by the tests, the benchmarks' ``--tiny``
-settings and the examples.
+and in seconds. They produce noise, not pictures. Used by the tests (one conformance suite runs
+over :data:`BUILDERS`), the benchmarks' ``--tiny`` settings and the examples.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, clip_bpe_file, clip_tokenizer, write_clip_tokenizer_files
+from dti.testing.flux import build_tiny_flux
+from dti.testing.pixart import build_tiny_pixart
+from dti.testing.sana import build_tiny_sana
+from dti.testing.sd3 import build_tiny_sd3
+
+#: family name -> builder of a tiny pipeline folder (``builder(folder, seed=0) -> folder``).
+#: Every registered adapter's family has one (a test checks it), so a new family gets the
+#: whole conformance suite by adding its builder here.
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "sd": build_tiny_sd,
+    "sd-v": functools.partial(build_tiny_sd, prediction_type="v_prediction"),
+    "sdxl": build_tiny_sdxl,
+    "sd3": build_tiny_sd3,
+    "sd3-no-t5": functools.partial(build_tiny_sd3, with_t5=False),
+    "flux": build_tiny_flux,
+    "pixart": build_tiny_pixart,
+    "sana": build_tiny_sana,
+}
+
+
+def build_tiny(name: str, folder: str | os.PathLike, seed: int = 0) -> Path:
+    """The tiny pipeline ``name`` (a key of :data:`BUILDERS`) saved to ``folder``."""
+    if name not in BUILDERS:
+        raise KeyError(f"no tiny builder {name!r}; have {', '.join(BUILDERS)}")
+    return BUILDERS[name](folder, seed=seed)
+
 
 __all__ = [
+    "BUILDERS",
     "CLIP_VOCAB_SIZE",
+    "build_tiny",
+    "build_tiny_flux",
+    "build_tiny_pixart",
+    "build_tiny_sana",
     "build_tiny_sd",
+    "build_tiny_sd3",
     "build_tiny_sdxl",
     "clip_bpe_file",
     "clip_tokenizer",

@@ -18,22 +18,55 @@ CLASS_WORDS = (
 )
 
 PROMPTS = (
-    "in the jungle", "in the snow", "on the beach", "on a cobblestone street", "on top of pink fabric",
-    "on top of a wooden floor", "with a city in the background", "with a mountain in the background",
-    "with a blue house in the background", "on top of a purple rug in a forest", "with a wheat field in the background",
-    "with a tree and autumn leaves in the background", "with the Eiffel Tower in the background",
-    "floating on top of water", "floating in an ocean of milk", "on top of green grass with sunflowers around it",
-    "on top of a mirror", "on top of the sidewalk in a crowded street", "on top of a dirt road", "on top of a white rug",
-    "a red", "a purple", "a shiny", "a wet", "a cube shaped", "wearing a red hat", "wearing a santa hat",
-    "wearing a rainbow scarf", "wearing a black top hat and a monocle", "in a chef outfit", "in a firefighter outfit",
-    "in a police outfit", "wearing pink glasses", "wearing a yellow shirt", "in a purple wizard outfit",
-    "a watercolor painting of a", "reading a book", "riding a bicycle", "at night", "under the moon", "oil painting",
+    "in the jungle",
+    "in the snow",
+    "on the beach",
+    "on a cobblestone street",
+    "on top of pink fabric",
+    "on top of a wooden floor",
+    "with a city in the background",
+    "with a mountain in the background",
+    "with a blue house in the background",
+    "on top of a purple rug in a forest",
+    "with a wheat field in the background",
+    "with a tree and autumn leaves in the background",
+    "with the Eiffel Tower in the background",
+    "floating on top of water",
+    "floating in an ocean of milk",
+    "on top of green grass with sunflowers around it",
+    "on top of a mirror",
+    "on top of the sidewalk in a crowded street",
+    "on top of a dirt road",
+    "on top of a white rug",
+    "a red",
+    "a purple",
+    "a shiny",
+    "a wet",
+    "a cube shaped",
+    "wearing a red hat",
+    "wearing a santa hat",
+    "wearing a rainbow scarf",
+    "wearing a black top hat and a monocle",
+    "in a chef outfit",
+    "in a firefighter outfit",
+    "in a police outfit",
+    "wearing pink glasses",
+    "wearing a yellow shirt",
+    "in a purple wizard outfit",
+    "a watercolor painting of a",
+    "reading a book",
+    "riding a bicycle",
+    "at night",
+    "under the moon",
+    "oil painting",
 )
 
 
 def sentences() -> list[str]:
     """Every line of the corpus, lower case (SANA lower-cases its prompts)."""
-    lines = [t.format(w) for t in (*TEMPLATE_SETS["object"], *TEMPLATE_SETS["style"], *DEFAULT_VALIDATION_PROMPTS) for w in CLASS_WORDS.split()]
+    lines = [
+        t.format(w) for t in (*TEMPLATE_SETS["object"], *TEMPLATE_SETS["style"], *DEFAULT_VALIDATION_PROMPTS) for w in CLASS_WORDS.split()
+    ]
     lines += [f"a {w} {p}" for w in CLASS_WORDS.split() for p in PROMPTS]
     return [line.lower() for line in lines]
 

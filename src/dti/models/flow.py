@@ -1,0 +1,69 @@
+"""The flow-matching loss family (SD3, FLUX, SANA): ``x_t = (1 - s) x0 + s noise``, target
+``noise - x0``, mean-squared error; each family brings its own timestep density and shift, as
+its diffusers training example does, and says how its denoiser is called."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dti.models.base import Adapter, CropInfo
+
+
+class FlowMatchingAdapter(Adapter):
+    """Families trained with rectified flow; subclasses implement :meth:`predict`."""
+
+    #: Timestep density, as diffusers' ``compute_density_for_timestep_sampling``: ``none``
+    #: (uniform), ``logit_normal`` or ``mode``.
+    weighting_scheme: ClassVar[str] = "none"
+    logit_mean: ClassVar[float] = 0.0
+    logit_std: ClassVar[float] = 1.0
+    mode_scale: ClassVar[float] = 1.29
+    num_train_timesteps: ClassVar[int] = 1000
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(pipe)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        # The training schedule: 1000 sigmas with the family's static shift, never set_timesteps'd.
+        self.train_scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.num_train_timesteps, shift=self.train_shift())
+
+    def train_shift(self) -> float:
+        """The static shift of the training sigmas; a scheduler with dynamic (resolution-dependent)
+        shifting trains unshifted, as diffusers' FLUX example does."""
+        config = self.pipe.scheduler.config
+        if config.get("use_dynamic_shifting", False):
+            return 1.0
+        return float(config.get("shift", None) or config.get("flow_shift", None) or 1.0)
+
+    def sample_sigmas(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigmas in [0, 1], the scheduler's timesteps = sigma x 1000) for a batch."""
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        u = compute_density_for_timestep_sampling(
+            self.weighting_scheme, batch, self.logit_mean, self.logit_std, self.mode_scale, generator=generator
+        )
+        indices = (u * self.num_train_timesteps).long().clamp(0, self.num_train_timesteps - 1)
+        return self.train_scheduler.sigmas[indices].float(), self.train_scheduler.timesteps[indices].float()
+
+    @abc.abstractmethod
+    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latents -> the space the denoiser works in."""
+
+    @abc.abstractmethod
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
+        """The denoiser's velocity for ``noisy`` at scheduler ``timesteps`` (sigma x 1000)."""
+
+    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], generator: torch.Generator) -> torch.Tensor:
+        x0 = self.scale_latents(latents.to(self.device, torch.float32))
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        sigmas, timesteps = self.sample_sigmas(x0.shape[0], generator)
+        s = sigmas.to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
+        noisy = (1.0 - s) * x0 + s * noise
+        target = noise - x0
+        pred = self.predict(noisy.to(self.denoiser.dtype), timesteps.to(x0.device), self.condition(prompts, crops))
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")

@@ -1,0 +1,223 @@
+"""One conformance suite over every registered adapter, each with its tiny builder.
+
+The sharpest test: a concept whose vectors are an existing word's vocabulary rows encodes a
+prompt exactly (bit for bit, CPU fp32) as the word does, on every output the denoiser sees. It
+catches embedding-scale, pooling, padding-side, expansion and truncation bugs in any family.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import dti
+from dti.cli import main
+from dti.concept import Concept, EncoderVectors
+from dti.config import TrainConfig, resolve
+from dti.models import ADAPTERS, CropInfo, adapter_for, load_adapter
+from dti.testing import BUILDERS, build_tiny
+from dti.tokens import initializer_ids
+from dti.trainer import Trainer, load_photos
+
+FAMILIES = sorted(BUILDERS)
+RES = 64  # every tiny family trains and renders at 64 px in these tests
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = build_tiny(name, root / name)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request, tiny_models):
+    return request.param, tiny_models(request.param)
+
+
+def test_every_registered_adapter_has_a_tiny_builder():
+    families = {cls.family for cls in ADAPTERS.values()}
+    assert families <= {name.split("-")[0] for name in BUILDERS}
+    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana"} <= families
+
+
+def _crops(n):
+    return [CropInfo((RES, RES), (0, 0), (RES, RES))] * n
+
+
+def _word_concept(adapter, words: str) -> Concept:
+    """Per encoder, the raw vocabulary rows of ``words`` as they appear in a prompt."""
+    encoders = {}
+    for slot in adapter.encoders:
+        ids = initializer_ids(slot.tokenizer, words, slot.name)
+        rows = slot.text_encoder.get_input_embeddings().weight[ids].detach().float()
+        encoders[slot.name] = EncoderVectors(rows.clone(), float(rows.norm(dim=-1).mean()), kind=slot.kind)
+    return Concept("<w>", encoders, {"method": "dti"})
+
+
+def _assert_identical(a, b, where=""):
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.shape == b.shape and a.dtype == b.dtype, where
+        assert torch.equal(a, b), f"{where}: max difference {float((a.float() - b.float()).abs().max())}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("words", ["dog", "stuffed animal"])
+def test_word_equivalence(family, words):
+    """A placeholder whose rows are a word's rows conditions exactly like the word."""
+    name, folder = family
+    adapter = load_adapter(folder, quiet=True)
+    concept = _word_concept(adapter, words)
+    prompts = ["a photo of a {}", "a {} in the snow"]
+    with torch.no_grad():
+        reference = adapter.condition([p.format(words) for p in prompts], _crops(2))
+        dti.load(adapter.pipe, concept)
+        try:
+            placeholder = adapter.condition([p.format("<w>") for p in prompts], _crops(2))
+        finally:
+            dti.unload(adapter.pipe, "<w>")
+        again = adapter.condition([p.format(words) for p in prompts], _crops(2))
+    _assert_identical(placeholder, reference, name)
+    _assert_identical(again, reference, f"{name} after unload")
+
+
+def _trainer(folder, photos, **settings):
+    adapter = load_adapter(folder, quiet=True)
+    base = TrainConfig(photos=str(photos), token="<w>", init="stuffed animal", model=str(folder), progress=False, **settings)
+    c = resolve(base, adapter.defaults, adapter.native_resolution())
+    trainer = Trainer(c, adapter, load_photos(photos), None)
+    trainer.setup()
+    return trainer
+
+
+def test_every_vector_of_a_multi_vector_word_gets_a_gradient(family, photos, one_thread):
+    name, folder = family
+    trainer = _trainer(folder, photos, steps=1, batch_size=2, resolution=RES, kappa=0.0)
+    try:
+        trainer.step()
+        for slot_name in trainer.trained:
+            grad = trainer.rows[slot_name].param.grad
+            assert grad is not None and grad.shape[0] == 2, f"{name} {slot_name}"
+            assert bool((grad.norm(dim=-1) > 0).all()), f"{name} {slot_name}: a vector got no gradient"
+    finally:
+        trainer.detach()
+
+
+def test_dti_steps_change_only_the_concept_rows(family, photos, one_thread):
+    name, folder = family
+    trainer = _trainer(folder, photos, steps=2, batch_size=1, resolution=RES)
+    pipe = trainer.adapter.pipe
+    # taken while attached: the wrapped tables show up as "<name>.base.weight"
+    before = {
+        k: {n.replace(".base.", "."): t.clone() for n, t in m.state_dict().items()}
+        for k, m in pipe.components.items()
+        if isinstance(m, torch.nn.Module)
+    }
+    start = {n: rows.vectors() for n, rows in trainer.rows.items()}
+    try:
+        trainer.fit()
+        for slot_name, rows in trainer.rows.items():
+            vectors = rows.vectors()
+            magnitude = trainer.magnitudes[slot_name]
+            assert magnitude is not None
+            assert torch.allclose(vectors.norm(dim=-1), torch.full((2,), magnitude), rtol=1e-5), f"{name} {slot_name}"
+            assert not torch.equal(vectors, start[slot_name]), f"{name} {slot_name}: did not move"
+    finally:
+        trainer.detach()
+    for key, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            after = module.state_dict()
+            assert after.keys() == before[key].keys(), f"{name} {key}: state changed shape"
+            assert all(torch.equal(after[n], before[key][n]) for n in after), f"{name} {key}: weights changed"
+
+
+def test_encoders_flag_trains_only_the_named_encoder(tiny_models, photos, one_thread):
+    folder = tiny_models("flux")
+    trainer = _trainer(folder, photos, steps=2, batch_size=1, resolution=RES, encoders=["text_encoder"])
+    t5_start = trainer.rows["text_encoder_2"].vectors()
+    try:
+        concept = trainer.fit()
+    finally:
+        trainer.detach()
+    assert trainer.trained == ["text_encoder"]
+    assert torch.equal(concept.encoders["text_encoder_2"].vectors, t5_start) and not concept.encoders["text_encoder_2"].trained
+    assert concept.encoders["text_encoder"].magnitude is not None and concept.encoders["text_encoder"].trained
+
+
+def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_thread):
+    """Trained concept -> files -> a freshly loaded pipeline -> images; and every command."""
+    _, folder = family
+    run = tmp_path / "run"
+    common = ["--steps", "2", "--batch-size", "1", "--resolution", str(RES), "--quiet"]
+    sampling = ["--validation-steps", "2", "--validation-seed", "0"]
+    assert (
+        main(["train", str(photos), "--token", "<w>", "--init", "dog", "--model", str(folder), "--output", str(run), *common, *sampling])
+        == 0
+    )
+    concept = Concept.load(run / "concept.safetensors")
+    assert concept.meta["pipeline_class"] in ADAPTERS and all(e.kind for e in concept.encoders.values())
+    assert (run / "samples.png").is_file()
+    fresh = load_adapter(folder, quiet=True).pipe
+    loaded = dti.load(fresh, run)
+    assert adapter_for(fresh).encoders[0].tokenizer.convert_tokens_to_ids("<w>") is not None
+    images = dti.generate.generate(fresh, "a photo of a <w>", [], n=1, steps=2, resolution=RES)
+    assert images[0].size == (RES, RES)
+    dti.unload(fresh, loaded.token)
+    assert dti.loading.loaded_tokens(fresh) == []
+
+    out = tmp_path / "gen"
+    args = ["--model", str(folder), "--steps", "2", "--resolution", str(RES)]
+    assert main(["generate", "a photo of a <w>", "--concept", str(run), "-n", "1", "--out", str(out), *args]) == 0
+    assert (out / "seed-0000.png").is_file()
+    run2 = tmp_path / "run2"
+    assert (
+        main(
+            [
+                "train",
+                str(photos),
+                "--token",
+                "<v>",
+                "--init",
+                "cat",
+                "--model",
+                str(folder),
+                "--output",
+                str(run2),
+                "--no-validation",
+                *common,
+            ]
+        )
+        == 0
+    )
+    grid = tmp_path / "blend"
+    blend_args = ["--model", str(folder), "--sample-steps", "2", "--resolution", str(RES), "--seeds", "0"]
+    assert main(["interpolate", str(run), str(run2), "--steps", "3", "--prompt", "a photo of {}", "--out", str(grid), *blend_args]) == 0
+    assert (grid / "grid.png").is_file() and len(json.loads((grid / "interpolation.json").read_text())["weights"]) == 3
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--model", str(folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["encoders"]) == set(concept.encoders)
+    single = tmp_path / "single.safetensors"
+    assert main(["convert", str(run), "--to", "comfyui", "--out", str(single)]) == 0
+    back = dti.formats.read(single)
+    assert {n: e.kind for n, e in back.encoders.items()} == {n: e.kind for n, e in concept.encoders.items()}
+    assert all(torch.equal(back.encoders[n].vectors, concept.encoders[n].vectors) for n in concept.encoders)
+    dti.load(fresh, single)  # the single file attaches to the family's encoders
+    dti.unload(fresh, back.token)
