@@ -138,3 +138,41 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def test_multi_encoder_concept_cannot_be_one_pt(tmp_path):
     with pytest.raises(DTIError, match="single-encoder"):
         write(sdxl_concept(), "a1111", tmp_path / "x.pt")
+
+
+def test_single_encoder_files_keep_their_encoder(tmp_path):
+    """dti-mini's concepts live in SDXL's text_encoder_2 alone: every one-encoder layout dti writes
+    must read back there, with its kind and fixed norm, not as a width-guessed text_encoder."""
+    vectors = sphere.normalize(torch.randn(1, 96)) * 1.3
+    concept = Concept("<star>", {"text_encoder_2": EncoderVectors(vectors, 1.3, kind="clip_g")}, {"method": "dti"})
+    for fmt, out in [("a1111", tmp_path / "a.safetensors"), ("a1111", tmp_path / "a.pt"), ("diffusers", tmp_path / "d"), ("dti", tmp_path / "c")]:
+        write(concept, fmt, out)
+        back = read(out)
+        assert list(back.encoders) == ["text_encoder_2"], fmt
+        enc = back.encoders["text_encoder_2"]
+        assert enc.kind == "clip_g" and enc.magnitude == pytest.approx(1.3) and torch.equal(enc.vectors, vectors), fmt
+
+
+def test_multi_encoder_single_files_map_keys_through_the_registered_families(tmp_path):
+    flux = tmp_path / "flux.safetensors"
+    save_file({"clip_l": torch.randn(2, 8), "t5xxl": torch.randn(2, 16)}, flux)
+    assert {n: e.kind for n, e in read(flux).encoders.items()} == {"text_encoder": "clip_l", "text_encoder_2": "t5"}
+    sd3 = tmp_path / "sd3.safetensors"
+    save_file({"clip_l": torch.randn(1, 8), "clip_g": torch.randn(1, 12), "t5": torch.randn(1, 16)}, sd3)  # OneTrainer's t5 key
+    assert {n: e.kind for n, e in read(sd3).encoders.items()} == {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"}
+    sana = tmp_path / "sana.safetensors"
+    save_file({"gemma": torch.randn(1, 16)}, sana)
+    assert {n: e.kind for n, e in read(sana).encoders.items()} == {"text_encoder": "gemma2"}
+    odd = tmp_path / "odd.safetensors"
+    save_file({"clip_g": torch.randn(1, 12), "t5xxl": torch.randn(1, 16)}, odd)
+    with pytest.raises(DTIError, match="no supported model family"):
+        read(odd)
+
+
+def test_diffusers_folder_second_file_is_the_second_encoder(tmp_path):
+    """A folder of foreign diffusers files: learned_embeds_2 belongs to text_encoder_2 whatever its width."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    save_file({"<t>": torch.randn(1, 8)}, folder / "learned_embeds.safetensors")
+    save_file({"<t>": torch.randn(1, 96)}, folder / "learned_embeds_2.safetensors")
+    assert sorted(read(folder).encoders) == ["text_encoder", "text_encoder_2"]

@@ -260,6 +260,8 @@ def _metadata(concept: Concept, fmt: str) -> dict[str, str]:
     magnitudes = {name: enc.magnitude for name, enc in concept.encoders.items()}
     kinds = {name: enc.kind for name, enc in concept.encoders.items() if enc.kind}
     meta = {**concept.meta, "magnitudes": magnitudes, "encoder_kinds": kinds}
+    if len(concept.encoders) == 1:  # a one-encoder layout has no key that says which encoder it is
+        meta["encoder"] = next(iter(concept.encoders))
     return {"format": fmt, "name": concept.token, "written_by": "dti", "dti_meta": json.dumps(meta, default=str)}
 
 
