@@ -221,3 +221,29 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     assert all(torch.equal(back.encoders[n].vectors, concept.encoders[n].vectors) for n in concept.encoders)
     dti.load(fresh, single)  # the single file attaches to the family's encoders
     dti.unload(fresh, back.token)
+
+
+def test_sana_instruction_is_shared_by_training_and_generation(tiny_models, photos, tmp_path, capsys, one_thread):
+    """SANA's complex human instruction: off by default, on with --option; the concept records the
+    choice and loading it makes generation condition the same way."""
+    folder = tiny_models("sana")
+    run = tmp_path / "run"
+    args = ["train", str(photos), "--token", "<w>", "--init", "dog", "--model", str(folder), "--output", str(run)]
+    fast = ["--steps", "1", "--batch-size", "1", "--grad-accum", "1", "--resolution", str(RES), "--no-validation", "--quiet"]
+    assert main([*args, *fast, "--option", "instruction=true"]) == 0
+    concept = Concept.load(run / "concept.safetensors")
+    assert concept.meta["family_options"]["instruction"] is True
+    pipe = load_adapter(folder, quiet=True).pipe
+    assert adapter_for(pipe).generation_kwargs()["complex_human_instruction"] is None
+    dti.load(pipe, run)
+    assert len(adapter_for(pipe).generation_kwargs()["complex_human_instruction"]) > 1
+    dti.unload(pipe, "<w>")
+    assert adapter_for(pipe).generation_kwargs()["complex_human_instruction"] is None
+    assert main([*args[:-1], str(tmp_path / "bad"), *fast, "--option", "colour=red"]) == 2
+    assert "--option colour is not an option of SanaPipeline" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_capitals_are_refused_where_the_pipeline_lower_cases(tiny_models, photos, tmp_path, capsys):
+    folder = tiny_models("pixart")
+    code = main(["train", str(photos), "--token", "<My-Dog>", "--init", "dog", "--model", str(folder), "--output", str(tmp_path / "r")])
+    assert code != 0 and "lower-cases every prompt" in capsys.readouterr().err and not (tmp_path / "r").exists()

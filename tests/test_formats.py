@@ -145,7 +145,12 @@ def test_single_encoder_files_keep_their_encoder(tmp_path):
     must read back there, with its kind and fixed norm, not as a width-guessed text_encoder."""
     vectors = sphere.normalize(torch.randn(1, 96)) * 1.3
     concept = Concept("<star>", {"text_encoder_2": EncoderVectors(vectors, 1.3, kind="clip_g")}, {"method": "dti"})
-    for fmt, out in [("a1111", tmp_path / "a.safetensors"), ("a1111", tmp_path / "a.pt"), ("diffusers", tmp_path / "d"), ("dti", tmp_path / "c")]:
+    for fmt, out in [
+        ("a1111", tmp_path / "a.safetensors"),
+        ("a1111", tmp_path / "a.pt"),
+        ("diffusers", tmp_path / "d"),
+        ("dti", tmp_path / "c"),
+    ]:
         write(concept, fmt, out)
         back = read(out)
         assert list(back.encoders) == ["text_encoder_2"], fmt
@@ -159,7 +164,11 @@ def test_multi_encoder_single_files_map_keys_through_the_registered_families(tmp
     assert {n: e.kind for n, e in read(flux).encoders.items()} == {"text_encoder": "clip_l", "text_encoder_2": "t5"}
     sd3 = tmp_path / "sd3.safetensors"
     save_file({"clip_l": torch.randn(1, 8), "clip_g": torch.randn(1, 12), "t5": torch.randn(1, 16)}, sd3)  # OneTrainer's t5 key
-    assert {n: e.kind for n, e in read(sd3).encoders.items()} == {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"}
+    assert {n: e.kind for n, e in read(sd3).encoders.items()} == {
+        "text_encoder": "clip_l",
+        "text_encoder_2": "clip_g",
+        "text_encoder_3": "t5",
+    }
     sana = tmp_path / "sana.safetensors"
     save_file({"gemma": torch.randn(1, 16)}, sana)
     assert {n: e.kind for n, e in read(sana).encoders.items()} == {"text_encoder": "gemma2"}

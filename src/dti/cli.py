@@ -33,6 +33,21 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. instruction=true")
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -51,6 +66,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=_names,
         help="comma-separated text encoders that learn the word, e.g. text_encoder for FLUX's CLIP only; "
         "the others keep the initializer's rows [default: all]",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        dest="family_options",
+        help="a family choice training and generation share, recorded in the concept: SANA instruction=true "
+        "(its complex human instruction), max_sequence_length=N (T5 / Gemma families), FLUX guidance=3.5",
     )
     p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it holds results, unless --overwrite)")
     p.add_argument("--config", help="config.json of an earlier run to repeat; flags given here override it")
@@ -148,6 +171,8 @@ def _run_train(args: argparse.Namespace) -> int:
     output = values.pop("output", None) or base.output
     if not output:
         raise DTIError("--output is missing; name the run folder to create, e.g. --output runs/my-dog")
+    if "family_options" in values:
+        values["family_options"] = {**(base.family_options or {}), **dict(values["family_options"])}
     concept = train(photos, token, init, model, output, config=base, **values)
     enc = ", ".join(f"{name}: norm {float(e.norms.mean()):.4f}" for name, e in concept.encoders.items())
     print(f"learned {concept.token} ({concept.n_vectors} vector(s); {enc}) -> {output}")

@@ -51,6 +51,7 @@ class TrainConfig:
     crossinit_lambda: float = 1e-5
     resolution: int | None = None
     encoders: list[str] | None = None  # text encoders that learn the word; None: all (the others keep the initializer's rows)
+    family_options: dict[str, Any] | None = None  # the family's shared train/generate choices, e.g. SANA {"instruction": true}
     templates: str | list[str] | None = None  # object | style | bare | a list with {}; None: the model's hint, else object
     seed: int = 0
     precision: str = "auto"

@@ -138,3 +138,7 @@ def unload(pipe: Any, token: str) -> None:
         raise DTIError(f"{token} is not loaded; loaded: {', '.join(loaded_tokens(pipe)) or 'none'}")
     for slot in slots:
         detach(slot.tokenizer, slot.text_encoder, token)
+    if not loaded_tokens(pipe):  # the last concept out takes its family choices with it
+        adapter = adapter_for(pipe)
+        adapter.options.clear()
+        adapter.options.update(adapter.default_options)

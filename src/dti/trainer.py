@@ -78,15 +78,13 @@ class Trainer:
     def setup(self) -> None:
         c = self.config
         self.adapter.freeze()
+        check_family_settings(self.adapter, c)
+        self.adapter.options.update(c.family_options or {})
         if c.gradient_checkpointing:
             self.adapter.denoiser.enable_gradient_checkpointing()
         counts = set()
         slots = self.adapter.encoders
-        names = [slot.name for slot in slots]
-        trained = set(c.encoders or names)
-        unknown = sorted(trained - set(names))
-        if unknown:
-            raise DTIError(f"--encoders {','.join(unknown)} is not a text encoder of this model; it has {', '.join(names)}")
+        trained = set(c.encoders or [slot.name for slot in slots])
         for slot in slots:
             ids = initializer_ids(slot.tokenizer, c.init, slot.name)
             counts.add(len(ids))
@@ -285,6 +283,18 @@ def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
         initializer_ids(tokenizer, init, name)
 
 
+def check_family_settings(adapter: Adapter, c: TrainConfig) -> None:
+    """``--encoders`` and ``--option`` must name what this model has (checked before any folder is made)."""
+    names = [slot.name for slot in adapter.encoders]
+    unknown = sorted(set(c.encoders or names) - set(names))
+    if unknown:
+        raise DTIError(f"--encoders {','.join(unknown)} is not a text encoder of this model; it has {', '.join(names)}")
+    unknown = sorted(set(c.family_options or {}) - set(adapter.default_options))
+    if unknown:
+        have = ", ".join(sorted(adapter.default_options)) or "none"
+        raise DTIError(f"--option {unknown[0]} is not an option of {adapter.pipeline_class}; it has {have}")
+
+
 def check_family_words(cls: type[Adapter], token: str) -> None:
     """Families whose pipelines lower-case prompts (PixArt, SANA) could never see a mixed-case token."""
     if getattr(cls, "lowercases_prompts", False) and token != token.lower():
@@ -337,6 +347,7 @@ def train(
         adapter = adapter_for(pipe)
     check_family_words(type(adapter), c.token)
     check_words({slot.name: slot.tokenizer for slot in adapter.encoders}, c.token, c.init)
+    check_family_settings(adapter, c)
     c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
     if c.resolution % adapter.resolution_multiple:
         raise DTIError(f"--resolution {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model")

@@ -8,17 +8,17 @@ by default (``instruction`` option, recorded in the concept), so both condition 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import EncoderRole, FamilyDefaults, register
+from dti.models.dit import MaskedPromptMixin, epsilon_half
 from dti.models.flow import FlowMatchingAdapter
 
 
 @register("SanaPipeline")
-class SanaAdapter(FlowMatchingAdapter):
+class SanaAdapter(MaskedPromptMixin, FlowMatchingAdapter):
     family = "sana"
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "gemma2", sentencepiece=True),)
     denoiser_name = "transformer"
@@ -39,9 +39,6 @@ class SanaAdapter(FlowMatchingAdapter):
         as ``FlowMatchEulerDiscreteScheduler``, which has no ``flow_shift``, so they train at shift 1."""
         return 1.0
 
-    def max_length(self, role: EncoderRole) -> int:
-        return int(self.options["max_sequence_length"])
-
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         vae = self.pipe.vae
@@ -56,29 +53,11 @@ class SanaAdapter(FlowMatchingAdapter):
             return None
         return list(inspect.signature(type(self.pipe).__call__).parameters["complex_human_instruction"].default)
 
-    def condition(self, prompts: Sequence[str], crops: Sequence[CropInfo]) -> dict[str, Any]:
-        embeds, mask, _, _ = self.pipe.encode_prompt(
-            list(prompts),
-            do_classifier_free_guidance=False,
-            device=self.device,
-            clean_caption=False,
-            max_sequence_length=int(self.options["max_sequence_length"]),
-            complex_human_instruction=self.instruction(),
-        )
-        return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+    def prompt_kwargs(self) -> dict[str, Any]:
+        return {"complex_human_instruction": self.instruction()}
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         transformer = self.pipe.transformer
         t = timesteps * transformer.config.timestep_scale
         out = transformer(noisy, timestep=t, return_dict=False, **cond)[0]
-        if transformer.config.out_channels // 2 == noisy.shape[1]:
-            out = out.chunk(2, dim=1)[0]
-        return out
-
-    def generation_kwargs(self) -> dict[str, Any]:
-        return {
-            "clean_caption": False,
-            "use_resolution_binning": False,  # dti asks for exact sizes; binning would resize
-            "max_sequence_length": int(self.options["max_sequence_length"]),
-            "complex_human_instruction": self.instruction(),
-        }
+        return epsilon_half(out, transformer, noisy.shape[1])

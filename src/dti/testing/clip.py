@@ -102,10 +102,10 @@ _UNET = dict(
 )
 
 
-def _vae():
+def _vae(**overrides):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    settings = dict(
         block_out_channels=[32, 64],
         in_channels=3,
         out_channels=3,
@@ -115,6 +115,7 @@ def _vae():
         norm_num_groups=32,
         sample_size=64,
     )
+    return AutoencoderKL(**{**settings, **overrides})
 
 
 def _scheduler(prediction_type: str = "epsilon"):

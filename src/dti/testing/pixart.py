@@ -14,26 +14,15 @@ from pathlib import Path
 
 import torch
 
+from dti.testing.clip import _vae as clip_vae
 from dti.testing.t5 import t5_encoder, t5_tokenizer
 
 PIXART_T5_WIDTH = 32
 
 
 def _vae():
-    from diffusers import AutoencoderKL
-
     # PixArt-Sigma uses the SDXL VAE: 4 latent channels, scaling factor 0.13025.
-    return AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.13025,
-    )
+    return clip_vae(scaling_factor=0.13025)
 
 
 def _scheduler():
