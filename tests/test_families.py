@@ -247,3 +247,36 @@ def test_capitals_are_refused_where_the_pipeline_lower_cases(tiny_models, photos
     folder = tiny_models("pixart")
     code = main(["train", str(photos), "--token", "<My-Dog>", "--init", "dog", "--model", str(folder), "--output", str(tmp_path / "r")])
     assert code != 0 and "lower-cases every prompt" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_t5_magnitude_is_measured_on_the_rows_its_tokenizer_reaches(tiny_models, photos, one_thread):
+    """T5's table has more rows than its tokenizer: the unused rows are not vocabulary."""
+    from dti.tokens import vocab_stats
+
+    trainer = _trainer(tiny_models("pixart"), photos, steps=1, batch_size=1, resolution=RES)
+    try:
+        slot = trainer.adapter.encoders[0]
+        table = slot.text_encoder.get_input_embeddings().weight
+        reachable = vocab_stats(table[: len(slot.tokenizer) - 2]).mean  # 2 = the placeholder's parts, added last
+        assert table.shape[0] > len(slot.tokenizer)
+        assert trainer.magnitudes["text_encoder"] == pytest.approx(reachable, rel=1e-6)
+        assert trainer.magnitudes["text_encoder"] != pytest.approx(vocab_stats(table).mean, rel=1e-4)
+    finally:
+        trainer.detach()
+
+
+def test_flux_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_thread):
+    """Without dti: FluxPipeline.load_textual_inversion per encoder reads dti's diffusers files exactly
+    (diffusers resizes T5's table to its tokenizer on the way; dti itself never does)."""
+    from diffusers import FluxPipeline
+
+    folder = tiny_models("flux")
+    concept = dti.train(
+        photos, "<w>", "dog", folder, output=tmp_path / "run", steps=1, batch_size=1, resolution=RES, validate=False, progress=False
+    )
+    pipe = FluxPipeline.from_pretrained(folder)
+    for name, tok, enc in (("text_encoder", pipe.tokenizer, pipe.text_encoder), ("text_encoder_2", pipe.tokenizer_2, pipe.text_encoder_2)):
+        file = tmp_path / "run" / dti.formats.diffusers_filename(name)
+        pipe.load_textual_inversion(str(file), tokenizer=tok, text_encoder=enc)
+        row = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<w>")]
+        assert torch.equal(row, concept.encoders[name].vectors[0]), name

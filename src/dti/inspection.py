@@ -60,9 +60,9 @@ def _slots(pipe: Any | None) -> dict[str, Any]:
 
 
 def _base_table(slot: Any) -> torch.Tensor:
-    """The original vocabulary rows (ids of tokens added later are at the end)."""
-    added = [t for t in slot.tokenizer.added_tokens_encoder if t not in slot.tokenizer.all_special_tokens]
-    return slot.text_encoder.get_input_embeddings().weight[: len(slot.tokenizer) - len(added)]
+    from dti.tokens import vocabulary_rows
+
+    return vocabulary_rows(slot.tokenizer, slot.text_encoder)
 
 
 def vocabulary_statistics(concept: Concept, pipe: Any | None = None, need: str | None = None) -> dict[str, dict[str, Any]]:

@@ -41,6 +41,14 @@ def vocab_stats(table: torch.Tensor) -> VocabStats:
     return VocabStats(float(norms.min()), float(norms.mean()), float(norms.max()), int(norms.numel()))
 
 
+def vocabulary_rows(tokenizer, text_encoder: nn.Module) -> torch.Tensor:
+    """The rows the tokenizer's own vocabulary can reach: the table without rows of tokens added
+    since (ids at the end) and without rows no token has (T5's table has 28 more than its
+    tokenizer). Magnitudes and neighbours are measured on these."""
+    added = [t for t in tokenizer.added_tokens_encoder if t not in tokenizer.all_special_tokens]
+    return text_encoder.get_input_embeddings().weight[: len(tokenizer) - len(added)]
+
+
 def resolve_magnitude(spec: str | float, stats: VocabStats) -> float:
     """``mean`` / ``min`` / ``max`` of the vocabulary norms, or a positive number."""
     if isinstance(spec, str) and spec in MAGNITUDE_CHOICES:

@@ -39,6 +39,7 @@ from dti.tokens import (
     initializer_ids,
     resolve_magnitude,
     vocab_stats,
+    vocabulary_rows,
 )
 
 
@@ -88,7 +89,7 @@ class Trainer:
         for slot in slots:
             ids = initializer_ids(slot.tokenizer, c.init, slot.name)
             counts.add(len(ids))
-            table = slot.text_encoder.get_input_embeddings().weight
+            table = vocabulary_rows(slot.tokenizer, slot.text_encoder)
             stats = vocab_stats(table)
             self.stats[slot.name] = stats.as_dict()
             raw = table[ids].detach().float().cpu()
