@@ -85,7 +85,7 @@ def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
     for cls in _adapters().values():
         have = {role.kind: role.component for role in cls.roles}
         required = {role.kind for role in cls.roles if not role.optional}
-        if kinds <= set(have) and required <= kinds and len(have) == len(cls.roles):
+        if kinds <= set(have) and required <= kinds:
             mappings.append({k: have[k] for k in kinds})
     if not mappings or any(m != mappings[0] for m in mappings):
         return None

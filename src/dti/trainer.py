@@ -79,7 +79,7 @@ class Trainer:
     def setup(self) -> None:
         c = self.config
         self.adapter.freeze()
-        check_family_settings(self.adapter, c)
+        check_family_settings(type(self.adapter), [slot.name for slot in self.adapter.encoders], c)
         self.adapter.options.update(c.family_options or {})
         if c.gradient_checkpointing:
             self.adapter.denoiser.enable_gradient_checkpointing()
@@ -284,16 +284,16 @@ def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
         initializer_ids(tokenizer, init, name)
 
 
-def check_family_settings(adapter: Adapter, c: TrainConfig) -> None:
-    """``--encoders`` and ``--option`` must name what this model has (checked before any folder is made)."""
-    names = [slot.name for slot in adapter.encoders]
+def check_family_settings(cls: type[Adapter], names: Sequence[str], c: TrainConfig) -> None:
+    """``--encoders`` and ``--option`` must name what this model has (checked before weights load
+    and before any folder is made); ``names`` are the model's text encoders."""
     unknown = sorted(set(c.encoders or names) - set(names))
     if unknown:
         raise DTIError(f"--encoders {','.join(unknown)} is not a text encoder of this model; it has {', '.join(names)}")
-    unknown = sorted(set(c.family_options or {}) - set(adapter.default_options))
+    unknown = sorted(set(c.family_options or {}) - set(cls.default_options))
     if unknown:
-        have = ", ".join(sorted(adapter.default_options)) or "none"
-        raise DTIError(f"--option {unknown[0]} is not an option of {adapter.pipeline_class}; it has {have}")
+        have = ", ".join(sorted(cls.default_options)) or "none"
+        raise DTIError(f"--option {unknown[0]} is not an option of {cls.pipeline_class}; it has {have}")
 
 
 def check_family_words(cls: type[Adapter], token: str) -> None:
@@ -342,13 +342,14 @@ def train(
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
+        check_family_settings(cls, list(tokenizers), c)
         check_words(tokenizers, c.token, c.init)
         adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
     else:
         adapter = adapter_for(pipe)
     check_family_words(type(adapter), c.token)
     check_words({slot.name: slot.tokenizer for slot in adapter.encoders}, c.token, c.init)
-    check_family_settings(adapter, c)
+    check_family_settings(type(adapter), [slot.name for slot in adapter.encoders], c)
     c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
     if c.resolution % adapter.resolution_multiple:
         raise DTIError(f"--resolution {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model")
