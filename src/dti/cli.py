@@ -76,7 +76,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(its complex human instruction), max_sequence_length=N (T5 / Gemma families), FLUX guidance=3.5",
     )
     p.add_argument("--output", "--out", dest="output", help="run folder to create (refused if it holds results, unless --overwrite)")
-    p.add_argument("--config", help="config.json of an earlier run to repeat; flags given here override it")
+    p.add_argument(
+        "--config",
+        help="a .toml or .json file of settings, e.g. an earlier run's config.json to repeat it; its keys are these flags' names "
+        "(batch-size = 4, no-validation = true) or TrainConfig's fields (batch_size = 4); flags given here override it",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
     g = p.add_argument_group("method")
     g.add_argument(
@@ -160,9 +164,12 @@ def _run_train(args: argparse.Namespace) -> int:
     for key in ("command", "func"):
         values.pop(key, None)
     config_path = values.pop("config", None)
-    base = TrainConfig.from_file(config_path) if config_path else TrainConfig()
-    if config_path and "output" not in values:
-        raise DTIError("--output is required with --config (a run is never written over its own results)")
+    from dti.config import read_config_file
+
+    record = read_config_file(config_path) if config_path else {}
+    base = TrainConfig.from_dict(record, source=str(config_path)) if config_path else TrainConfig()
+    if "dti_version" in record and "output" not in values:
+        raise DTIError(f"--output is required with {config_path}, an earlier run's config (a run is never written over its own results)")
     photos = values.pop("photos", None) or base.photos
     token = values.pop("token", None) or base.token
     init = values.pop("init", None)
