@@ -19,6 +19,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for root, _, files in os.walk(folder):
         for name in files:
+            if name == ".dti.lock":  # a dead run's stale lock may be cleared by a refused command
+                continue
             p = Path(root) / name
             st = p.stat()
             out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)

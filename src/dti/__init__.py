@@ -11,6 +11,19 @@ from dti.config import TrainConfig
 from dti.errors import DTIError
 from dti.loading import load, unload
 from dti.optim import RiemannianSGD
-from dti.trainer import train
+from dti.stopping import RunStopped
+from dti.trainer import resume, train
 
-__all__ = ["Concept", "DTIError", "EncoderVectors", "RiemannianSGD", "TrainConfig", "__version__", "load", "train", "unload"]
+__all__ = [
+    "Concept",
+    "DTIError",
+    "EncoderVectors",
+    "RiemannianSGD",
+    "RunStopped",
+    "TrainConfig",
+    "__version__",
+    "load",
+    "resume",
+    "train",
+    "unload",
+]

@@ -19,20 +19,25 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dti import __version__, sphere
+from dti import __version__, checkpoints, sphere
 from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig, check, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_image
+from dti.devices import resolve_device
+from dti.distributed import Ranks
+from dti.draws import SampleDraws, batch_indices, latents_for, sample_at
 from dti.errors import DTIError
-from dti.fileio import write_json
+from dti.fileio import atomic_write, write_json
 from dti.formats import write, write_diffusers
 from dti.generate import render
 from dti.images import grid
 from dti.loading import attach_vectors
+from dti.lock import RunLock
 from dti.models import Adapter, CropInfo, EncoderSlot, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
 from dti.optim import RiemannianSGD
 from dti.plots import plot_norms
-from dti.run_folder import WEBUI_DIR, RunFolder, check_output
+from dti.run_folder import WEBUI_DIR, RunFolder
+from dti.stopping import RunStopped, StopRequests
 from dti.tokens import (
     TrainableRows,
     check_placeholder,
@@ -43,15 +48,6 @@ from dti.tokens import (
 )
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise DTIError(f"--device {device!r} is not a torch device; use auto, cpu or cuda") from None
-
-
 def load_photos(folder: str | Path) -> list[Image.Image]:
     """All photos of the subject, decoded (so an unreadable file fails before any model loads)."""
     return [load_image(path) for path in list_images(folder)]
@@ -60,20 +56,29 @@ def load_photos(folder: str | Path) -> list[Image.Image]:
 class Trainer:
     """One run: built from a resolved config, an adapter and decoded photos."""
 
-    def __init__(self, config: TrainConfig, adapter: Adapter, photos: Sequence[Image.Image], run: RunFolder | None) -> None:
+    def __init__(
+        self, config: TrainConfig, adapter: Adapter, photos: Sequence[Image.Image], run: RunFolder | None, ranks: Ranks | None = None
+    ) -> None:
         self.config = c = config
         self.adapter = adapter
         self.run = run
+        self.ranks = ranks or Ranks()
+        if c.batch_size % self.ranks.world:
+            raise DTIError(f"--batch-size {c.batch_size} must split evenly over the {self.ranks.world} processes; use a multiple")
         templates = TEMPLATE_SETS[c.templates] if isinstance(c.templates, str) else tuple(c.templates)
         self.data = SubjectData(photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed)
         self.cache = LatentCache(adapter.encode_pixels)
-        self.generator = torch.Generator("cpu").manual_seed(c.seed)
         self.attached: list[EncoderSlot] = []
         self.rows: dict[str, TrainableRows] = {}
         self.init_dirs: dict[str, torch.Tensor] = {}
         self.magnitudes: dict[str, float | None] = {}
         self.stats: dict[str, dict[str, float]] = {}
         self.records: list[dict[str, Any]] = []
+        self.step_count = 0  # optimizer steps taken (or skipped) so far
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient, in all
+        self.bad_in_row = 0
+        self.scaler: torch.amp.GradScaler | None = None
+        self.extra_state: dict[str, Any] = {}  # saved with checkpoints, e.g. the photos' fingerprint
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -119,6 +124,9 @@ class Trainer:
         self.kinds = {slot.name: slot.kind for slot in slots}
         self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
         self.optimizer = self._optimizer()
+        if self.adapter.denoiser.dtype == torch.float16:  # fp16 activations: scale the loss so gradients do not underflow
+            self.scaler = torch.amp.GradScaler(self.adapter.device.type, init_scale=2.0**12)
+        self.records = [self.record(0, None)]
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -152,25 +160,90 @@ class Trainer:
                 terms.append(c.crossinit_lambda * torch.nn.functional.mse_loss(self.rows[name].param, self.crossinit_targets[name]))
         return torch.stack(terms).sum() if terms else None
 
-    def step(self) -> float:
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [self.rows[name].param for name in self.trained]
+
+    def step(self, step: int | None = None) -> float | None:
+        """Take optimizer step ``step`` (default: the next one); its samples and noise are those of
+        (seed, step, rank) alone. Returns the loss (averaged over processes), or None when the loss
+        or a gradient was not finite and the step was skipped (the rows unchanged)."""
         c = self.config
+        step = self.step_count + 1 if step is None else step
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(c.grad_accum):
-            samples = self.data.batch(c.batch_size)
-            latents = self.cache.sample(self.data, samples, self.generator)
+        total = torch.zeros((), device=self.adapter.device)
+        for micro in range(c.grad_accum):
+            indices = batch_indices(step, micro, c.batch_size, c.grad_accum, self.ranks.rank, self.ranks.world)
+            samples = [sample_at(self.data, c.seed, i) for i in indices]
+            draws = SampleDraws(c.seed, indices)
+            latents = latents_for(self.cache, self.data, samples, draws)
             crops = [CropInfo(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
-            loss = self.adapter.loss(latents, [s.prompt for s in samples], crops, self.generator)
+            loss = self.adapter.loss(latents, [s.prompt for s in samples], crops, draws)
             objective = loss
             reg = self._regularizer()
             if reg is not None:
                 objective = objective + reg
-            (objective / c.grad_accum).backward()
-            total += float(loss.detach()) / c.grad_accum
-        if not math.isfinite(total):
-            raise FloatingPointError(f"loss became {total}; lower --lr or use --precision fp32")
-        self.optimizer.step()
-        return total
+            objective = objective / c.grad_accum
+            (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
+            total = total + loss.detach().float() / c.grad_accum
+        params = self.trainable()
+        grads = [p.grad for p in params if p.grad is not None]
+        self.ranks.mean_([total, *grads])
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        finite = torch.stack([total.isfinite(), *(g.isfinite().all() for g in grads)]).all()
+        value, ok = torch.stack([total.float(), finite.float()]).tolist()  # the step's one host sync
+        self.step_count = step
+        if not ok:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()  # lowers the scale; an overflow of fp16 gradients is not a bad step
+                if math.isfinite(value):
+                    return None
+            self.skipped += 1
+            self.bad_in_row += 1
+            return None
+        self.bad_in_row = 0
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return value
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit-identically (no random state: every draw
+        is a function of (seed, sample index))."""
+        return {
+            "step": self.step_count,
+            "rows": {name: rows.param.detach().cpu().clone() for name, rows in self.rows.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "records": list(self.records),
+            "skipped": self.skipped,
+            "bad_in_row": self.bad_in_row,
+            "config": self.config.to_dict(),
+            "extra": dict(self.extra_state),
+            "dti_version": __version__,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (call after :meth:`setup`)."""
+        if set(state["rows"]) != set(self.rows):
+            raise DTIError(f"the checkpoint holds rows for {sorted(state['rows'])}, this run trains {sorted(self.rows)}; start a new run")
+        with torch.no_grad():
+            for name, rows in self.rows.items():
+                saved = state["rows"][name]
+                if saved.shape != rows.param.shape:
+                    raise DTIError(f"the checkpoint's {name} rows are {list(saved.shape)}, this model's are {list(rows.param.shape)}")
+                rows.param.copy_(saved.to(rows.param.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step_count = int(state["step"])
+        self.records = list(state["records"])
+        self.skipped = int(state.get("skipped", 0))
+        self.bad_in_row = int(state.get("bad_in_row", 0))
 
     # ------------------------------------------------------------------ results
     def concept(self, step: int) -> Concept:
@@ -200,6 +273,7 @@ class Trainer:
             "seed": c.seed,
             "pooling": c.pooling,
             "encoders_trained": self.trained,
+            "skipped_steps": self.skipped,
             "family_options": self.adapter.record_options(),
             "vocab_norms": self.stats,
             "dti_version": __version__,
@@ -213,9 +287,11 @@ class Trainer:
             vectors = rows.vectors().cpu()
             norms[name] = [round(float(n), 6) for n in vectors.norm(dim=-1)]
             angles[name] = [round(math.degrees(float(a)), 4) for a in sphere.angle(vectors, self.init_dirs[name])]
+        skipped = {"skipped": True} if loss is None and step > 0 else {}
         return {
             "step": step,
             "loss": None if loss is None else round(loss, 6),
+            **skipped,
             "lr": self.config.effective_lr,
             "norms": norms,
             "angle_to_init_deg": angles,
@@ -233,48 +309,95 @@ class Trainer:
 
     def _save_samples(self, step: int) -> None:
         assert self.run is not None
-        sheet = self.samples()
-        path = self.run.sample_grid(step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
+        save_png(self.samples(), self.run.sample_grid(step))
+
+    def save_checkpoint(self) -> None:
+        if self.run is not None and self.ranks.main:
+            checkpoints.save(self.run.checkpoints, self.step_count, self.state_dict(), self.config.keep_checkpoints)
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> Concept:
+    def fit(self, stop: StopRequests | None = None) -> Concept:
+        """Steps from where the trainer stands (0, or a loaded checkpoint's step) to the last."""
         c = self.config
-        start = self.record(0, None)
-        self.records.append(start)
-        if self.run is not None:
-            self.run.append_log(start)
-        bar = tqdm(range(1, c.steps + 1), desc=f"dti {c.method}", disable=not c.progress, dynamic_ncols=True)
-        for step in bar:
-            loss = self.step()
-            rec = self.record(step, loss)
-            self.records.append(rec)
-            if self.run is not None and (step % max(c.log_every, 1) == 0 or step == c.steps):
-                self.run.append_log(rec)
-            first = next(iter(rec["norms"].values()))
-            bar.set_postfix(loss=f"{loss:.4f}", norm=f"{first[0]:.3f}")
-            if self.run is None:
-                continue
-            if c.snapshot_every and step % c.snapshot_every == 0 and step < c.steps:
-                self.concept(step).save(self.run.snapshot(step))
-            if c.validate and c.validation_every and step % c.validation_every == 0 and step < c.steps:
-                self._save_samples(step)
+        run = self.run if self.ranks.main else None
+        if run is not None and self.step_count == 0:
+            run.rewrite_log(self.records[:1])
+        quiet = not (c.progress and self.ranks.main)
+        bar = tqdm(total=c.steps, initial=self.step_count, desc=f"dti {c.method}", disable=quiet, dynamic_ncols=True)
+        try:
+            for step in range(self.step_count + 1, c.steps + 1):
+                loss = self.step(step)
+                rec = self.record(step, loss)
+                self.records.append(rec)
+                bar.update(1)
+                first = next(iter(rec["norms"].values()))
+                bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", norm=f"{first[0]:.3f}")
+                if run is not None:
+                    if step % max(c.log_every, 1) == 0 or step == c.steps or loss is None:
+                        run.append_log(rec)
+                    if c.snapshot_every and step % c.snapshot_every == 0 and step < c.steps:
+                        self.concept(step).save(run.snapshot(step))
+                    if c.validate and c.validation_every and step % c.validation_every == 0 and step < c.steps:
+                        self._save_samples(step)
+                    if c.checkpoint_every and step % c.checkpoint_every == 0 and step < c.steps:
+                        self.save_checkpoint()
+                if self.bad_in_row >= c.max_bad_steps:
+                    self._stop_numerics(step)
+                if stop is not None and step < c.steps and self.ranks.any_(stop.requested is not None):
+                    self._stop_signal(step, stop)
+        finally:
+            bar.close()
         return self.concept(c.steps)
 
+    def _resume_hint(self) -> str:
+        return f"dti train --resume {self.run.path}" if self.run is not None else "a new run"
+
+    def _stop_numerics(self, step: int) -> None:
+        c, good = self.config, step - self.bad_in_row
+        where = ""
+        if self.run is not None and self.ranks.main:
+            self.save_checkpoint()
+            path = self.run.snapshot(good)
+            self.concept(good).save(path)
+            where = f"; the last good concept (step {good}) is {path}"
+        hint = "lower --lr" + (" or use --precision fp32" if self.adapter.denoiser.dtype != torch.float32 else "")
+        raise RunStopped(
+            f"the loss or gradient was not finite for {self.bad_in_row} steps in a row (steps {good + 1}-{step} of {c.steps}, "
+            f"skipped){where}; {hint} and start again, or continue with `{self._resume_hint()}`",
+            1,
+        )
+
+    def _stop_signal(self, step: int, stop: StopRequests) -> None:
+        where = ""
+        if self.run is not None and self.ranks.main:
+            self.save_checkpoint()
+            path = self.run.snapshot(step)
+            self.concept(step).save(path)
+            where = f"; checkpoint and concept saved ({path})"
+        message = f"{stop.requested} at step {step} of {self.config.steps}{where}; continue with `{self._resume_hint()}`"
+        raise RunStopped(message, stop.exit_code)
+
     def finish(self, concept: Concept) -> None:
-        """Write the run's results: samples, plot, diffusers files, and the concept last."""
-        if self.run is None:
+        """Write the run's results: samples, plot, diffusers files, the final checkpoint (so the
+        run can later be trained further), and the concept last."""
+        if self.run is None or not self.ranks.main:
             return
         c = self.config
         if c.validate:
-            self._save_samples(c.steps)
-            sheet = Image.open(self.run.sample_grid(c.steps))
-            sheet.save(self.run.path / "samples.png")
+            sheet = self.samples()
+            save_png(sheet, self.run.sample_grid(c.steps))
+            save_png(sheet, self.run.work / "samples.png")
         plot_norms(self.records, self.stats, self.run.norms_plot, title=f"{c.token} ({c.method}, init '{c.init}')")
-        write_diffusers(concept, self.run.path)
-        write(concept, "a1111", self.run.path / WEBUI_DIR)
+        write_diffusers(concept, self.run.work)
+        write(concept, "a1111", self.run.work / WEBUI_DIR)
+        if c.checkpoint_every:
+            self.save_checkpoint()
         concept.save(self.run.concept)
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    """An image written atomically (a full disk never leaves a truncated PNG)."""
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
@@ -316,7 +439,9 @@ def train(
 
     ``model`` is a hub id, a local diffusers folder, or an already loaded pipeline (it is left
     as it was found). ``settings`` are :class:`~dti.config.TrainConfig` fields, e.g.
-    ``steps=400, method="ti"``.
+    ``steps=400, method="ti"``. An interrupted run (SIGTERM, Ctrl-C, repeated non-finite
+    losses) raises :class:`~dti.stopping.RunStopped` after saving a checkpoint; :func:`resume`
+    continues it.
     """
     base = config or TrainConfig()
     given = {"photos": photos, "token": token, "init": init, "output": output}
@@ -326,19 +451,123 @@ def train(
         given["model"] = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
     elif model is not None:
         given["model"] = str(model)
-    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise TypeError(f"unknown training settings: {sorted(unknown)}")
+    settings = _checked_settings(settings)
     values = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
     c = dataclasses.replace(base, **values, **settings)
     for name in ("photos", "token", "model"):
         if not getattr(c, name):
             raise DTIError(f"--{name} is missing; see `dti train --help`")
     check(c)
-    if c.output:
-        check_output(c.output, c.overwrite)
-    photo_images = load_photos(c.photos)
-    device = resolve_device(c.device)
+    ranks = Ranks()
+    lock = None
+    if c.output and ranks.main:
+        out = Path(c.output)
+        if out.exists() and not out.is_dir():
+            raise DTIError(f"--output {out} is a file; choose a folder path")
+        lock = _take_lock(out, lambda: RunFolder.for_new_run(out, c.overwrite))
+    try:
+        run = RunFolder.for_new_run(c.output, c.overwrite) if c.output else None
+        photo_paths = list_images(c.photos)
+        photo_images = load_photos(c.photos)
+        adapter, c = _prepare(c, pipe, ranks)
+        trainer = Trainer(c, adapter, photo_images, run, ranks)
+        trainer.extra_state["photos"] = checkpoints.photos_fingerprint(photo_paths)
+        if run is not None and ranks.main:
+            run.create()
+        return _run(trainer, saved=None)
+    finally:
+        if lock is not None:
+            lock.release()
+            _remove_if_empty(lock.folder)
+
+
+def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: Any) -> Concept:
+    """Continue the run in ``run_folder`` from its last checkpoint, bit-identically to a run that
+    was never stopped. ``settings`` may change only what does not change the result: ``steps``
+    (to train a finished run further), ``progress``, ``device``, ``checkpoint_every``,
+    ``keep_checkpoints``, ``max_bad_steps``."""
+    allowed = {"steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
+    settings = _checked_settings(settings)
+    changed = sorted(set(settings) - allowed)
+    if changed:
+        flag = "--" + changed[0].replace("_", "-")
+        raise DTIError(
+            f"{flag} cannot change when a run is resumed (the run continues with its own settings); "
+            f"start a new run to change it, or resume with only --steps/--device/--quiet"
+        )
+    ranks = Ranks()
+    run = RunFolder.for_resume(run_folder)
+    from dti.config import TrainConfig as _Config
+
+    c = _Config.from_file(run.config)
+    c = dataclasses.replace(c, output=str(run.path), overwrite=False, **settings)
+    check(c)
+    lock = _take_lock(run.path, lambda: None) if ranks.main else None
+    try:
+        found = checkpoints.load_latest(run.checkpoints)
+        finished = run.concept.is_file()
+        if finished and found is not None and found[0] >= c.steps:
+            done = found[0]
+            raise RunFinished(f"{run.path} already finished at step {done}; nothing to do (pass --steps above {done} to train further)")
+        if finished and found is None:
+            raise RunFinished(f"{run.path} already finished and keeps no checkpoint; nothing to do")
+        if found is not None and found[0] > c.steps:
+            raise DTIError(f"--steps {c.steps} is below the step {found[0]} this run already reached; pass more steps")
+        photo_paths = list_images(c.photos)
+        photo_images = load_photos(c.photos)
+        adapter, c = _prepare(c, pipe, ranks)
+        trainer = Trainer(c, adapter, photo_images, run, ranks)
+        trainer.extra_state["photos"] = checkpoints.photos_fingerprint(photo_paths)
+        if found is not None:
+            checkpoints.check_same_photos(found[1].get("extra", {}).get("photos"), trainer.extra_state["photos"], c.photos)
+        return _run(trainer, saved=found[1] if found else None)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class RunFinished(Exception):
+    """``resume`` of a run that has nothing left to do (the CLI says so and exits 0)."""
+
+
+def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    from dti import config as config_module
+
+    checker = getattr(config_module, "check_settings", None)
+    if checker is not None:
+        return dict(checker(settings, "dti.train()"))
+    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise DTIError(f"unknown training settings {sorted(unknown)}; see dti.TrainConfig")
+    return settings
+
+
+def _take_lock(folder: Path, check_folder: Any) -> RunLock:
+    """Lock ``folder`` (refused while another live run holds it), then run the folder checks; a
+    folder this call created is removed again when a check refuses it."""
+    created = not folder.exists()
+    lock = RunLock(folder)
+    lock.acquire()
+    try:
+        check_folder()
+    except BaseException:
+        lock.release()
+        if created:
+            _remove_if_empty(folder)
+        raise
+    return lock
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, TrainConfig]:
+    """Load (or adopt) the pipeline after every cheap check, and resolve the family's defaults."""
+    device = ranks.device if ranks.device is not None and c.device == "auto" else resolve_device(c.device)
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
@@ -353,17 +582,41 @@ def train(
     c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
     if c.resolution % adapter.resolution_multiple:
         raise DTIError(f"--resolution {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model")
-    run = None
-    if c.output:
-        run = RunFolder(c.output)
-        run.create(c.overwrite)
-    trainer = Trainer(c, adapter, photo_images, run)
+    return adapter, c
+
+
+def _recorded_config(c: TrainConfig) -> dict[str, Any]:
+    """The resolved config as saved with the run: local paths made absolute, so ``--resume``
+    works from any folder."""
+    data = {**c.to_dict(), "dti_version": __version__}
+    data["photos"] = str(Path(c.photos).resolve())
+    if Path(c.model).exists():
+        data["model"] = str(Path(c.model).resolve())
+    return data
+
+
+def _run(trainer: Trainer, saved: dict[str, Any] | None) -> Concept:
+    """Set up, restore ``saved``, train to the last step, write the results, commit an overwrite."""
+    c, run = trainer.config, trainer.run
     try:
-        trainer.setup()
-        if run is not None:
-            write_json(run.config, {**c.to_dict(), "dti_version": __version__})
-        concept = trainer.fit()
-        trainer.finish(concept)
+        with StopRequests() as stop:
+            trainer.setup()
+            if saved is not None:
+                trainer.load_state_dict(saved)
+            if run is not None and trainer.ranks.main:
+                write_json(run.config, _recorded_config(c))
+                if saved is not None:
+                    logged = [r for r in trainer.records if r["step"] == 0 or r["step"] % max(c.log_every, 1) == 0 or r.get("skipped")]
+                    run.rewrite_log(logged)
+            try:
+                concept = trainer.fit(stop)
+            except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint remains
+                hint = f"; continue from its last checkpoint with `{trainer._resume_hint()}`" if run is not None else ""
+                raise RunStopped(f"Ctrl-C at step {trainer.step_count} of {c.steps}{hint}", 130) from None
+            trainer.finish(concept)
+            if run is not None and trainer.ranks.main:
+                run.commit()
+            trainer.ranks.barrier()
     finally:
         trainer.detach()
     return concept

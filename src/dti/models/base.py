@@ -10,9 +10,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from dti.draws import SampleDraws
 
 #: pipeline class name -> adapter class, filled by :func:`register` as family modules import.
 ADAPTERS: dict[str, type[Adapter]] = {}
@@ -188,8 +191,9 @@ class Adapter(abc.ABC):
         """Denoiser keyword arguments from the pipeline's own prompt encoding, with gradients."""
 
     @abc.abstractmethod
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], generator: torch.Generator) -> torch.Tensor:
-        """The family's own training loss for a batch of (unscaled) latents and prompts."""
+    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
+        """The family's own training loss for a batch of (unscaled) latents and prompts; every random
+        draw comes from ``draws`` (one generator per sample, see :mod:`dti.draws`)."""
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from dti.models.base import Adapter, CropInfo
+
+if TYPE_CHECKING:
+    from dti.draws import SampleDraws
 
 
 @contextlib.contextmanager
@@ -63,11 +66,10 @@ class DDPMAdapter(LatentVAEMixin, Adapter):
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         """The denoiser's prediction for ``noisy`` at integer ``timesteps``."""
 
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], generator: torch.Generator) -> torch.Tensor:
+    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        steps = self.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, steps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = draws.randn(x0.shape[1:]).to(x0.device)
+        t = draws.randint(self.noise_scheduler.config.num_train_timesteps).to(x0.device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
         kind = self.noise_scheduler.config.prediction_type
         if kind == "epsilon":

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from dti.models.base import Adapter, CropInfo
+
+if TYPE_CHECKING:
+    from dti.draws import SampleDraws
 
 
 class FlowMatchingAdapter(Adapter):
@@ -40,13 +43,13 @@ class FlowMatchingAdapter(Adapter):
             return 1.0
         return float(config.get("shift", None) or config.get("flow_shift", None) or 1.0)
 
-    def sample_sigmas(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigmas in [0, 1], the scheduler's timesteps = sigma x 1000) for a batch."""
+    def sample_sigmas(self, draws: SampleDraws) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigmas in [0, 1], the scheduler's timesteps = sigma x 1000), one per sample, each from
+        the sample's own generator through diffusers' density."""
         from diffusers.training_utils import compute_density_for_timestep_sampling
 
-        u = compute_density_for_timestep_sampling(
-            self.weighting_scheme, batch, self.logit_mean, self.logit_std, self.mode_scale, generator=generator
-        )
+        density = (self.weighting_scheme, 1, self.logit_mean, self.logit_std, self.mode_scale)
+        u = torch.cat([compute_density_for_timestep_sampling(*density, generator=g) for g in draws.generators])
         indices = (u * self.num_train_timesteps).long().clamp(0, self.num_train_timesteps - 1)
         return self.train_scheduler.sigmas[indices].float(), self.train_scheduler.timesteps[indices].float()
 
@@ -58,10 +61,10 @@ class FlowMatchingAdapter(Adapter):
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         """The denoiser's velocity for ``noisy`` at scheduler ``timesteps`` (sigma x 1000)."""
 
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], generator: torch.Generator) -> torch.Tensor:
+    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        sigmas, timesteps = self.sample_sigmas(x0.shape[0], generator)
+        noise = draws.randn(x0.shape[1:]).to(x0.device)
+        sigmas, timesteps = self.sample_sigmas(draws)
         s = sigmas.to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
         noisy = (1.0 - s) * x0 + s * noise
         target = noise - x0

@@ -1,0 +1,7 @@
+"""``python -m dti`` (and ``accelerate launch -m dti``): the ``dti`` command."""
+
+import sys
+
+from dti.cli import main
+
+sys.exit(main())

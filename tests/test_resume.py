@@ -1,0 +1,332 @@
+"""Long runs: exact resume, SIGKILL / SIGTERM, the lock, transactional overwrite, non-finite steps.
+
+Every comparison here is bit-for-bit on CPU: a resumed run must write what an uninterrupted run
+writes (concept rows, snapshots, sample images, log), because every random draw is a function of
+(seed, sample index) and checkpoints hold the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dti
+from conftest import REPO, load_pipe
+from dti.cli import main
+from dti.concept import Concept
+from dti.config import TrainConfig, resolve
+from dti.models import adapter_for
+from dti.stopping import RunStopped
+from dti.trainer import Trainer, load_photos
+from refusal import assert_refused, snapshot
+
+FAST = dict(resolution=64, progress=False)
+
+
+def cli_args(photos, model, out, *extra):
+    return [
+        "train",
+        photos,
+        "--token",
+        "<t>",
+        "--init",
+        "dog",
+        "--model",
+        model,
+        "--output",
+        out,
+        "--resolution",
+        "64",
+        "--quiet",
+        *extra,
+    ]
+
+
+LONG = ["--steps", "10", "--checkpoint-every", "2", "--snapshot-every", "3", "--validation-every", "4"]
+LONG += ["--validation-steps", "2", "--validation-seed", "0", "--validation-prompt", "a photo of a {}"]
+
+
+def rows_of(run: Path) -> dict[str, torch.Tensor]:
+    concept = Concept.load(run)
+    return {name: enc.vectors for name, enc in concept.encoders.items()}
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same results: rows, snapshots, sample images, logged numbers."""
+    ra, rb = rows_of(a), rows_of(b)
+    assert ra.keys() == rb.keys()
+    for name in ra:
+        assert torch.equal(ra[name], rb[name]), name
+    snaps = sorted(p.name for p in (a / "snapshots").iterdir())
+    assert snaps == sorted(p.name for p in (b / "snapshots").iterdir()) and snaps
+    for name in snaps:
+        sa, sb = Concept.load(a / "snapshots" / name), Concept.load(b / "snapshots" / name)
+        assert all(torch.equal(sa.encoders[k].vectors, sb.encoders[k].vectors) for k in sa.encoders), name
+    grids = sorted(p.name for p in (a / "samples").iterdir())
+    assert grids == sorted(p.name for p in (b / "samples").iterdir()) and grids
+    for name in grids:
+        assert np.array_equal(np.asarray(Image.open(a / "samples" / name)), np.asarray(Image.open(b / "samples" / name))), name
+    la = [json.loads(line) for line in (a / "train_log.jsonl").read_text().splitlines()]
+    lb = [json.loads(line) for line in (b / "train_log.jsonl").read_text().splitlines()]
+    assert la == lb
+
+
+def spawn(args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "tests")}
+    return subprocess.Popen([sys.executable, "-m", "dti", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- state_dict, in process
+@pytest.mark.parametrize("method", ["dti", "ti"])
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_state_dict_continues_bit_identically(family, method, request, photos, one_thread):
+    pipe = load_pipe(request.getfixturevalue(f"tiny_{family}"))
+    images = load_photos(photos)
+    c = resolve(
+        TrainConfig(photos=str(photos), token="<t>", init="dog", method=method, steps=6, batch_size=2, grad_accum=2, **FAST),
+        {},
+        64,
+    )
+
+    def trainer():
+        t = Trainer(c, adapter_for(pipe), images, None)
+        t.setup()
+        return t
+
+    whole = trainer()
+    losses = [whole.step() for _ in range(6)]
+    expected = {k: r.param.detach().clone() for k, r in whole.rows.items()}
+    whole.detach()
+
+    first = trainer()
+    for _ in range(3):
+        first.step()
+    state = first.state_dict()
+    first.detach()
+    torch.save(state, Path(photos).parent / "state.pt")  # through the file format too
+    state = torch.load(Path(photos).parent / "state.pt", weights_only=True)
+    second = trainer()
+    second.load_state_dict(state)
+    assert second.step_count == 3
+    resumed = [second.step() for _ in range(3)]
+    got = {k: r.param.detach().clone() for k, r in second.rows.items()}
+    second.detach()
+    assert resumed == losses[3:]
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    if method == "dti":  # the optimizer state that matters was carried (rows moved, so it mattered)
+        assert not torch.equal(state["rows"]["text_encoder"], got["text_encoder"])
+
+
+def test_steps_draw_by_sample_index_not_by_history(tiny_sd, photos, one_thread):
+    """Step k's samples do not depend on the steps before it: two trainers that start at different
+    steps draw the same batch for the same step."""
+    from dti.draws import SampleDraws, batch_indices, sample_at
+
+    pipe = load_pipe(tiny_sd)
+    c = resolve(TrainConfig(photos=str(photos), token="<t>", init="dog", steps=9, batch_size=4, **FAST), {}, 64)
+    t = Trainer(c, adapter_for(pipe), load_photos(photos), None)
+    a = [sample_at(t.data, 0, i) for i in batch_indices(7, 0, 4, 1)]
+    for _ in range(3):
+        sample_at(t.data, 0, 99)
+    b = [sample_at(t.data, 0, i) for i in batch_indices(7, 0, 4, 1)]
+    assert a == b
+    # each pass over the photos visits every photo once
+    first_pass = [sample_at(t.data, 0, i).image for i in range(len(t.data))]
+    assert sorted(first_pass) == list(range(len(t.data)))
+    # a sample's noise is its own: the same with other samples beside it
+    assert torch.equal(SampleDraws(0, [5, 6]).randn((3,))[1], SampleDraws(0, [6]).randn((3,))[0])
+    # two shards of a batch are the batch
+    assert list(batch_indices(3, 1, 4, 2, 0, 2)) + list(batch_indices(3, 1, 4, 2, 1, 2)) == list(batch_indices(3, 1, 4, 2))
+
+
+# ---------------------------------------------------------------------- kill and resume, subprocess
+def test_sigkill_then_resume_is_bit_identical(tiny_sd, photos, tmp_path, capsys):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main([str(a) for a in cli_args(photos, tiny_sd, whole, *LONG)]) == 0
+    proc = spawn(cli_args(photos, tiny_sd, killed, *LONG))
+    wait_for(killed / "checkpoints" / "step-000004.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "concept.safetensors").exists(), "the run finished before it was killed; the test proves nothing"
+    assert (killed / ".dti.lock").exists()  # a dead process's lock is stale and is taken over
+    capsys.readouterr()
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    same_run(whole, killed)
+    assert not (killed / ".dti.lock").exists()
+    # a finished run asked to resume says so and changes nothing
+    before = snapshot(killed)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(killed)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert snapshot(killed) == before
+
+
+def test_sigterm_saves_and_says_how_to_continue(tiny_sdxl, photos, tmp_path, capsys):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    extra = [*LONG, "--method", "ti"]
+    assert main([str(a) for a in cli_args(photos, tiny_sdxl, whole, *extra)]) == 0
+    proc = spawn(cli_args(photos, tiny_sdxl, stopped, *extra))
+    wait_for(stopped / "checkpoints" / "step-000002.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    err = err.decode()
+    assert proc.returncode == 143, err
+    assert f"dti train --resume {stopped}" in err and "Traceback" not in err
+    assert not (stopped / "concept.safetensors").exists()
+    step = max(int(p.stem.split("-")[1]) for p in (stopped / "checkpoints").iterdir())
+    assert (stopped / "snapshots" / f"concept-step-{step:06d}.safetensors").is_file()  # the current concept
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    snaps = stopped / "snapshots"
+    (snaps / f"concept-step-{step:06d}.safetensors").unlink()  # the interruption's extra snapshot
+    if step % 3 == 0:
+        Concept.load(whole / "snapshots" / f"concept-step-{step:06d}.safetensors").save(snaps / f"concept-step-{step:06d}.safetensors")
+    same_run(whole, stopped)
+
+
+def test_resume_refuses_changed_settings_and_changed_photos(tiny_sd, photos, tmp_path, capsys):
+    run = tmp_path / "run"
+    proc = spawn(cli_args(photos, tiny_sd, run, *LONG))
+    wait_for(run / "checkpoints" / "step-000002.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_refused(["train", "--resume", run, "--lr", "0.5"], capsys, "--lr cannot change", untouched=[run])
+    assert_refused(["train", "--resume", tmp_path / "nothing"], capsys, "no such run folder", untouched=[tmp_path / "nothing"])
+    assert_refused(cli_args(photos, tiny_sd, run, "--steps", "3"), capsys, "dti train --resume", untouched=[run])
+    Image.new("RGB", (64, 64), "red").save(photos / "00.png")
+    assert_refused(["train", "--resume", run], capsys, "photos", untouched=[run])
+
+
+def test_a_finished_run_trains_further_as_if_never_stopped(tiny_sd, photos, tmp_path, capsys):
+    ten, six = tmp_path / "ten", tmp_path / "six"
+    quick = ["--checkpoint-every", "3", "--no-validation"]
+    assert main([str(a) for a in cli_args(photos, tiny_sd, ten, "--steps", "10", *quick)]) == 0
+    assert main([str(a) for a in cli_args(photos, tiny_sd, six, "--steps", "6", *quick)]) == 0
+    assert main(["train", "--resume", str(six), "--steps", "10", "--quiet"]) == 0
+    assert torch.equal(rows_of(ten)["text_encoder"], rows_of(six)["text_encoder"])
+    assert Concept.load(six).meta["steps"] == 10
+
+
+# ---------------------------------------------------------------------- the lock
+def test_second_run_into_a_busy_folder_is_refused(tiny_sd, photos, tmp_path, capsys):
+    run = tmp_path / "run"
+    proc = spawn(cli_args(photos, tiny_sd, run, "--steps", "400", "--no-validation"))
+    try:
+        wait_for(run / "config.json", proc)
+        assert_refused(cli_args(photos, tiny_sd, run, "--steps", "2", "--overwrite"), capsys, "another dti run")
+        assert_refused(["train", "--resume", run], capsys, "another dti run")
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------- overwrite is transactional
+def test_overwrite_replaces_only_on_success_and_only_dti_files(tiny_sd, tiny_sdxl, photos, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert main([str(a) for a in cli_args(photos, tiny_sdxl, run, "--steps", "2", "--validation-steps", "1")]) == 0
+    old = rows_of(run)
+    (run / "samples" / "mine.png").write_bytes(b"user")
+    (run / "snapshots").mkdir()
+    (run / "snapshots" / "keep.txt").write_text("user")
+    (run / "notes.md").write_text("user")
+
+    def boom(self, concept):
+        raise RuntimeError("injected failure while writing results")
+
+    monkeypatch.setattr(Trainer, "finish", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "2", "--overwrite", "--no-validation")])
+    monkeypatch.undo()
+    assert all(torch.equal(old[k], rows_of(run)[k]) for k in old)  # the old results, untouched
+    assert (run / "learned_embeds_2.safetensors").exists()
+
+    assert main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "2", "--overwrite", "--no-validation")]) == 0
+    assert set(rows_of(run)) == {"text_encoder"}  # the new SD concept
+    assert not (run / "learned_embeds_2.safetensors").exists()  # the old SDXL run's file went with it
+    assert not (run / "samples.png").exists() and not (run / "samples" / "step-000002.png").exists()
+    assert (run / "samples" / "mine.png").read_bytes() == b"user"
+    assert (run / "snapshots" / "keep.txt").read_text() == "user"
+    assert (run / "notes.md").read_text() == "user"
+    assert not (run / ".dti-overwrite").exists() and not (run / ".dti.lock").exists()
+
+
+# ---------------------------------------------------------------------- numerics
+def test_non_finite_steps_are_skipped_then_the_run_stops_resumably(tiny_sd, photos, tmp_path, capsys, monkeypatch):
+    from dti.models.ddpm import DDPMAdapter
+
+    real = DDPMAdapter.loss
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = real(self, *args, **kwargs)
+        return loss * float("nan") if calls["n"] in bad else loss
+
+    monkeypatch.setattr(DDPMAdapter, "loss", flaky)
+    bad = {3}  # one bad step: skipped, counted, the run goes on
+    once = tmp_path / "once"
+    assert main([str(a) for a in cli_args(photos, tiny_sd, once, "--steps", "5", "--no-validation")]) == 0
+    concept = Concept.load(once)
+    assert concept.meta["skipped_steps"] == 1
+    log = [json.loads(line) for line in (once / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("skipped")] == [3] and log[3]["norms"] == log[2]["norms"]
+
+    calls["n"], bad = 0, set(range(4, 100))  # from step 4 on: stop after 3 in a row
+    run = tmp_path / "run"
+    code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "20", "--max-bad-steps", "3", "--no-validation")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "not finite for 3 steps" in lines[0] and "Traceback" not in err
+    good = Concept.load(run / "snapshots" / "concept-step-000003.safetensors")
+    state = torch.load(run / "checkpoints" / "step-000006.pt", weights_only=True)
+    assert torch.equal(state["rows"]["text_encoder"] * good.encoders["text_encoder"].magnitude, good.encoders["text_encoder"].vectors)
+    assert torch.isfinite(good.encoders["text_encoder"].vectors).all()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # resumable: finite again, it finishes
+    assert Concept.load(run).meta["skipped_steps"] == 3
+
+
+def test_huge_learning_rates_end_in_one_line_not_a_traceback(tiny_sd, photos, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "30", "--method", "ti", "--lr", "1e30", "--no-validation")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == 0 or (code == 1 and "not finite" in err), err
+
+
+def test_library_interrupt_raises_run_stopped(tiny_sd, photos, tmp_path, monkeypatch):
+    """The Python API sees the same clean stop (here a SIGTERM delivered during step 2)."""
+    pipe = load_pipe(tiny_sd)
+    real = Trainer.step
+
+    def step(self, step=None):
+        if self.step_count == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, step)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(RunStopped) as info:
+        dti.train(photos, "<t>", "dog", pipe, tmp_path / "run", steps=5, validate=False, **FAST)
+    assert info.value.exit_code == 143 and "step 2 of 5" in str(info.value)
+    monkeypatch.undo()
+    concept = dti.resume(tmp_path / "run", pipe)
+    assert concept.meta["step"] == 5
