@@ -324,8 +324,8 @@ def _model_alias(model: str | None) -> str | None:
 
 
 def _load_pipe(model: str | None, fallback: str | None, precision: str, device: str) -> tuple[object, str]:
+    from dti.devices import resolve_device
     from dti.models import load_adapter, resolve_dtype
-    from dti.trainer import resolve_device
 
     name = _model_alias(model or fallback)
     if not name:
@@ -335,9 +335,14 @@ def _load_pipe(model: str | None, fallback: str | None, precision: str, device: 
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    from dti.fileio import check_writable
     from dti.formats import read
-    from dti.generate import generate
+    from dti.generate import check_outputs, check_settings, generate, output_paths
 
+    # everything that can be refused without the model is refused before it loads
+    check_settings(args.n, args.steps, args.guidance, args.resolution, args.seed)
+    check_outputs(output_paths(args.out, args.n, args.seed), args.overwrite)
+    check_writable(args.out)
     concepts = [read(c) for c in args.concept]
     base = next((c.meta.get("base_model") for c in concepts if c.meta.get("base_model")), None)
     pipe, name = _load_pipe(args.model, base, args.precision, args.device)

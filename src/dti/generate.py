@@ -4,6 +4,7 @@ interpolation grids (rows = seeds, columns = blend weight, one seed per row)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -19,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 from dti.blend import Blend
 from dti.concept import Concept
 from dti.errors import DTIError
-from dti.fileio import atomic_write
+from dti.fileio import check_writable, save_image, save_images
 from dti.images import grid
 from dti.loading import load, unload
 from dti.models import adapter_for
@@ -72,7 +73,41 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
 
 
 def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=recipe.pnginfo() if recipe else None))
+    return save_image(image, path, pnginfo=recipe.pnginfo() if recipe else None)
+
+
+MAX_RESOLUTION = 8192
+
+
+def check_settings(
+    n: int | None = None, steps: int | None = None, guidance: float | None = None, resolution: int | None = None, seed: int | None = None
+) -> None:
+    """Refuse sampler settings no model can use, before any model loads (``None``: not given).
+    The model's own multiple (its latent downsampling) is checked once it is loaded."""
+    if n is not None and n <= 0:
+        raise DTIError(f"-n {n} is not valid; generate at least 1 image")
+    if steps is not None and steps <= 0:
+        raise DTIError(f"--steps {steps} is not valid; use a positive number of sampler steps (25 is typical)")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise DTIError(f"--guidance {guidance} is not valid; use a finite number >= 0 (5.0 is typical, 1 turns guidance off)")
+    if resolution is not None and (resolution <= 0 or resolution % 8 or resolution > MAX_RESOLUTION):
+        raise DTIError(f"--resolution {resolution} is not valid; use a positive multiple of 8 up to {MAX_RESOLUTION}, e.g. 512 or 1024")
+    if seed is not None and not 0 <= seed <= 2**63 - 1 - (n or 1):
+        raise DTIError(f"--seed {seed} is not valid; use a whole number from 0 to 2**63 - 1")
+
+
+def check_model_resolution(adapter: Any, resolution: int | None) -> None:
+    """``resolution`` is a multiple of the model's latent downsampling (16 for FLUX, 32 for SANA, ...)."""
+    multiple = adapter.resolution_multiple
+    if resolution is not None and resolution % multiple:
+        nearest = max(1, round(resolution / multiple)) * multiple
+        raise DTIError(f"--resolution {resolution} must be a multiple of {multiple} for this model, e.g. {nearest}")
+
+
+def output_paths(out: str | os.PathLike, n: int, seed: int) -> list[Path]:
+    """What :func:`generate` writes in ``out``: one PNG per seed, then the contact sheet."""
+    out = Path(out)
+    return [out / f"seed-{seed + i:04d}.png" for i in range(n)] + [out / "contact_sheet.png"]
 
 
 def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
@@ -96,14 +131,16 @@ def generate(
     model_name: str = "",
     overwrite: bool = False,
 ) -> list[Image.Image]:
-    """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet."""
-    if n <= 0 or steps <= 0:
-        raise DTIError("-n and --steps must be positive")
+    """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet,
+    written together once every image is made (a failure leaves no new file, and replaces no old one)."""
+    check_settings(n, steps, guidance, resolution, seed)
+    check_model_resolution(adapter_for(pipe), resolution)
     paths = []
     if out is not None:
         out = Path(out)
-        paths = [out / f"seed-{seed + i:04d}.png" for i in range(n)] + [out / "contact_sheet.png"]
+        paths = output_paths(out, n, seed)
         check_outputs(paths, overwrite)
+        check_writable(out)
     attached = []
     try:
         for source in concepts:
@@ -116,10 +153,10 @@ def generate(
             unload(pipe, concept.token)
     if out is not None:
         names = [c.token for c in attached]
-        for i, image in enumerate(images):
-            save_png(image, paths[i], Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt))
+        recipes = [Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt) for i in range(n)]
         sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)])
-        save_png(sheet, paths[-1])
+        files = [(image, path, {"pnginfo": r.pnginfo()}) for image, path, r in zip(images, paths, recipes)]
+        save_images([*files, (sheet, paths[-1], {})])
     return images
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "EncoderSlot",
     "FamilyDefaults",
     "adapter_for",
+    "check_components",
     "load_adapter",
     "load_tokenizers",
     "model_hints",
@@ -44,6 +45,37 @@ __all__ = [
     "register",
     "resolve_dtype",
 ]
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _read_json_object(path: Path, label: str, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; anything else (truncated, a list, binary) is one line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise DTIError(f"cannot read {label}: {reason}; {fix}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        raise DTIError(f"{label} {what}; {fix}") from None
+    if not isinstance(data, dict):
+        raise DTIError(f"{label} holds {_json_kind(data)}, not a JSON object; {fix}")
+    return data
+
+
+def _check_index(index: dict[str, Any], label: str, fix: str) -> dict[str, Any]:
+    name = index.get("_class_name")
+    if not isinstance(name, str) or not name.strip():
+        found = "has no _class_name" if name is None else f"has _class_name {json.dumps(name)}, not a pipeline class name"
+        raise DTIError(f"{label} {found}; {fix}")
+    return index
 
 
 def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
@@ -55,7 +87,8 @@ def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
             raise DTIError(
                 f"{path} is not a diffusers pipeline folder (no model_index.json); pass a folder written by save_pretrained or a hub id"
             )
-        return json.loads(index.read_text())
+        fix = "re-download the model or re-save it with save_pretrained"
+        return _check_index(_read_json_object(index, str(index), fix), str(index), fix)
     name = str(model)
     if not _HUB_ID.match(name) or name.count("/") > 1:
         raise DTIError(f"model {name!r} does not exist as a local folder and is not a valid hub id; check the path")
@@ -63,7 +96,7 @@ def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return json.loads(Path(hf_hub_download(name, "model_index.json")).read_text())
+        downloaded = Path(hf_hub_download(name, "model_index.json"))
     except LocalEntryNotFoundError:
         raise DTIError(
             f"model {name!r} is not a local folder and is not in the hub cache, and the hub cannot be reached (offline); "
@@ -73,26 +106,83 @@ def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
         raise DTIError(
             f"model {name!r} could not be found ({type(exc).__name__}); check the hub id or pass a local diffusers folder"
         ) from None
+    label = f"model_index.json of {name!r}"
+    fix = "it is not a diffusers pipeline, or the cached copy is damaged: delete it from the hub cache and download again"
+    return _check_index(_read_json_object(downloaded, label, fix), label, fix)
 
 
 HINTS_FILENAME = "dti.json"
 
 
 def model_hints(model: str | os.PathLike) -> dict[str, Any]:
-    """A model folder's suggestions for dti (``dti.json``): e.g. prompt templates in its vocabulary."""
+    """A model folder's suggestions for dti (``dti.json``): e.g. prompt templates in its vocabulary.
+    A damaged file, or a hint of the wrong shape, is refused in one line (it would shape training)."""
+    from dti.data import TEMPLATE_SETS
+
     path = Path(str(model)) / HINTS_FILENAME
     if not path.is_file():
         return {}
-    try:
-        hints = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DTIError(f"{path} is not valid JSON; fix or remove it") from None
-    return hints if isinstance(hints, dict) else {}
+    fix = "fix or remove it"
+    hints = _read_json_object(path, str(path), fix)
+    templates = hints.get("templates")
+    if templates is not None and not (
+        templates in TEMPLATE_SETS
+        if isinstance(templates, str)
+        else isinstance(templates, list) and templates and all(isinstance(t, str) and "{}" in t for t in templates)
+    ):
+        raise DTIError(f"{path}: templates must be one of {', '.join(TEMPLATE_SETS)} or a list of prompts that each contain {{}}; {fix}")
+    prompts = hints.get("validation_prompts")
+    if prompts is not None and not (isinstance(prompts, list) and all(isinstance(t, str) and "{}" in t for t in prompts)):
+        raise DTIError(f"{path}: validation_prompts must be a list of prompts that each contain {{}}; {fix}")
+    return hints
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def _components(index: dict[str, Any]) -> dict[str, str]:
+    """Component folder -> class name, for the components the pipeline has (not ``[null, null]``)."""
+    out = {}
+    for key, value in index.items():
+        if key.startswith("_") or not isinstance(value, list) or len(value) != 2:
+            continue
+        if isinstance(value[0], str) and isinstance(value[1], str):
+            out[key] = value[1]
+    return out
+
+
+def check_components(model: str | os.PathLike, index: dict[str, Any], only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
+    """A local pipeline folder has every component its ``model_index.json`` lists (``only`` those, less
+    ``skip``: components the family loads as None), each with the files its kind needs; one line names
+    the first that is missing. Hub ids are left to the hub's loader."""
+    root = Path(str(model))
+    if not root.is_dir():
+        return
+    fix = "the copy is incomplete: download the model again or re-save it with save_pretrained"
+    for name, class_name in _components(index).items():
+        if (only is not None and name not in only) or name in skip:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            raise DTIError(f"{root} has no {name} folder, which its model_index.json lists ({class_name}); {fix}")
+        files = {p.name for p in folder.iterdir()}
+        if "Tokenizer" in class_name:
+            if not files & set(_TOKENIZER_FILES) and not any(f.endswith(".model") for f in files):
+                raise DTIError(f"{folder} holds no tokenizer vocabulary (none of {', '.join(_TOKENIZER_FILES)}); {fix}")
+        elif "Scheduler" in class_name:
+            if "scheduler_config.json" not in files:
+                raise DTIError(f"{folder} has no scheduler_config.json; {fix}")
+        elif "Processor" in class_name or "FeatureExtractor" in class_name:
+            continue
+        elif "config.json" not in files:
+            raise DTIError(f"{folder} has no config.json, so its {class_name} cannot load; {fix}")
+        elif not any(f.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")) for f in files):
+            raise DTIError(f"{folder} has no weights (.safetensors or .bin) for its {class_name}; {fix}")
 
 
 def adapter_class(model_index: dict[str, Any], model: str) -> type[Adapter]:
     name = model_index.get("_class_name", "?")
-    if name not in ADAPTERS:
+    if not isinstance(name, str) or name not in ADAPTERS:
         raise DTIError(f"unsupported pipeline family {name} in {model}; dti supports {', '.join(sorted(ADAPTERS))}")
     return ADAPTERS[name]
 
@@ -122,12 +212,18 @@ def _quiet_loading(quiet: bool) -> Iterator[None]:
     import transformers.utils.logging as tlog
 
     was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    if quiet:
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    if quiet:  # also the loaders' own warnings ("An error occurred while trying to fetch ..."), so a failure stays one line
         dlog.disable_progress_bar()
         tlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
     try:
         yield
     finally:
+        if quiet:
+            dlog.set_verbosity(levels[0])
+            tlog.set_verbosity(levels[1])
         if quiet and was[0]:
             dlog.enable_progress_bar()
         if quiet and was[1]:
@@ -142,12 +238,14 @@ def load_tokenizers(model: str | os.PathLike) -> tuple[type[Adapter], dict[str, 
     index = read_model_index(model)
     cls = adapter_class(index, str(model))
     tokenizers = {}
-    for encoder, subfolder in cls.tokenizer_folders().items():
+    folders = cls.tokenizer_folders()
+    check_components(model, index, only=list(folders.values()))
+    for encoder, subfolder in folders.items():
         if not any(index.get(subfolder) or [None]):  # a component the pipeline leaves out ([null, null])
             continue
         try:
             tokenizers[encoder] = AutoTokenizer.from_pretrained(str(model), subfolder=subfolder)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as exc:
             raise DTIError(
                 f"could not load {subfolder} of {model} ({type(exc).__name__}); check that the pipeline folder is complete"
             ) from None
@@ -158,12 +256,15 @@ def load_adapter(
     model: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", quiet: bool = False
 ) -> Adapter:
     """Load the pipeline behind ``model`` (hub id or local folder) in ``dtype`` on ``device``."""
+    from safetensors import SafetensorError
+
     index = read_model_index(model)
     cls = adapter_class(index, str(model))
+    check_components(model, index, skip=[name for name, value in cls.load_kwargs.items() if value is None])
     try:
         with _quiet_loading(quiet):
             pipe = cls.load_pipeline(str(model), dtype)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError, KeyError, TypeError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DTIError(f"could not load the pipeline from {model}: {first}; check that the folder is complete") from None
     pipe.to(device)
