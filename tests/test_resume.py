@@ -330,3 +330,31 @@ def test_library_interrupt_raises_run_stopped(tiny_sd, photos, tmp_path, monkeyp
     monkeypatch.undo()
     concept = dti.resume(tmp_path / "run", pipe)
     assert concept.meta["step"] == 5
+
+
+# ---------------------------------------------------------------------- data parallel through accelerate
+def test_two_processes_train_what_one_process_trains(tiny_sd, photos, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ["--steps", "4", "--batch-size", "4", "--checkpoint-every", "2", "--no-validation"]
+    assert main([str(a) for a in cli_args(photos, tiny_sd, one, *extra)]) == 0
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "dti"]
+    out = subprocess.run([*launch, *map(str, cli_args(photos, tiny_sd, two, *extra))], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = rows_of(one)["text_encoder"], rows_of(two)["text_encoder"]
+    assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+    assert not torch.equal(a, Concept.load(one).encoders["text_encoder"].init * Concept.load(one).encoders["text_encoder"].magnitude)
+    la = [json.loads(x)["loss"] for x in (one / "train_log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (two / "train_log.jsonl").read_text().splitlines()]
+    assert la[0] is None and np.allclose(la[1:], lb[1:], atol=1e-5)  # the same global batches, the same losses
+    assert out.stdout.count("learned <t>") == 2  # every rank finished; only rank 0 wrote (one config, one log)
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-000002.pt", "step-000004.pt"]
+    # resume works the same sharded: train the 2-process run further, compare with 6 steps in one process
+    six = tmp_path / "six"
+    assert main([str(a) for a in cli_args(photos, tiny_sd, six, *extra, "--steps", "6")]) == 0
+    out = subprocess.run(
+        [*launch, "train", "--resume", str(two), "--steps", "6", "--quiet"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert torch.allclose(rows_of(six)["text_encoder"], rows_of(two)["text_encoder"], atol=1e-5, rtol=0)

@@ -28,9 +28,10 @@ class Ranks:
         if launched():
             from accelerate import PartialState
 
-            self._state = PartialState()
+            # without CUDA, accelerate's processes talk over gloo on the CPU (``--multi_gpu`` on a CPU machine)
+            self._state = PartialState(cpu=not torch.cuda.is_available())
             self.rank, self.world = self._state.process_index, self._state.num_processes
-            self.device = self._state.device
+            self.device = self._state.device if self._state.device.type != "cpu" else torch.device("cpu")
 
     @property
     def main(self) -> bool:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dti import __version__, checkpoints, sphere
 from dti.concept import Concept, EncoderVectors
-from dti.config import TrainConfig, check, resolve
+from dti.config import TrainConfig, check, check_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_image
 from dti.devices import resolve_device
 from dti.distributed import Ranks
@@ -466,7 +466,9 @@ def train(
             raise DTIError(f"--output {out} is a file; choose a folder path")
         lock = _take_lock(out, lambda: RunFolder.for_new_run(out, c.overwrite))
     try:
-        run = RunFolder.for_new_run(c.output, c.overwrite) if c.output else None
+        run = None
+        if c.output:  # the main process checks and owns the folder; the others only know where it is
+            run = RunFolder.for_new_run(c.output, c.overwrite) if ranks.main else RunFolder(c.output)
         photo_paths = list_images(c.photos)
         photo_images = load_photos(c.photos)
         adapter, c = _prepare(c, pipe, ranks)
@@ -487,7 +489,7 @@ def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: A
     (to train a finished run further), ``progress``, ``device``, ``checkpoint_every``,
     ``keep_checkpoints``, ``max_bad_steps``."""
     allowed = {"steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
-    settings = _checked_settings(settings)
+    settings = _checked_settings(settings, "dti.resume()")
     changed = sorted(set(settings) - allowed)
     if changed:
         flag = "--" + changed[0].replace("_", "-")
@@ -497,9 +499,7 @@ def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: A
         )
     ranks = Ranks()
     run = RunFolder.for_resume(run_folder)
-    from dti.config import TrainConfig as _Config
-
-    c = _Config.from_file(run.config)
+    c = TrainConfig.from_file(run.config)
     c = dataclasses.replace(c, output=str(run.path), overwrite=False, **settings)
     check(c)
     lock = _take_lock(run.path, lambda: None) if ranks.main else None
@@ -530,16 +530,9 @@ class RunFinished(Exception):
     """``resume`` of a run that has nothing left to do (the CLI says so and exits 0)."""
 
 
-def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    from dti import config as config_module
-
-    checker = getattr(config_module, "check_settings", None)
-    if checker is not None:
-        return dict(checker(settings, "dti.train()"))
-    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise DTIError(f"unknown training settings {sorted(unknown)}; see dti.TrainConfig")
-    return settings
+def _checked_settings(settings: dict[str, Any], source: str = "dti.train()") -> dict[str, Any]:
+    """Keyword settings of the Python API: known fields of the right types, or one line."""
+    return dict(check_settings(settings, source)) if settings else {}
 
 
 def _take_lock(folder: Path, check_folder: Any) -> RunLock:
