@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dti.errors import DTIError
+from dti.stopping import RunStopped
 
 EXIT_USAGE = 2
 
@@ -81,7 +82,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="a .toml or .json file of settings, e.g. an earlier run's config.json to repeat it; its keys are these flags' names "
         "(batch-size = 4, no-validation = true) or TrainConfig's fields (batch_size = 4); flags given here override it",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in --output, once the new run has finished (files dti did not write are kept)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the interrupted run in folder RUN from its last checkpoint, with its own settings "
+        "(only --steps, --device, --quiet and the checkpoint flags may be given)",
+    )
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
@@ -141,6 +152,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--log-every", type=_int, dest="log_every", help="steps between train_log.jsonl records [default: 1]")
     g.add_argument("--snapshot-every", type=_int, dest="snapshot_every", help="steps between concept snapshots, 0 = none [default: 0]")
     g.add_argument(
+        "--checkpoint-every",
+        type=_int,
+        dest="checkpoint_every",
+        help="steps between resumable checkpoints in OUTPUT/checkpoints, 0 = none [default: 50]",
+    )
+    g.add_argument("--keep-checkpoints", type=_int, dest="keep_checkpoints", help="how many of the last checkpoints to keep [default: 2]")
+    g.add_argument(
+        "--max-bad-steps",
+        type=_int,
+        dest="max_bad_steps",
+        help="non-finite steps in a row (each skipped) before the run stops, resumable [default: 5]",
+    )
+    g.add_argument(
         "--validation-every", type=_int, dest="validation_every", help="steps between sample grids, 0 = only at the end [default: 0]"
     )
     g.add_argument(
@@ -163,6 +187,8 @@ def _run_train(args: argparse.Namespace) -> int:
     values = vars(args).copy()
     for key in ("command", "func"):
         values.pop(key, None)
+    if "resume" in values:
+        return _run_resume(values)
     config_path = values.pop("config", None)
     from dti.config import read_config_file
 
@@ -183,6 +209,21 @@ def _run_train(args: argparse.Namespace) -> int:
     concept = train(photos, token, init, model, output, config=base, **values)
     enc = ", ".join(f"{name}: norm {float(e.norms.mean()):.4f}" for name, e in concept.encoders.items())
     print(f"learned {concept.token} ({concept.n_vectors} vector(s); {enc}) -> {output}")
+    return 0
+
+
+def _run_resume(values: dict) -> int:
+    from dti.trainer import RunFinished, resume
+
+    folder = values.pop("resume")
+    if values.get("photos") or values.get("config"):
+        raise DTIError("--resume takes the run's own photos and settings; drop the photo folder and --config")
+    try:
+        concept = resume(folder, **values)
+    except RunFinished as done:
+        print(str(done))
+        return 0
+    print(f"learned {concept.token} (resumed) -> {folder}")
     return 0
 
 
@@ -481,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DTIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
