@@ -183,3 +183,12 @@ def test_not_an_image_file_with_image_extension(base_args, photos, capsys, tmp_p
     Image.new("RGB", (64, 64)).save(photos / "ok.png")
     (photos / "fake.jpg").write_text("hello")
     expect_refusal(base_args, capsys, tmp_path, "fake.jpg")
+
+
+def test_train_warns_once_per_problem_about_its_photos(base_args, photos, capsys, tmp_path):
+    for extra in sorted(photos.iterdir())[1:]:
+        extra.unlink()
+    code, _, err = run_cli(with_arg(base_args, "--resolution", "128"), capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0, err
+    assert len(warnings) == 2 and "1 photo" in warnings[0] and "smaller than the training resolution 128" in warnings[1], err

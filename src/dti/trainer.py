@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from dti import __version__, checkpoints, sphere
 from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig, check, check_settings, resolve
-from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, list_images, load_image
+from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
 from dti.devices import resolve_device
 from dti.distributed import Ranks
 from dti.draws import SampleDraws, batch_indices, latents_for, sample_at
-from dti.errors import DTIError
-from dti.fileio import atomic_write, write_json
+from dti.errors import DTIError, warn
+from dti.fileio import save_image, write_json
 from dti.formats import write, write_diffusers
 from dti.generate import render
 from dti.images import grid
@@ -309,7 +309,7 @@ class Trainer:
 
     def _save_samples(self, step: int) -> None:
         assert self.run is not None
-        save_png(self.samples(), self.run.sample_grid(step))
+        save_image(self.samples(), self.run.sample_grid(step))
 
     def save_checkpoint(self) -> None:
         if self.run is not None and self.ranks.main:
@@ -385,19 +385,14 @@ class Trainer:
         c = self.config
         if c.validate:
             sheet = self.samples()
-            save_png(sheet, self.run.sample_grid(c.steps))
-            save_png(sheet, self.run.work / "samples.png")
+            save_image(sheet, self.run.sample_grid(c.steps))
+            save_image(sheet, self.run.work / "samples.png")
         plot_norms(self.records, self.stats, self.run.norms_plot, title=f"{c.token} ({c.method}, init '{c.init}')")
         write_diffusers(concept, self.run.work)
         write(concept, "a1111", self.run.work / WEBUI_DIR)
         if c.checkpoint_every:
             self.save_checkpoint()
         concept.save(self.run.concept)
-
-
-def save_png(image: Image.Image, path: Path) -> Path:
-    """An image written atomically (a full disk never leaves a truncated PNG)."""
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
@@ -472,6 +467,9 @@ def train(
         photo_paths = list_images(c.photos)
         photo_images = load_photos(c.photos)
         adapter, c = _prepare(c, pipe, ranks)
+        if ranks.main:
+            for line in check_photos(photo_images, c.resolution):
+                warn(line)
         trainer = Trainer(c, adapter, photo_images, run, ranks)
         trainer.extra_state["photos"] = checkpoints.photos_fingerprint(photo_paths)
         if run is not None and ranks.main:
