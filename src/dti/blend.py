@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dti import sphere
-from dti.concept import Concept, EncoderVectors
+from dti.concept import Concept, EncoderVectors, check_token_text
 from dti.errors import DTIError
 
 MODES = ("slerp", "lerp")
@@ -29,7 +29,9 @@ class Blend:
 
 
 def check_compatible(a: Concept, b: Concept) -> None:
-    """Refuse pairs whose vectors live in different spaces."""
+    """Refuse pairs whose vectors live in different spaces, or that cannot be used at all."""
+    a.check()
+    b.check()
     if set(a.encoders) != set(b.encoders):
         raise DTIError(
             f"{a.token} has encoders {sorted(a.encoders)} but {b.token} has {sorted(b.encoders)}; blend concepts of one model family"
@@ -71,6 +73,7 @@ def blend(a: Concept, b: Concept, weights: list[float], mode: str = "slerp", tok
     """Concepts between ``a`` (weight 0) and ``b`` (weight 1), named ``token``."""
     if mode not in MODES:
         raise DTIError(f"--mode {mode!r} is not valid; use slerp or lerp")
+    check_token_text(token)
     check_compatible(a, b)
     notes = []
     if mode == "slerp":

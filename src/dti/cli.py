@@ -269,7 +269,7 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_int, default=7, help="number of blend weights from 0 to 1 inclusive")
     p.add_argument("--mode", choices=("slerp", "lerp"), default="slerp", help="spherical or straight-line blend")
     p.add_argument("--prompt", default="a photo of {}", help="prompt for the grid; {} is replaced by the blend's token")
-    p.add_argument("--token", default="<blend>", help="token the blends are written under")
+    p.add_argument("--token", default="<blend>", help="token the blends are written under (one word, e.g. '<dog-cat>')")
     _add_model_args(p)
     p.add_argument("--seeds", type=_int, nargs="+", default=[0, 1, 2], help="one grid row per seed")
     p.add_argument("--sample-steps", type=_int, default=25, help="sampler steps for the grid")
@@ -309,7 +309,11 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
     p.add_argument("input", help="concept file or folder")
     p.add_argument("--to", choices=("dti", "diffusers", "a1111", "comfyui", "kohya"), default="dti", help="output format")
     p.add_argument("--out", "--output", dest="out", default=None, help="output file or folder (default: named after the token, here)")
-    p.add_argument("--token", default=None, help="rename the token")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="rename the token: one made-up word such as '<my-dog>' (A1111's file and trigger word is it without brackets)",
+    )
     p.add_argument(
         "--rescale",
         choices=("mean", "min", "max"),
@@ -317,7 +321,11 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
         help="set every vector's norm to this vocabulary statistic (repairs plain-TI norm inflation)",
     )
     _add_model_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (refused otherwise; old files stay until all new ones are written)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -407,16 +415,21 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_interpolate(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from dti import sphere
     from dti.blend import blend
-    from dti.fileio import write_json
-    from dti.formats import read
+    from dti.concept import value_problems
+    from dti.fileio import write_text
+    from dti.formats import check_token_text, read
     from dti.generate import check_outputs, interpolation_grid, interpolation_images
 
+    check_token_text(args.token)
     if args.steps < 2:
         raise DTIError("--steps must be at least 2 (the two ends)")
+    if args.grid and "{}" not in args.prompt:
+        raise DTIError(f"--prompt {args.prompt!r} must contain {{}} where the blended concept goes, e.g. 'a photo of {{}}'")
     a, b = read(args.a), read(args.b)
     weights = [i / (args.steps - 1) for i in range(args.steps)]
     mix = blend(a, b, weights, args.mode, args.token)
@@ -425,7 +438,10 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     check_outputs([*files, out / "interpolation.json", out / "grid.png"], args.overwrite)
     pipe = None
     if args.grid and (args.model or a.meta.get("base_model")):
+        from dti.loading import match_encoders
+
         pipe, _ = _load_pipe(args.model, a.meta.get("base_model"), args.precision, args.device)
+        match_encoders(mix.concepts[0], pipe)  # a concept of another family is refused before anything is written
     for note in mix.notes:
         print(f"note: {note}")
     summary = {"a": a.token, "b": b.token, "mode": args.mode, "weights": weights, "notes": mix.notes, "encoders": {}}
@@ -437,9 +453,17 @@ def _run_interpolate(args: argparse.Namespace) -> int:
                 for c in mix.concepts
             ],
         }
+    try:
+        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"  # strict JSON: never a bare NaN
+    except ValueError:
+        raise DTIError("the blends have non-finite norms or angles; check both concepts with `dti inspect`") from None
+    for weight, concept in zip(weights, mix.concepts):  # lerp of opposite vectors: an all-zero row no reader accepts
+        bad = [p for name, enc in concept.encoders.items() for p in value_problems(name, enc.vectors)]
+        if bad:
+            raise DTIError(f"the {args.mode} blend at weight {weight:g}: {bad[0]} (the two vectors are opposite); use --mode slerp")
     for concept, path in zip(mix.concepts, files):
         concept.save(path)
-    write_json(out / "interpolation.json", summary)
+    write_text(out / "interpolation.json", text)
     if pipe is not None:
         columns = interpolation_images(pipe, mix, args.prompt, args.seeds, args.sample_steps, args.guidance, args.resolution)
         interpolation_grid(columns, weights, args.seeds).save(out / "grid.png")
@@ -450,39 +474,49 @@ def _run_interpolate(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    import json
+    from dti.formats import check_token_text, read
+    from dti.inspection import format_report, inspect_concept, report_json
 
-    from dti.formats import read
-    from dti.inspection import format_report, inspect_concept
-
-    concept = read(args.concept, args.token)
+    if args.token is not None:
+        check_token_text(args.token)
+    problems: list[str] = []  # a bad file is shown with what is wrong, not refused
+    concept = read(args.concept, args.token, problems=problems)
     pipe = None
     if args.model:
         pipe, _ = _load_pipe(args.model, None, args.precision, args.device)
-    report = inspect_concept(concept, pipe, k=args.top)
-    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    report = inspect_concept(concept, pipe, k=args.top, problems=problems)
+    print(report_json(report) if args.json else format_report(report))
     return 0
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dti.formats import file_stem, read, write
+    from dti import formats
     from dti.inspection import vocabulary_statistics
 
-    concept = read(args.input, args.token)
+    if args.token is not None:
+        formats.check_token_text(args.token)
+    concept = formats.read(args.input, args.token)
+    stem = formats.file_stem(concept.token)
+    default = {"dti": f"{stem}.dti.safetensors", "diffusers": f"{stem}-diffusers"}.get(args.to, f"{stem}.safetensors")
+    out = Path(args.out or default)
+    paths = formats.planned_paths(concept, args.to, out)  # every output is checked before a model or anything else loads
+    formats.check_destination(paths, args.overwrite, formats.stale_paths(args.to, paths))
+    model = _model_alias(args.model) if args.model else None
+    if args.to in ("a1111", "comfyui", "kohya") and (args.out is None or paths[0] != out):  # named after the token: what A1111 users type
+        formats.check_trigger_word(concept.token, formats.trigger_tokenizers(concept, model))
     if args.rescale:
-        pipe = _load_pipe(args.model, None, args.precision, args.device)[0] if args.model else None
+        pipe = None
+        if model:
+            from dti.loading import match_encoders
+
+            pipe = _load_pipe(model, None, args.precision, args.device)[0]
+            match_encoders(concept, pipe)  # each encoder's width against the model's, in one line
         concept = concept.rescaled(
             {name: stats[args.rescale] for name, stats in vocabulary_statistics(concept, pipe, args.rescale).items()}
         )
-    stem = file_stem(concept.token)
-    default = {"dti": f"{stem}.dti.safetensors", "diffusers": f"{stem}-diffusers"}.get(args.to, f"{stem}.safetensors")
-    out = Path(args.out or default)
-    target = out / "learned_embeds.safetensors" if args.to == "diffusers" else out
-    if (target.exists() and not target.is_dir()) and not args.overwrite:
-        raise DTIError(f"{target} already exists; pass --overwrite or choose another --out")
-    written = write(concept, args.to, out)
+    written = formats.write(concept, args.to, out, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from dti.attach import attach, attached_tokens, detach
-from dti.concept import Concept, EncoderVectors
+from dti.concept import Concept, EncoderVectors, check_token_text
 from dti.errors import DTIError
 from dti.formats import read
 from dti.inspection import vocabulary_statistics
@@ -21,9 +21,22 @@ from dti.tokens import TrainableRows
 
 
 def _as_concept(source: str | os.PathLike | Concept, token: str | None) -> Concept:
+    """The concept to attach, with a usable token and usable vectors (a file is checked as it is read)."""
+    if token is not None:
+        check_token_text(token, "token")
     if isinstance(source, Concept):
-        return source.renamed(token) if token else source
-    return read(source, token)
+        concept = source.renamed(token) if token else source
+        concept.check()
+    else:
+        concept = read(source, token)
+    if not token:
+        try:
+            check_token_text(concept.token, "token")
+        except DTIError:
+            raise DTIError(
+                f"concept {concept.token!r} is named with spaces or is unnamed, so no prompt can use it; pass token='<my-word>'"
+            ) from None
+    return concept
 
 
 def _describe(concept: Concept) -> str:
