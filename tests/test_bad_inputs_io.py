@@ -238,6 +238,7 @@ BAD_GENERATE = [
     (["--resolution", "100000"], "up to 8192"),
     (["-n", "0"], "-n 0"),
     (["-n", "-2"], "-n -2"),
+    (["-n", "100000"], "1 to 256 images"),
     (["--steps", "0"], "--steps 0"),
     (["--steps", "-1"], "--steps -1"),
     (["--guidance", "nan"], "--guidance nan"),
@@ -513,6 +514,14 @@ def test_check_photos_warnings():
     mixed = [*good, to_rgb(Image.fromarray(rgba, "RGBA")), to_rgb(Image.fromarray(rgba, "RGBA"))]
     (line,) = check_photos(mixed, 64)
     assert "2 of 6 photos have transparent pixels" in line and "(127, 127, 127)" in line
+
+
+def test_contact_sheet_cells_are_capped():
+    from dti.images import grid
+
+    sheet = grid([[noise((1024, 768)), noise((1024, 768))]], row_labels=["p"], col_labels=["a", "b"], max_cell=256)
+    assert sheet.height < 300 and sheet.width < 2 * 256 + 300
+    assert grid([[noise((32, 32))]], max_cell=256).width >= 96  # small ones are still enlarged
 
 
 def test_warn_is_one_line_on_stderr(capsys):

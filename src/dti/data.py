@@ -193,7 +193,11 @@ def load_image(path: str | Path) -> Image.Image:
             with Image.open(path) as im:
                 _check_size(*im.size, path)
                 im.load()
-                oriented = ImageOps.exif_transpose(im)
+                try:
+                    oriented = ImageOps.exif_transpose(im)
+                except Exception:  # a damaged EXIF block: the pixels are fine, the orientation is unknown
+                    warn(f"{path}: its EXIF orientation could not be read; the photo is used as stored")
+                    oriented = im.copy()
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""

@@ -77,6 +77,8 @@ def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Pa
 
 
 MAX_RESOLUTION = 8192
+MAX_IMAGES = 256  # per run: all of them are kept in memory and laid out on one contact sheet
+CONTACT_CELL = 512  # the contact sheet shows larger images scaled down to this
 
 
 def check_settings(
@@ -84,8 +86,8 @@ def check_settings(
 ) -> None:
     """Refuse sampler settings no model can use, before any model loads (``None``: not given).
     The model's own multiple (its latent downsampling) is checked once it is loaded."""
-    if n is not None and n <= 0:
-        raise DTIError(f"-n {n} is not valid; generate at least 1 image")
+    if n is not None and not 0 < n <= MAX_IMAGES:
+        raise DTIError(f"-n {n} is not valid; generate 1 to {MAX_IMAGES} images per run (use --seed to continue a series)")
     if steps is not None and steps <= 0:
         raise DTIError(f"--steps {steps} is not valid; use a positive number of sampler steps (25 is typical)")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
@@ -154,7 +156,7 @@ def generate(
     if out is not None:
         names = [c.token for c in attached]
         recipes = [Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt) for i in range(n)]
-        sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)])
+        sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)], max_cell=CONTACT_CELL)
         files = [(image, path, {"pnginfo": r.pnginfo()}) for image, path, r in zip(images, paths, recipes)]
         save_images([*files, (sheet, paths[-1], {})])
     return images

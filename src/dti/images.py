@@ -27,12 +27,21 @@ def grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     min_cell: int = 96,
+    max_cell: int | None = None,
 ) -> Image.Image:
-    """A labelled grid; small images are upscaled (nearest) to ``min_cell`` so they stay visible."""
+    """A labelled grid; small images are upscaled (nearest) to ``min_cell`` so they stay visible, and
+    with ``max_cell`` large ones are scaled down to it (so a sheet of many big images stays small)."""
     n_rows = len(rows)
     n_cols = max(len(r) for r in rows)
     w = max(im.width for r in rows for im in r)
     h = max(im.height for r in rows for im in r)
+    if max_cell is not None and max(w, h) > max_cell:
+        shrink = max_cell / max(w, h)
+        rows = [
+            [im.resize((max(1, round(im.width * shrink)), max(1, round(im.height * shrink))), Image.Resampling.LANCZOS) for im in r]
+            for r in rows
+        ]
+        w, h = max(1, round(w * shrink)), max(1, round(h * shrink))
     scale = max(1, -(-min_cell // max(w, h)))
     cw, ch = w * scale, h * scale
     font = _font()
