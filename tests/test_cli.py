@@ -188,7 +188,19 @@ def test_not_an_image_file_with_image_extension(base_args, photos, capsys, tmp_p
 def test_train_warns_once_per_problem_about_its_photos(base_args, photos, capsys, tmp_path):
     for extra in sorted(photos.iterdir())[1:]:
         extra.unlink()
-    code, _, err = run_cli(with_arg(base_args, "--resolution", "128"), capsys)
+    code, _, err = run_cli(with_arg(with_arg(base_args, "--resolution", "128"), "--token", "<my-tok>"), capsys)
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert code == 0, err
     assert len(warnings) == 2 and "1 photo" in warnings[0] and "smaller than the training resolution 128" in warnings[1], err
+
+
+def test_an_ordinary_word_is_not_made_the_webui_trigger_word(base_args, capsys, tmp_path):
+    code, _, err = run_cli(with_arg(base_args, "--token", "<toy>"), capsys)
+    assert code == 0, err
+    out = tmp_path / "out" / "webui"
+    assert [p.name for p in out.iterdir()] == ["dti-toy.safetensors"]
+    assert [line for line in err.splitlines() if line.startswith("warning: ")] == [
+        line for line in err.splitlines() if "ordinary word" in line
+    ] and "dti-toy" in err
+    code, _, err = run_cli(with_arg(with_arg(base_args, "--token", "<my-toy>"), "--output", tmp_path / "two"), capsys)
+    assert code == 0 and [p.name for p in (tmp_path / "two" / "webui").iterdir()] == ["my-toy.safetensors"]

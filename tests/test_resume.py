@@ -159,10 +159,13 @@ def test_steps_draw_by_sample_index_not_by_history(tiny_sd, photos, one_thread):
 
 
 # ---------------------------------------------------------------------- kill and resume, subprocess
-def test_sigkill_then_resume_is_bit_identical(tiny_sd, photos, tmp_path, capsys):
+@pytest.mark.parametrize("family,method", [("sd", "dti"), ("sdxl", "ti")])
+def test_sigkill_then_resume_is_bit_identical(family, method, request, photos, tmp_path, capsys):
+    model = request.getfixturevalue(f"tiny_{family}")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert main([str(a) for a in cli_args(photos, tiny_sd, whole, *LONG)]) == 0
-    proc = spawn(cli_args(photos, tiny_sd, killed, *LONG))
+    extra = [*LONG, "--method", method]
+    assert main([str(a) for a in cli_args(photos, model, whole, *extra)]) == 0
+    proc = spawn(cli_args(photos, model, killed, *extra))
     wait_for(killed / "checkpoints" / "step-000004.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -180,16 +183,19 @@ def test_sigkill_then_resume_is_bit_identical(tiny_sd, photos, tmp_path, capsys)
     assert snapshot(killed) == before
 
 
-def test_sigterm_saves_and_says_how_to_continue(tiny_sdxl, photos, tmp_path, capsys):
+@pytest.mark.parametrize("family,method,signum,code", [("sdxl", "ti", signal.SIGTERM, 143), ("sd", "dti", signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_save_and_say_how_to_continue(family, method, signum, code, request, photos, tmp_path, capsys):
+    model = request.getfixturevalue(f"tiny_{family}")
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    extra = [*LONG, "--method", "ti"]
-    assert main([str(a) for a in cli_args(photos, tiny_sdxl, whole, *extra)]) == 0
-    proc = spawn(cli_args(photos, tiny_sdxl, stopped, *extra))
+    extra = [*LONG, "--method", method]
+    assert main([str(a) for a in cli_args(photos, model, whole, *extra)]) == 0
+    proc = spawn(cli_args(photos, model, stopped, *extra))
     wait_for(stopped / "checkpoints" / "step-000002.pt", proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)
     err = err.decode()
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
+    assert len([line for line in err.splitlines() if line.startswith("stopped: ")]) == 1, err
     assert f"dti train --resume {stopped}" in err and "Traceback" not in err
     assert not (stopped / "concept.safetensors").exists()
     step = max(int(p.stem.split("-")[1]) for p in (stopped / "checkpoints").iterdir())
@@ -358,3 +364,23 @@ def test_two_processes_train_what_one_process_trains(tiny_sd, photos, tmp_path, 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert torch.allclose(rows_of(six)["text_encoder"], rows_of(two)["text_encoder"], atol=1e-5, rtol=0)
+
+
+def test_fp16_scales_the_loss_and_an_overflow_is_not_a_bad_step(tiny_sd, photos, one_thread):
+    from dti.models import load_adapter
+
+    adapter = load_adapter(tiny_sd, torch.float16, torch.device("cpu"), quiet=True)
+    c = resolve(TrainConfig(photos=str(photos), token="<t>", init="dog", steps=4, **FAST), {}, 64)
+    t = Trainer(c, adapter, load_photos(photos), None)
+    t.setup()
+    assert t.scaler is not None and all(p.dtype == torch.float32 for p in t.trainable())
+    t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # certain to overflow fp16 gradients
+    before = t.trainable()[0].detach().clone()
+    assert t.step() is None and t.bad_in_row == 0 and t.skipped == 0  # skipped by the scaler, not a bad step
+    assert torch.equal(before, t.trainable()[0]) and t.scaler.get_scale() < 2.0**40
+    t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    losses = [t.step() for _ in range(2)]
+    assert all(loss is not None and np.isfinite(loss) for loss in losses)
+    assert not torch.equal(before, t.trainable()[0])
+    assert t.state_dict()["scaler"]["scale"] == t.scaler.get_scale()
+    t.detach()

@@ -34,9 +34,19 @@ def steps(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
+def write_state(path: Path, state: dict[str, Any]) -> Path:
+    """A state dict (tensors, numbers, strings, lists, dicts) written atomically."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A state written by :func:`write_state`; ``weights_only`` so that a file can never run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write the checkpoint of ``step`` and remove all but the last ``keep``."""
-    path = atomic_write(path_for(folder, step), lambda tmp: torch.save(state, tmp))
+    path = write_state(path_for(folder, step), state)
     for old in steps(folder)[:-keep]:
         path_for(folder, old).unlink(missing_ok=True)
     return path
@@ -48,7 +58,7 @@ def load_latest(folder: Path) -> tuple[int, dict[str, Any]] | None:
     for step in reversed(steps(folder)):
         path = path_for(folder, step)
         try:
-            return step, torch.load(path, map_location="cpu", weights_only=True)
+            return step, read_state(path)
         except Exception as exc:  # corrupt or foreign: say so and fall back
             from dti.errors import warn
 

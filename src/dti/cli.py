@@ -436,6 +436,9 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     files = [out / f"blend-{i:02d}-w{w:.3f}.safetensors" for i, w in enumerate(weights)]
     check_outputs([*files, out / "interpolation.json", out / "grid.png"], args.overwrite)
+    from dti.fileio import check_writable
+
+    check_writable(out)
     pipe = None
     if args.grid and (args.model or a.meta.get("base_model")):
         from dti.loading import match_encoders
@@ -466,7 +469,9 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     write_text(out / "interpolation.json", text)
     if pipe is not None:
         columns = interpolation_images(pipe, mix, args.prompt, args.seeds, args.sample_steps, args.guidance, args.resolution)
-        interpolation_grid(columns, weights, args.seeds).save(out / "grid.png")
+        from dti.fileio import save_image
+
+        save_image(interpolation_grid(columns, weights, args.seeds), out / "grid.png")
         print(f"wrote {len(files)} blended concepts and grid.png to {out}")
     else:
         print(f"wrote {len(files)} blended concepts to {out} (pass --model for a grid image)")

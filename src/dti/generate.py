@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from dti.blend import Blend
 from dti.concept import Concept
-from dti.errors import DTIError
+from dti.errors import DTIError, warn
 from dti.fileio import check_writable, save_image, save_images
 from dti.images import grid
 from dti.loading import load, unload
@@ -59,7 +58,7 @@ def check_prompt(prompt: str, tokenizer: Any, loaded: Sequence[str]) -> None:
     if missing:
         raise DTIError(f"the prompt uses {', '.join(missing)} but no --concept provides it; load its concept or fix the prompt")
     if loaded and not any(t in prompt for t in loaded):
-        warnings.warn(f"the prompt names none of the loaded concepts ({', '.join(loaded)})", stacklevel=2)
+        warn(f"the prompt names none of the loaded concepts ({', '.join(loaded)}); write one of them in the prompt")
 
 
 def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resolution: int | None, negative_prompt: str | None = None):

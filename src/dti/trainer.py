@@ -28,7 +28,7 @@ from dti.distributed import Ranks
 from dti.draws import SampleDraws, batch_indices, latents_for, sample_at
 from dti.errors import DTIError, warn
 from dti.fileio import save_image, write_json
-from dti.formats import write, write_diffusers
+from dti.formats import check_trigger_word, file_stem, write, write_diffusers
 from dti.generate import render
 from dti.images import grid
 from dti.loading import attach_vectors
@@ -123,6 +123,7 @@ class Trainer:
         self.trained = [slot.name for slot in slots if slot.name in trained]
         self.kinds = {slot.name: slot.kind for slot in slots}
         self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
+        self.webui_name = webui_name(c.token, {slot.name: slot.tokenizer for slot in slots}, warn_user=self.ranks.main)
         self.optimizer = self._optimizer()
         if self.adapter.denoiser.dtype == torch.float16:  # fp16 activations: scale the loss so gradients do not underflow
             self.scaler = torch.amp.GradScaler(self.adapter.device.type, init_scale=2.0**12)
@@ -389,10 +390,27 @@ class Trainer:
             save_image(sheet, self.run.work / "samples.png")
         plot_norms(self.records, self.stats, self.run.norms_plot, title=f"{c.token} ({c.method}, init '{c.init}')")
         write_diffusers(concept, self.run.work)
-        write(concept, "a1111", self.run.work / WEBUI_DIR)
+        write(concept, "a1111", self.run.work / WEBUI_DIR / f"{self.webui_name}.safetensors")
         if c.checkpoint_every:
             self.save_checkpoint()
         concept.save(self.run.concept)
+
+
+def webui_name(token: str, tokenizers: dict[str, Any], warn_user: bool = True) -> str:
+    """The A1111 / ComfyUI / kohya file name (the trigger word those tools use): the token without
+    brackets, or ``dti-<name>`` when that name is an ordinary word (A1111 would put the concept in
+    place of every "toy" in every prompt), said once."""
+    stem = file_stem(token)
+    try:
+        check_trigger_word(token, tokenizers)
+    except DTIError:
+        if warn_user:
+            warn(
+                f"{stem!r} is an ordinary word, so it cannot be the A1111 / ComfyUI trigger word; the single-file embedding is "
+                f"webui/dti-{stem}.safetensors (type dti-{stem} in A1111, embedding:dti-{stem} in ComfyUI)"
+            )
+        return f"dti-{stem}"
+    return stem
 
 
 def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:

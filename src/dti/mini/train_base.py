@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dti.fileio import atomic_write, write_json
+from dti.checkpoints import read_state as load_checkpoint
+from dti.checkpoints import write_state as save_checkpoint
+from dti.fileio import write_json
 from dti.mini import world
 from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
 from dti.run_folder import read_log
@@ -87,14 +89,6 @@ def batches(seed: int | str, first: int, last: int, size: int, image_size: int, 
         prefetch_factor=4 if workers else None,
     )
     return iter(loader)
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
