@@ -3,6 +3,7 @@ import torch
 from PIL import Image
 
 from dti.data import OBJECT_TEMPLATES, LatentCache, SubjectData, list_images, load_image, resize_shorter_side
+from dti.draws import SampleDraws
 from dti.errors import DTIError
 
 
@@ -47,7 +48,7 @@ def test_resize_shorter_side():
 def test_samples_are_snapped_in_bounds_crops_with_templates(photos):
     data = SubjectData.from_folder(photos, 64, "<t>", snap=8, seed=0)
     seen = set()
-    for s in data.batch(200):
+    for s in data.batch(range(200)):
         crop = data.crop(s)
         assert crop.shape == (3, 64, 64)
         assert s.top % 8 == 0 and s.left % 8 == 0
@@ -60,8 +61,17 @@ def test_samples_are_snapped_in_bounds_crops_with_templates(photos):
 
 def test_every_photo_is_used_once_per_pass(photos):
     data = SubjectData.from_folder(photos, 64, "<t>", seed=3)
-    for _ in range(3):
-        assert sorted(s.image for s in data.batch(4)) == [0, 1, 2, 3]
+    passes = [[s.image for s in data.batch(range(4 * k, 4 * k + 4))] for k in range(3)]
+    assert all(sorted(p) == [0, 1, 2, 3] for p in passes)
+    assert len({tuple(p) for p in passes}) > 1  # reshuffled between passes
+
+
+def test_a_sample_is_a_function_of_seed_and_index(photos):
+    a = SubjectData.from_folder(photos, 64, "<t>", seed=3)
+    b = SubjectData.from_folder(photos, 64, "<t>", seed=3)
+    b.batch(range(50))  # what b drew before does not matter
+    assert a.batch(range(7, 11)) == b.batch(range(7, 11))
+    assert a.batch(range(40)) != SubjectData.from_folder(photos, 64, "<t>", seed=4).batch(range(40))
 
 
 def test_latent_cache_encodes_each_crop_once(photos):
@@ -73,11 +83,10 @@ def test_latent_cache_encodes_each_crop_once(photos):
         return pixels[:, :1] * 0 + 1.0, torch.full_like(pixels[:, :1], 0.5)
 
     cache = LatentCache(encode)
-    g = torch.Generator().manual_seed(0)
-    batches = [data.batch(4) for _ in range(25)]
+    batches = [range(4 * k, 4 * k + 4) for k in range(25)]
     for b in batches:
-        lat = cache.sample(data, b, g)
+        lat = cache.sample(data, data.batch(b), SampleDraws(0, b))
         assert lat.shape == (4, 1, 64, 64)
-    distinct = {(s.image, s.top, s.left) for b in batches for s in b}
+    distinct = {(s.image, s.top, s.left) for b in batches for s in data.batch(b)}
     assert cache.encodes == len(calls) == len(distinct) < 100
     assert abs(float(lat.mean()) - 1.0) < 0.05 and abs(float(lat.std()) - 0.5) < 0.05  # fresh samples from N(1, 0.5)

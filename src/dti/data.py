@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, features
 
+from dti.draws import SampleDraws, photo_order, stream_seed
 from dti.errors import DTIError, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff") + (
@@ -285,8 +286,7 @@ class SubjectData:
             image = to_rgb(image)
             self.original_sizes.append((image.height, image.width))
             self.pixels.append(to_tensor(resize_shorter_side(image, resolution)))
-        self._rng = random.Random(seed)
-        self._order: list[int] = []
+        self.seed = seed
 
     @classmethod
     def from_folder(cls, folder: str | Path, resolution: int, placeholder: str, **kwargs) -> SubjectData:
@@ -295,25 +295,24 @@ class SubjectData:
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def _next_image(self) -> int:
-        if not self._order:  # one pass over the photos in random order, then reshuffle
-            self._order = list(range(len(self.pixels)))
-            self._rng.shuffle(self._order)
-        return self._order.pop()
+    def sample(self, index: int) -> Sample:
+        """Sample ``index`` of the run, a function of (seed, index) alone (:mod:`dti.draws`): the
+        photo is position ``index % n`` of pass ``index // n``'s order (each pass visits every photo
+        once), the crop offsets and the prompt template come from the sample's own generator."""
+        n = len(self.pixels)
+        image = photo_order(self.seed, n, index // n)[index % n]
+        rng = random.Random(stream_seed(self.seed, "sample", index))
+        _, h, w = self.pixels[image].shape
 
-    def _offset(self, extent: int) -> int:
-        slack = extent - self.resolution
-        return self._rng.randrange(0, slack // self.snap + 1) * self.snap if slack > 0 else 0
+        def offset(extent: int) -> int:
+            slack = extent - self.resolution
+            return rng.randrange(0, slack // self.snap + 1) * self.snap if slack > 0 else 0
 
-    def sample(self) -> Sample:
-        index = self._next_image()
-        _, h, w = self.pixels[index].shape
-        top, left = self._offset(h), self._offset(w)
-        prompt = self._rng.choice(self.templates).format(self.placeholder)
-        return Sample(index, top, left, prompt)
+        top, left = offset(h), offset(w)
+        return Sample(image, top, left, rng.choice(self.templates).format(self.placeholder))
 
-    def batch(self, size: int) -> list[Sample]:
-        return [self.sample() for _ in range(size)]
+    def batch(self, indices: Iterable[int]) -> list[Sample]:
+        return [self.sample(i) for i in indices]
 
     def crop(self, sample: Sample) -> torch.Tensor:
         r = self.resolution
@@ -336,13 +335,14 @@ class LatentCache:
             self.encodes += 1
         return self._cache[key]
 
-    def sample(self, data: SubjectData, samples: Sequence[Sample], generator: torch.Generator) -> torch.Tensor:
-        """A batch of latents drawn from the cached distributions (unscaled, VAE space); a
-        deterministic autoencoder (std None, e.g. SANA's DC-AE) gives its latents as they are."""
+    def sample(self, data: SubjectData, samples: Sequence[Sample], draws: SampleDraws) -> torch.Tensor:
+        """A batch of latents drawn from the cached distributions (unscaled, VAE space), sample ``k``
+        from its own generator in ``draws``; a deterministic autoencoder (std None, e.g. SANA's
+        DC-AE) gives its latents as they are."""
         dists = [self.distribution(data, s) for s in samples]
         mean = torch.stack([d[0] for d in dists])
         if any(d[1] is None for d in dists):
             return mean
         std = torch.stack([d[1] for d in dists])
-        eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
+        eps = draws.randn(mean.shape[1:]).to(mean.device)
         return mean + std * eps

@@ -6,8 +6,8 @@ have drawn, and a run sharded over several processes draws exactly the samples o
 single-process run with the same global batch: each rank takes a contiguous slice of the
 batch's indices. No generator state has to be saved or synchronized.
 
-Photos are visited one pass at a time in a random order per pass, as before: index ``i`` is
-position ``i % n`` of pass ``i // n``'s permutation.
+Photos are visited one pass at a time in a random order per pass: index ``i`` is position
+``i % n`` of pass ``i // n``'s permutation (:meth:`dti.data.SubjectData.sample`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
-
-from dti.data import Sample, SubjectData
 
 
 def stream_seed(seed: int, stream: str, index: int) -> int:
@@ -35,22 +33,6 @@ def photo_order(seed: int, n_photos: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n_photos))
     random.Random(stream_seed(seed, "order", epoch)).shuffle(order)
     return tuple(order)
-
-
-def sample_at(data: SubjectData, seed: int, index: int) -> Sample:
-    """Sample ``index`` of the run: which photo, where it is cropped, which prompt template."""
-    n = len(data)
-    image = photo_order(seed, n, index // n)[index % n]
-    rng = random.Random(stream_seed(seed, "sample", index))
-    _, h, w = data.pixels[image].shape
-
-    def offset(extent: int) -> int:
-        slack = extent - data.resolution
-        return rng.randrange(0, slack // data.snap + 1) * data.snap if slack > 0 else 0
-
-    top, left = offset(h), offset(w)
-    prompt = rng.choice(data.templates).format(data.placeholder)
-    return Sample(image, top, left, prompt)
 
 
 def batch_indices(step: int, micro: int, batch_size: int, grad_accum: int, rank: int = 0, world: int = 1) -> range:
@@ -83,15 +65,3 @@ class SampleDraws:
     def randint(self, high: int) -> torch.Tensor:
         """One integer in ``[0, high)`` per sample (int64)."""
         return torch.cat([torch.randint(0, high, (1,), generator=g) for g in self.generators])
-
-
-def latents_for(cache, data: SubjectData, samples: Sequence[Sample], draws: SampleDraws) -> torch.Tensor:
-    """A batch of VAE latents drawn from the cached distributions, sample ``k`` with its own
-    generator; a deterministic autoencoder (std None, SANA's DC-AE) gives its latents as they are."""
-    dists = [cache.distribution(data, s) for s in samples]
-    mean = torch.stack([d[0] for d in dists])
-    if any(d[1] is None for d in dists):
-        return mean
-    std = torch.stack([d[1] for d in dists])
-    eps = draws.randn(mean.shape[1:]).to(mean.device)
-    return mean + std * eps

@@ -25,7 +25,7 @@ from dti.config import TrainConfig, check, check_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
 from dti.devices import resolve_device
 from dti.distributed import Ranks
-from dti.draws import SampleDraws, batch_indices, latents_for, sample_at
+from dti.draws import SampleDraws, batch_indices
 from dti.errors import DTIError, warn
 from dti.fileio import save_image, write_json
 from dti.formats import check_trigger_word, file_stem, write, write_diffusers
@@ -174,9 +174,9 @@ class Trainer:
         total = torch.zeros((), device=self.adapter.device)
         for micro in range(c.grad_accum):
             indices = batch_indices(step, micro, c.batch_size, c.grad_accum, self.ranks.rank, self.ranks.world)
-            samples = [sample_at(self.data, c.seed, i) for i in indices]
+            samples = self.data.batch(indices)
             draws = SampleDraws(c.seed, indices)
-            latents = latents_for(self.cache, self.data, samples, draws)
+            latents = self.cache.sample(self.data, samples, draws)
             crops = [CropInfo(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
             loss = self.adapter.loss(latents, [s.prompt for s in samples], crops, draws)
             objective = loss
