@@ -78,3 +78,26 @@ def load_pipe(folder: Path):
     from dti.models import load_adapter
 
     return load_adapter(folder).pipe
+
+
+@pytest.fixture()
+def base_args(photos, tiny_sd, tmp_path):
+    """A quick, valid `dti train` command line on the tiny SD pipeline (tests vary one flag at a time)."""
+    return [
+        "train",
+        photos,
+        "--token",
+        "<t>",
+        "--init",
+        "dog",
+        "--model",
+        tiny_sd,
+        "--output",
+        tmp_path / "out",
+        "--steps",
+        "2",
+        "--resolution",
+        "64",
+        "--no-validation",
+        "--quiet",
+    ]

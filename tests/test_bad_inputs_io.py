@@ -57,26 +57,9 @@ def noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
 
 
 @pytest.fixture()
-def train_args(photos, tiny_sd, tmp_path):
-    """tests/test_cli.py's base command line."""
-    return [
-        "train",
-        photos,
-        "--token",
-        "<t>",
-        "--init",
-        "dog",
-        "--model",
-        tiny_sd,
-        "--output",
-        tmp_path / "out",
-        "--steps",
-        "2",
-        "--resolution",
-        "64",
-        "--no-validation",
-        "--quiet",
-    ]
+def train_args(base_args):
+    """conftest's base command line."""
+    return base_args
 
 
 def replaced(args, flag, value):

@@ -21,28 +21,6 @@ def run_cli(args, capsys):
     return code, captured.out, captured.err
 
 
-@pytest.fixture()
-def base_args(photos, tiny_sd, tmp_path):
-    return [
-        "train",
-        photos,
-        "--token",
-        "<t>",
-        "--init",
-        "dog",
-        "--model",
-        tiny_sd,
-        "--output",
-        tmp_path / "out",
-        "--steps",
-        "2",
-        "--resolution",
-        "64",
-        "--no-validation",
-        "--quiet",
-    ]
-
-
 def with_arg(args, flag, value):
     args = list(args)
     if flag in args:

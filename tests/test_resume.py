@@ -157,14 +157,21 @@ def test_steps_draw_by_sample_index_not_by_history(tiny_sd, photos, one_thread):
 
 
 # ---------------------------------------------------------------------- kill and resume, subprocess
-@pytest.mark.parametrize("family,method", [("sd", "dti"), ("sdxl", "ti")])
-def test_sigkill_then_resume_is_bit_identical(family, method, request, photos, tmp_path, capsys):
+def whole_and_running(request, family, method, photos, tmp_path, checkpoint_step):
+    """An uninterrupted run (in process), and the same run in a subprocess, once it has written the
+    checkpoint of ``checkpoint_step``."""
     model = request.getfixturevalue(f"tiny_{family}")
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole, other = tmp_path / "whole", tmp_path / "other"
     extra = [*LONG, "--method", method]
     assert main([str(a) for a in cli_args(photos, model, whole, *extra)]) == 0
-    proc = spawn(cli_args(photos, model, killed, *extra))
-    wait_for(killed / "checkpoints" / "step-000004.pt", proc)
+    proc = spawn(cli_args(photos, model, other, *extra))
+    wait_for(other / "checkpoints" / f"step-{checkpoint_step:06d}.pt", proc)
+    return whole, other, proc
+
+
+@pytest.mark.parametrize("family,method", [("sd", "dti"), ("sdxl", "ti")])
+def test_sigkill_then_resume_is_bit_identical(family, method, request, photos, tmp_path, capsys):
+    whole, killed, proc = whole_and_running(request, family, method, photos, tmp_path, 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "concept.safetensors").exists(), "the run finished before it was killed; the test proves nothing"
@@ -183,12 +190,7 @@ def test_sigkill_then_resume_is_bit_identical(family, method, request, photos, t
 
 @pytest.mark.parametrize("family,method,signum,code", [("sdxl", "ti", signal.SIGTERM, 143), ("sd", "dti", signal.SIGINT, 130)])
 def test_sigterm_and_ctrl_c_save_and_say_how_to_continue(family, method, signum, code, request, photos, tmp_path, capsys):
-    model = request.getfixturevalue(f"tiny_{family}")
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    extra = [*LONG, "--method", method]
-    assert main([str(a) for a in cli_args(photos, model, whole, *extra)]) == 0
-    proc = spawn(cli_args(photos, model, stopped, *extra))
-    wait_for(stopped / "checkpoints" / "step-000002.pt", proc)
+    whole, stopped, proc = whole_and_running(request, family, method, photos, tmp_path, 2)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)
     err = err.decode()

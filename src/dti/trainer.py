@@ -353,14 +353,17 @@ class Trainer:
     def _resume_hint(self) -> str:
         return f"dti train --resume {self.run.path}" if self.run is not None else "a new run"
 
+    def _save_stopped(self, step: int) -> Path | None:
+        """A stopping run's checkpoint and the concept of ``step`` (the last good one); its path."""
+        if self.run is None or not self.ranks.main:
+            return None
+        self.save_checkpoint()
+        return self.concept(step).save(self.run.snapshot(step))
+
     def _stop_numerics(self, step: int) -> None:
         c, good = self.config, step - self.bad_in_row
-        where = ""
-        if self.run is not None and self.ranks.main:
-            self.save_checkpoint()
-            path = self.run.snapshot(good)
-            self.concept(good).save(path)
-            where = f"; the last good concept (step {good}) is {path}"
+        path = self._save_stopped(good)
+        where = f"; the last good concept (step {good}) is {path}" if path else ""
         hint = "lower --lr" + (" or use --precision fp32" if self.adapter.denoiser.dtype != torch.float32 else "")
         raise RunStopped(
             f"the loss or gradient was not finite for {self.bad_in_row} steps in a row (steps {good + 1}-{step} of {c.steps}, "
@@ -369,12 +372,8 @@ class Trainer:
         )
 
     def _stop_signal(self, step: int, stop: StopRequests) -> None:
-        where = ""
-        if self.run is not None and self.ranks.main:
-            self.save_checkpoint()
-            path = self.run.snapshot(step)
-            self.concept(step).save(path)
-            where = f"; checkpoint and concept saved ({path})"
+        path = self._save_stopped(step)
+        where = f"; checkpoint and concept saved ({path})" if path else ""
         message = f"{stop.requested} at step {step} of {self.config.steps}{where}; continue with `{self._resume_hint()}`"
         raise RunStopped(message, stop.exit_code)
 
