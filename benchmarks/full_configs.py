@@ -1,0 +1,466 @@
+"""Full-size architectures of the supported families, with RANDOM weights, built offline.
+
+The dicts below restate the published ``config.json`` files (written from the released configs of
+runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
+stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev,
+PixArt-alpha/PixArt-Sigma-XL-2-1024-MS and Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers, plus
+the text encoders they ship: CLIP ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1 XXL, Gemma-2-2B).
+Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published parameter counts and
+:func:`parameter_counts` (meta device, no memory) checks the configs against them
+(``python benchmarks/full_configs.py``).
+
+Tokenizers come from :mod:`dti.testing`: the real CLIP vocabulary; T5 and Gemma tokenizers built
+offline with small vocabularies (the models' embedding tables keep their real row counts, so the
+table is larger than the tokenizer, as T5's already is). Prompts are padded to the families' real
+sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma), so the text-side cost is the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+# ------------------------------------------------------------------ text encoders
+CLIP_L = dict(  # openai/clip-vit-large-patch14, text tower (SD 1.5 text_encoder, SDXL/SD3/FLUX text_encoder)
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+CLIP_G = dict(  # laion OpenCLIP ViT-bigG/14, text tower (SDXL / SD3 text_encoder_2, with projection)
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    projection_dim=1280,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+T5_XXL = dict(  # google/t5-v1_1-xxl encoder (SD3 text_encoder_3, FLUX text_encoder_2, PixArt text_encoder)
+    vocab_size=32128,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6,
+    dropout_rate=0.1,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+GEMMA2_2B = dict(  # google/gemma-2-2b-it (SANA's text_encoder, loaded as Gemma2Model)
+    vocab_size=256000,
+    hidden_size=2304,
+    intermediate_size=9216,
+    num_hidden_layers=26,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    hidden_activation="gelu_pytorch_tanh",
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-6,
+    attention_bias=False,
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+    final_logit_softcapping=30.0,
+    attn_logit_softcapping=50.0,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+)
+
+# ------------------------------------------------------------------ autoencoders
+_KL_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    act_fn="silu",
+    norm_num_groups=32,
+)
+SD15_VAE = dict(_KL_VAE, latent_channels=4, sample_size=512, scaling_factor=0.18215)
+SDXL_VAE = dict(_KL_VAE, latent_channels=4, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+SD3_VAE = dict(
+    _KL_VAE,
+    latent_channels=16,
+    sample_size=1024,
+    scaling_factor=1.5305,
+    shift_factor=0.0609,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+)
+FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+DC_AE_F32C32 = dict(  # mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers (SANA 1.5)
+    in_channels=3,
+    latent_channels=32,
+    attention_head_dim=32,
+    encoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    decoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    encoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
+    decoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
+    encoder_layers_per_block=[2, 2, 2, 3, 3, 3],
+    decoder_layers_per_block=[3, 3, 3, 3, 3, 3],
+    encoder_qkv_multiscales=[[], [], [], [5], [5], [5]],
+    decoder_qkv_multiscales=[[], [], [], [5], [5], [5]],
+    upsample_block_type="interpolate",
+    downsample_block_type="Conv",
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    scaling_factor=0.41407,
+)
+
+# ------------------------------------------------------------------ denoisers
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[320, 640, 1280, 1280],
+    layers_per_block=2,
+    attention_head_dim=8,
+    cross_attention_dim=768,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    mid_block_scale_factor=1,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+)
+SDXL_UNET = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[320, 640, 1280],
+    layers_per_block=2,
+    transformer_layers_per_block=[1, 2, 10],
+    attention_head_dim=[5, 10, 20],
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+)
+SD35_MEDIUM_TRANSFORMER = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=384,
+    dual_attention_layers=list(range(13)),
+    qk_norm="rms_norm",
+)
+FLUX_DEV_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=[16, 56, 56],
+)
+PIXART_SIGMA_TRANSFORMER = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    num_attention_heads=16,
+    attention_head_dim=72,
+    cross_attention_dim=1152,
+    caption_channels=4096,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    num_embeds_ada_norm=1000,
+    interpolation_scale=2,
+    use_additional_conditions=False,
+    attention_type="default",
+)
+SANA15_1600M_TRANSFORMER = dict(
+    sample_size=32,
+    patch_size=1,
+    in_channels=32,
+    out_channels=32,
+    num_layers=20,
+    num_attention_heads=70,
+    attention_head_dim=32,
+    num_cross_attention_heads=20,
+    cross_attention_head_dim=112,
+    cross_attention_dim=2240,
+    caption_channels=2304,
+    mlp_ratio=2.5,
+    attention_bias=False,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    qk_norm="rms_norm_across_heads",
+)
+
+# ------------------------------------------------------------------ schedulers
+SD15_SCHEDULER = (
+    "PNDMScheduler",
+    dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+        clip_sample=False,
+    ),
+)
+SDXL_SCHEDULER = (
+    "EulerDiscreteScheduler",
+    dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        interpolation_type="linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+        use_karras_sigmas=False,
+    ),
+)
+SD3_SCHEDULER = ("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=3.0))
+FLUX_SCHEDULER = (
+    "FlowMatchEulerDiscreteScheduler",
+    dict(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    ),
+)
+PIXART_SCHEDULER = (
+    "DPMSolverMultistepScheduler",
+    dict(
+        num_train_timesteps=1000,
+        beta_start=0.0001,
+        beta_end=0.02,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        timestep_spacing="linspace",
+        steps_offset=0,
+    ),
+)
+SANA_SCHEDULER = ("DPMSolverMultistepScheduler", dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
+
+#: family -> what its pipeline is made of: (component, library class, config).
+FAMILIES: dict[str, dict[str, Any]] = {
+    "sd": {
+        "pipeline": "StableDiffusionPipeline",
+        "unet": ("UNet2DConditionModel", SD15_UNET),
+        "vae": ("AutoencoderKL", SD15_VAE),
+        "text_encoder": ("CLIPTextModel", CLIP_L),
+        "tokenizer": ("clip", {}),
+        "scheduler": SD15_SCHEDULER,
+        "extra": {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+    },
+    "sdxl": {
+        "pipeline": "StableDiffusionXLPipeline",
+        "unet": ("UNet2DConditionModel", SDXL_UNET),
+        "vae": ("AutoencoderKL", SDXL_VAE),
+        "text_encoder": ("CLIPTextModel", CLIP_L),
+        "text_encoder_2": ("CLIPTextModelWithProjection", CLIP_G),
+        "tokenizer": ("clip", {}),
+        "tokenizer_2": ("clip", {"pad_token": "!"}),
+        "scheduler": SDXL_SCHEDULER,
+    },
+    "sd3": {
+        "pipeline": "StableDiffusion3Pipeline",
+        "transformer": ("SD3Transformer2DModel", SD35_MEDIUM_TRANSFORMER),
+        "vae": ("AutoencoderKL", SD3_VAE),
+        "text_encoder": ("CLIPTextModelWithProjection", CLIP_L),
+        "text_encoder_2": ("CLIPTextModelWithProjection", CLIP_G),
+        "text_encoder_3": ("T5EncoderModel", T5_XXL),
+        "tokenizer": ("clip", {}),
+        "tokenizer_2": ("clip", {"pad_token": "!"}),
+        "tokenizer_3": ("t5", {"model_max_length": 512}),
+        "scheduler": SD3_SCHEDULER,
+    },
+    "flux": {
+        "pipeline": "FluxPipeline",
+        "transformer": ("FluxTransformer2DModel", FLUX_DEV_TRANSFORMER),
+        "vae": ("AutoencoderKL", FLUX_VAE),
+        "text_encoder": ("CLIPTextModel", CLIP_L),
+        "text_encoder_2": ("T5EncoderModel", T5_XXL),
+        "tokenizer": ("clip", {}),
+        "tokenizer_2": ("t5", {"model_max_length": 512}),
+        "scheduler": FLUX_SCHEDULER,
+        "extra": {"image_encoder": None, "feature_extractor": None},
+    },
+    "pixart": {
+        "pipeline": "PixArtSigmaPipeline",
+        "transformer": ("PixArtTransformer2DModel", PIXART_SIGMA_TRANSFORMER),
+        "vae": ("AutoencoderKL", SDXL_VAE),
+        "text_encoder": ("T5EncoderModel", T5_XXL),
+        "tokenizer": ("t5", {"model_max_length": 300}),
+        "scheduler": PIXART_SCHEDULER,
+    },
+    "sana": {
+        "pipeline": "SanaPipeline",
+        "transformer": ("SanaTransformer2DModel", SANA15_1600M_TRANSFORMER),
+        "vae": ("AutoencoderDC", DC_AE_F32C32),
+        "text_encoder": ("Gemma2Model", GEMMA2_2B),
+        "tokenizer": ("gemma", {}),
+        "scheduler": SANA_SCHEDULER,
+    },
+}
+
+#: Published parameter counts in millions (model cards / papers, rounded), for :func:`parameter_counts`.
+PUBLISHED_MILLIONS = {
+    "sd": {"unet": 859.5, "vae": 83.7, "text_encoder": 123.1},
+    "sdxl": {"unet": 2567.5, "vae": 83.7, "text_encoder": 123.1, "text_encoder_2": 694.7},
+    # SD3.5 medium's "2.5B": 2243M parameters + the 226M-entry positional-embedding buffer (384 x 384 x 1536)
+    "sd3": {"transformer": 2243.2, "text_encoder": 123.7, "text_encoder_2": 694.7, "text_encoder_3": 4762.3},
+    "flux": {"transformer": 11901.4, "text_encoder": 123.1, "text_encoder_2": 4762.3},
+    "pixart": {"transformer": 611.0, "text_encoder": 4762.3},
+    "sana": {"transformer": 1600.0, "text_encoder": 2614.3},
+}
+
+
+def _module(class_name: str, config: dict[str, Any]) -> torch.nn.Module:
+    """A diffusers model through ``from_config``, a transformers model through its ``Config(...)``."""
+    import diffusers
+    import transformers
+
+    if hasattr(diffusers, class_name):
+        return getattr(diffusers, class_name).from_config(config)
+    cls = getattr(transformers, class_name)
+    return cls(cls.config_class(**config))
+
+
+def _tokenizer(kind: str, kwargs: dict[str, Any]) -> Any:
+    if kind == "clip":
+        from dti.testing import clip_tokenizer
+
+        return clip_tokenizer(**kwargs)
+    if kind == "t5":
+        from dti.testing.t5 import t5_tokenizer
+
+        return t5_tokenizer(**kwargs)
+    from dti.testing.gemma import gemma_tokenizer
+
+    return gemma_tokenizer()
+
+
+def _scheduler(spec: tuple[str, dict[str, Any]]) -> Any:
+    import diffusers
+
+    return getattr(diffusers, spec[0]).from_config(spec[1])  # tolerates keys a class ignores, as loading does
+
+
+@contextlib.contextmanager
+def init_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Create parameters directly on ``device`` in ``dtype`` (no fp32 copy on the host first)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def components(family: str) -> list[str]:
+    return [k for k in FAMILIES[family] if k not in ("pipeline", "extra")]
+
+
+def build_pipeline(family: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0) -> Any:
+    """The family's diffusers pipeline at full size with random weights (seeded), on ``device`` in
+    ``dtype``: ``dti.models.adapter_for(pipe)`` trains through it as through a loaded one."""
+    import diffusers
+
+    spec = FAMILIES[family]
+    torch.manual_seed(seed)
+    parts: dict[str, Any] = dict(spec.get("extra", {}))
+    for name in components(family):
+        kind, config = spec[name]
+        if name.startswith("tokenizer"):
+            parts[name] = _tokenizer(kind, config)
+        elif name == "scheduler":
+            parts[name] = _scheduler(spec[name])
+        else:
+            with init_on(device, dtype):
+                parts[name] = _module(kind, config).eval().requires_grad_(False)
+    pipe = getattr(diffusers, spec["pipeline"])(**parts)
+    level = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # "modules that should be kept in float32: []" per model
+    try:
+        pipe.to(device, dtype)  # buffers made in fp32 whatever the default dtype (positional tables) follow too
+    finally:
+        diffusers.utils.logging.set_verbosity(level)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def parameter_counts(family: str) -> dict[str, float]:
+    """Millions of parameters per model component, built on the meta device (no memory, seconds)."""
+    spec = FAMILIES[family]
+    out = {}
+    for name in components(family):
+        kind, config = spec[name]
+        if name.startswith(("tokenizer", "scheduler")):
+            continue
+        with torch.device("meta"):
+            module = _module(kind, config)
+        out[name] = round(sum(p.numel() for p in module.parameters()) / 1e6, 1)
+    return out
+
+
+if __name__ == "__main__":  # python benchmarks/full_configs.py: built vs published parameter counts
+    for fam in FAMILIES:
+        built = parameter_counts(fam)
+        print(fam, ", ".join(f"{k} {v:.1f}M (published {PUBLISHED_MILLIONS[fam].get(k, '?')}M)" for k, v in built.items()))
