@@ -384,3 +384,28 @@ def test_fp16_scales_the_loss_and_an_overflow_is_not_a_bad_step(tiny_sd, photos,
     assert not torch.equal(before, t.trainable()[0])
     assert t.state_dict()["scaler"]["scale"] == t.scaler.get_scale()
     t.detach()
+
+
+def test_a_stopped_overwrite_keeps_the_old_results_until_it_is_resumed(tiny_sd, photos, tmp_path, monkeypatch):
+    pipe = load_pipe(tiny_sd)
+    run = tmp_path / "run"
+    old = dti.train(photos, "<my-tok>", "dog", pipe, run, steps=2, validate=False, **FAST)
+    (run / "notes.md").write_text("user")
+    real = Trainer.step
+
+    def step(self, step=None):
+        if self.step_count == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, step)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(RunStopped, match=f"dti train --resume {run}"):
+        dti.train(photos, "<my-tok>", "cat", pipe, run, steps=6, validate=False, overwrite=True, **FAST)
+    monkeypatch.undo()
+    assert torch.equal(Concept.load(run).encoders["text_encoder"].vectors, old.encoders["text_encoder"].vectors)
+    assert (run / ".dti-overwrite" / "checkpoints").is_dir()
+    new = dti.resume(run, pipe)
+    assert new.meta["initializer"] == "cat" and Concept.load(run).meta["initializer"] == "cat"
+    assert torch.equal(Concept.load(run).encoders["text_encoder"].vectors, new.encoders["text_encoder"].vectors)
+    assert not (run / ".dti-overwrite").exists() and (run / "notes.md").read_text() == "user"
+    assert json.loads((run / "config.json").read_text())["init"] == "cat"
