@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU session's run of benchmarks/step.py (issue 12): one script, under 10 minutes on one
+# H100/H200-class GPU, every JSON and log into $OUT. Not run on the project's CPU machines.
+#
+#   bash benchmarks/gpu_step.sh            # OUT defaults to ./gpu-step-out
+#
+# What it measures (full-size architectures, random weights, nothing downloaded):
+#   1. sd   tiny, CUDA, 2 steps              smoke test (seconds): the harness works on this machine
+#   2. sd   512 px, batch 4, bf16, eager     (SD 1.5 UNet + CLIP-L)
+#   3. sdxl 768 px, batch 4, bf16, eager     (the paper's main setting: SDXL UNet + CLIP-L + bigG)
+#   4. sdxl 768 px, batch 4, bf16, --compile (regional: unet.compile_repeated_blocks(), ~20 s to compile)
+# Expected from ENVIRONMENT.md (H200): SDXL UNet fwd+bwd at this size ~220-250 ms eager, ~125 ms
+# compiled; SD 1.5 ~100 ms. Each run has its own time limit, so one hang cannot eat the session.
+#
+# Dependencies: torch with CUDA, transformers, and diffusers + the openai-clip vocabulary. The GPU
+# machine measured before had no diffusers and no network; carry them from a CPU checkout:
+#   mkdir -p build/gpu-deps && cp -r .venv/lib/python3.11/site-packages/{diffusers,clip} build/gpu-deps/
+#   find build/gpu-deps -name __pycache__ -prune -exec rm -rf {} +    # ~32 MB; carry "build/gpu-deps"
+# (both are pure Python). dti itself comes from src/ of the working tree.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu-step-out}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src:$PWD/build/gpu-deps${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+DATE="$(date -u +%Y-%m-%d)"
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  "$PY" -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/machine.txt"
+"$PY" -c "import diffusers, transformers, torch, clip, dti" || { echo "missing dependencies (see the header of this script)" | tee -a "$OUT/machine.txt"; exit 2; }
+
+status=0
+bench() {  # bench NAME LIMIT_SECONDS ARGS...
+  local name="$1" limit="$2"
+  shift 2
+  echo "=== $name: benchmarks/step.py $*" | tee -a "$OUT/summary.txt"
+  timeout "$limit" "$PY" benchmarks/step.py "$@" --device cuda --json "$OUT/step-$name-$DATE.json" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  grep -v -e "Writing model shards" -e "ordinary word" -e torchvision "$OUT/$name.log" | tail -n 6 | tee -a "$OUT/summary.txt"
+  [ "$rc" -eq 0 ] || { echo "!!! $name exited $rc" | tee -a "$OUT/summary.txt"; status=1; }
+}
+
+bench sd-tiny-cuda 60 --family sd --tiny --steps 2 --warmup 1
+bench sd-full-512-b4-bf16 120 --family sd --resolution 512 --batch 4 --precision bf16 --steps 10 --warmup 3
+bench sdxl-full-768-b4-bf16 150 --family sdxl --resolution 768 --batch 4 --precision bf16 --steps 10 --warmup 3
+bench sdxl-full-768-b4-bf16-compile 220 --family sdxl --resolution 768 --batch 4 --precision bf16 --compile --steps 10 --warmup 3
+exit "$status"
