@@ -22,9 +22,10 @@ Then, in one run:
     timesteps, MSE), the host sync (gradient finiteness check + ``.tolist()``), the optimizer step.
     On CUDA every boundary synchronizes, so these runs are separate from (b)'s clean timing.
 
-Each repetition runs floor, step and instrumented step in turn (so load on a shared machine hits
-all three alike); medians of ``--steps`` after ``--warmup``; ``step_over_floor`` is the ratio of
-the medians, ``step_over_floor_paired`` the median of the back-to-back pairs' ratios.
+Each repetition runs floor, step and instrumented step in turn, in an order rotated each time
+(so load on a shared machine, and any after-effect of the call before, hit all three alike);
+medians of ``--steps`` after ``--warmup``; ``step_over_floor`` is the ratio of the medians,
+``step_over_floor_paired`` the median of each repetition's step / floor.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` of one step (and of one floor call) on CUDA, the
 process's max RSS (``getrusage``, whole run, build included) on the CPU. Time to first step: load
@@ -479,18 +480,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         encodes_before = trainer.cache.encodes
         probe = StepProbe(trainer, clock)
         floor_times, step_times, parts_runs, probe_totals = [], [], [], []
-        for _ in range(args.steps):  # floor, step, instrumented step in turn: machine load falls on all alike
+
+        def timed_floor() -> None:
             t0 = clock.now()
             floor()
             floor_times.append(clock.now() - t0)
+
+        def timed_step() -> None:
+            nonlocal nonfinite
             t0 = clock.now()
             nonfinite += trainer.step() is None
             step_times.append(clock.now() - t0)
+
+        def probed_step() -> None:
+            nonlocal nonfinite
             with probe.installed():
                 parts, total, finite = probe.step()
             parts_runs.append(parts)
             probe_totals.append(total)
             nonfinite += not finite
+
+        # floor, step and instrumented step in turn, the order rotated each repetition: load on a
+        # shared machine and any after-effect of the previous call fall on all three alike
+        turns = [timed_floor, timed_step, probed_step]
+        for i in range(args.steps):
+            for fn in turns[i % 3 :] + turns[: i % 3]:
+                fn()
         encodes_timed = trainer.cache.encodes - encodes_before
         cond_shapes = floor.conditioning_shapes()
         trainer.detach()
@@ -509,7 +524,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "floor_ms": floor_ms,
             "step_ms": step_ms,
             "step_over_floor": round(step_ms / floor_ms, 4),
-            # median over the repetitions of step_i / floor_i (each pair ran back to back): steadier under drifting load
+            # median over the repetitions of step_i / floor_i (each pair ran in the same repetition): steadier under drifting load
             "step_over_floor_paired": round(statistics.median(s / f for s, f in zip(step_times, floor_times)), 4),
             "parts_ms": parts_ms,
             "parts_step_ms": median_ms(probe_totals),
@@ -526,6 +541,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             "floor_ms_all": [round(t * 1000, 3) for t in floor_times],
             "step_ms_all": [round(t * 1000, 3) for t in step_times],
+            "parts_step_ms_all": [round(t * 1000, 3) for t in probe_totals],
             "conditioning_shapes": cond_shapes,
             "text_encoders": [name for name, _ in probe.slots],
             "nonfinite_steps": int(nonfinite),
