@@ -82,3 +82,26 @@ def test_step_benchmark_tiny(step_module, tmp_path, family, encoders):
     # the floor ran the denoiser backward to the conditioning: SD's hidden states, SDXL's also the pooled embedding
     assert len(data["conditioning_shapes"]) == (2 if family == "sdxl" else 1)
     assert data["conditioning_shapes"][0][0] == 4  # batch 4 (default)
+
+
+def test_full_size_configs_assemble(step_module):
+    """Every family's full-size pipeline (benchmarks/full_configs.py) assembles on the meta device (no memory) into a
+    real diffusers pipeline that dti adapts, with the published parameter counts."""
+    import torch
+
+    from dti.models import adapter_for
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import full_configs
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert set(full_configs.FAMILIES) == set(step_module.FAMILIES)
+    for family, spec in full_configs.FAMILIES.items():
+        pipe = full_configs.build_pipeline(family, torch.bfloat16, "meta")
+        adapter = adapter_for(pipe)
+        assert type(pipe).__name__ == spec["pipeline"] and adapter.family == family
+        assert adapter.denoiser.dtype == torch.bfloat16
+        counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6 for name in full_configs.PUBLISHED_MILLIONS[family]}
+        for name, published in full_configs.PUBLISHED_MILLIONS[family].items():
+            assert counts[name] == pytest.approx(published, rel=0.01), (family, name)
