@@ -409,3 +409,40 @@ def test_a_stopped_overwrite_keeps_the_old_results_until_it_is_resumed(tiny_sd, 
     assert torch.equal(Concept.load(run).encoders["text_encoder"].vectors, new.encoders["text_encoder"].vectors)
     assert not (run / ".dti-overwrite").exists() and (run / "notes.md").read_text() == "user"
     assert json.loads((run / "config.json").read_text())["init"] == "cat"
+
+
+def test_the_python_api_refuses_in_one_line(tiny_sd, photos, tmp_path, capsys):
+    """What the API is handed is checked as the CLI's flags are: a DTIError, never a stray KeyError."""
+    from dti.errors import DTIError
+
+    pipe = load_pipe(tiny_sd)
+    for bad, match in [
+        (dict(templates=["a {} in {style}"]), "field {style}"),
+        (dict(validation_prompts=["a {} {0}"]), "field {0}"),
+        (dict(steps="2"), "whole number"),
+        (dict(config=5), "config= takes"),
+    ]:
+        with pytest.raises(DTIError, match=match):
+            dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "x", **bad)
+    assert not (tmp_path / "x").exists()
+    toml = tmp_path / "run.toml"
+    toml.write_text("steps = 2\nresolution = 64\nvalidate = false\nprogress = false\n")
+    done = dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "run", config=str(toml))
+    assert done.meta["steps"] == 2
+    assert dti.train(photos, "<my-tok>", "dog", pipe, config={"steps": 1, "resolution": 64, "validate": False}).meta["steps"] == 1
+    capsys.readouterr()
+    again = dti.resume(tmp_path / "run", pipe)  # finished: one warning, the concept as it is
+    assert torch.equal(again.encoders["text_encoder"].vectors, done.encoders["text_encoder"].vectors)
+    assert "already finished" in capsys.readouterr().err
+    for source in (5, None, b"bytes"):
+        with pytest.raises(DTIError, match="takes"):
+            dti.load(pipe, source)
+        with pytest.raises(DTIError, match="takes"):
+            Concept.load(source)
+    with pytest.raises(DTIError, match="needs a magnitude"):
+        done.rescaled({})
+    with pytest.raises(DTIError, match="NaN"):
+        Concept("<n>", {"text_encoder": dti.EncoderVectors(torch.full((1, 32), float("nan")))}).save(tmp_path / "n.safetensors")
+    assert not (tmp_path / "n.safetensors").exists()
+    with pytest.raises(DTIError, match="n_vectors, width"):
+        dti.EncoderVectors(torch.zeros(1, 2, 3))

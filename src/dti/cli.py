@@ -213,13 +213,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_resume(values: dict) -> int:
-    from dti.trainer import RunFinished, resume
+    from dti.trainer import RunFinished, resume_run
 
     folder = values.pop("resume")
     if values.get("photos") or values.get("config"):
         raise DTIError("--resume takes the run's own photos and settings; drop the photo folder and --config")
     try:
-        concept = resume(folder, **values)
+        concept = resume_run(folder, **values)
     except RunFinished as done:
         print(str(done))
         return 0

@@ -115,10 +115,15 @@ class EncoderVectors:
     trained: bool = True  # False: the initializer's rows, kept fixed (``--encoders`` left this encoder out)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vectors, torch.Tensor) or self.vectors.ndim not in (1, 2):
+            shape = list(self.vectors.shape) if isinstance(self.vectors, torch.Tensor) else type(self.vectors).__name__
+            raise DTIError(f"EncoderVectors needs a [n_vectors, width] tensor, got {shape}; {SHAPE_FIX}")
         self.vectors = self.vectors.detach().to(torch.float32).cpu()
         if self.vectors.ndim == 1:
             self.vectors = self.vectors.unsqueeze(0)
         if self.init is not None:
+            if not isinstance(self.init, torch.Tensor) or self.init.numel() != self.vectors.numel():
+                raise DTIError(f"EncoderVectors' init must have the vectors' shape {list(self.vectors.shape)}")
             self.init = self.init.detach().to(torch.float32).cpu().reshape(self.vectors.shape)
 
     @property
@@ -164,9 +169,14 @@ class Concept:
 
     def rescaled(self, magnitudes: dict[str, float]) -> Concept:
         """Every row set to the given norm per encoder (e.g. TI-rescaled: norm := vocab mean)."""
+        missing = sorted(set(self.encoders) - set(magnitudes))
+        if missing:
+            raise DTIError(f"rescaled() needs a magnitude for every encoder; {', '.join(missing)} has none")
         encoders = {}
         for name, enc in self.encoders.items():
             m = float(magnitudes[name])
+            if not (math.isfinite(m) and m > 0):
+                raise DTIError(f"rescaled(): the magnitude for {name} must be a finite number > 0, got {m}")
             encoders[name] = replace(enc, vectors=m * enc.directions, magnitude=m)
         meta = dict(self.meta, rescaled_from=self.method)
         return Concept(self.token, encoders, meta)
@@ -223,7 +233,9 @@ class Concept:
         return tensors, metadata
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the concept as one safetensors file (atomically)."""
+        """Write the concept as one safetensors file (atomically); vectors no encoder can use (NaN,
+        infinite, all-zero) are refused rather than written."""
+        self.check()
         tensors, metadata = self.serialize()
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -235,11 +247,15 @@ class Concept:
         the problems that still leave something to show (bad values, a bad magnitude, a mismatched
         initializer) are recorded there instead.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise DTIError(f"Concept.load takes a path to a concept file or run folder, not a {type(path).__name__}")
         path = Path(path)
         if path.is_dir():
             path = path / CONCEPT_FILENAME
         if not path.is_file():
             raise DTIError(f"concept file not found: {path}; pass a dti concept file or a training output folder")
+        if path.suffix.lower() in (".pt", ".bin", ".ckpt"):
+            raise DTIError(f"{path} is a {path.suffix} embedding, not a dti concept file; read it with dti.formats.read or `dti convert`")
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}

@@ -331,6 +331,21 @@ def _finite(flag: str, value: float | None, low: float, *, strict: bool) -> None
         raise DTIError(f"{flag} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
 
 
+def check_prompt_template(text: str, what: str) -> None:
+    """A prompt template holds ``{}`` (where the token goes) once, and no other ``{...}`` field
+    (``str.format`` would fail on ``{style}`` or ``{0}`` at the first step); literal braces are ``{{ }}``."""
+    import string
+
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise DTIError(f"{what} {text!r} is not a valid template ({exc}); write {{}} where the token goes, {{{{ }}}} for braces") from None
+    if fields != [""]:
+        other = [f"{{{name}}}" for name in fields if name]
+        problem = f"has the field {other[0]}" if other else ("needs {} where the token goes" if not fields else "has {} more than once")
+        raise DTIError(f"{what} {text!r} {problem}; write {{}} once where the token goes (and {{{{ }}}} for literal braces)")
+
+
 def check(config: TrainConfig) -> None:
     """Refuse settings no run can use (before anything is loaded or written)."""
     c = config
@@ -380,13 +395,15 @@ def check(config: TrainConfig) -> None:
 
         if isinstance(c.templates, str) and c.templates not in TEMPLATE_SETS:
             raise DTIError(f"--templates {c.templates!r} is not valid; use one of {', '.join(TEMPLATE_SETS)}")
-        if not isinstance(c.templates, str) and (not c.templates or not all("{}" in t for t in c.templates)):
-            raise DTIError("templates must be a set name or a list of prompts that each contain {}")
+        if not isinstance(c.templates, str):
+            if not c.templates:
+                raise DTIError("templates must be a set name or a list of prompts that each contain {}")
+            for template in c.templates:
+                check_prompt_template(template, "a template")
     if c.validation_prompts is not None and not c.validation_prompts:
         raise DTIError("--validation-prompt is an empty list; give at least one prompt with {}, or leave it out for the defaults")
     for prompt in c.validation_prompts or []:
-        if "{}" not in prompt:
-            raise DTIError(f"--validation-prompt {prompt!r} needs {{}} where the token goes")
+        check_prompt_template(prompt, "--validation-prompt")
     for name in ("log_every", "snapshot_every", "validation_every"):
         if getattr(c, name) < 0:
             raise DTIError(f"--{name.replace('_', '-')} must be >= 0")

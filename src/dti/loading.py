@@ -24,6 +24,8 @@ def _as_concept(source: str | os.PathLike | Concept, token: str | None) -> Conce
     """The concept to attach, with a usable token and usable vectors (a file is checked as it is read)."""
     if token is not None:
         check_token_text(token, "token")
+    if not isinstance(source, (str, os.PathLike, Concept)):
+        raise DTIError(f"dti.load takes a concept file, a run folder or a Concept, not a {type(source).__name__}")
     if isinstance(source, Concept):
         concept = source.renamed(token) if token else source
         concept.check()

@@ -455,7 +455,7 @@ def train(
     losses) raises :class:`~dti.stopping.RunStopped` after saving a checkpoint; :func:`resume`
     continues it.
     """
-    base = config or TrainConfig()
+    base = _base_config(config)
     given = {"photos": photos, "token": token, "init": init, "output": output}
     pipe = None
     if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -502,7 +502,16 @@ def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: A
     """Continue the run in ``run_folder`` from its last checkpoint, bit-identically to a run that
     was never stopped. ``settings`` may change only what does not change the result: ``steps``
     (to train a finished run further), ``progress``, ``device``, ``checkpoint_every``,
-    ``keep_checkpoints``, ``max_bad_steps``."""
+    ``keep_checkpoints``, ``max_bad_steps``. A finished run is left as it is: one warning line,
+    and its concept is returned."""
+    try:
+        return resume_run(run_folder, pipe, **settings)
+    except RunFinished as done:
+        warn(str(done))
+        return Concept.load(RunFolder.for_resume(run_folder).path)
+
+
+def resume_run(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: Any) -> Concept:
     allowed = {"steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
     settings = _checked_settings(settings, "dti.resume()")
     changed = sorted(set(settings) - allowed)
@@ -543,6 +552,19 @@ def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: A
 
 class RunFinished(Exception):
     """``resume`` of a run that has nothing left to do (the CLI says so and exits 0)."""
+
+
+def _base_config(config: TrainConfig | str | os.PathLike | dict[str, Any] | None) -> TrainConfig:
+    """``config=``: a TrainConfig, a settings file (.toml / .json) or a dict of settings."""
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return TrainConfig.from_file(config)
+    if isinstance(config, dict):
+        return TrainConfig.from_dict(config, source="config=")
+    raise DTIError(f"config= takes a TrainConfig, a .toml/.json settings file or a dict, not a {type(config).__name__}")
 
 
 def _checked_settings(settings: dict[str, Any], source: str = "dti.train()") -> dict[str, Any]:
