@@ -70,3 +70,25 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         make_concept().save(tmp_path / "c.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_past_any_usable_norm_and_spaced_tokens_are_refused_or_flagged(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from dti.formats import read
+
+    huge = Concept("<h>", {"text_encoder": EncoderVectors(torch.ones(1, 8) * 1e30)})
+    with pytest.raises(DTIError, match=r"norm 2.83e\+30, past 10000"):
+        huge.save(tmp_path / "h.safetensors")
+    good = Concept("<g>", {"text_encoder": EncoderVectors(torch.ones(1, 8))})
+    path = good.save(tmp_path / "g.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    save_file(load_file(str(path)), str(tmp_path / "s.safetensors"), metadata={**metadata, "token": "my dog"})
+    with pytest.raises(DTIError, match="white space"):
+        Concept.load(tmp_path / "s.safetensors")
+    problems: list[str] = []
+    read(tmp_path / "s.safetensors", problems=problems)
+    assert any("white space" in p for p in problems)
+    assert json.loads(metadata["encoders"])["text_encoder"]["width"] == 8

@@ -61,6 +61,11 @@ def _rows(indices: list[int]) -> str:
     return f"row {shown}" if len(indices) == 1 else f"rows {shown}"
 
 
+# Vocabulary rows have norms of about 0.3-1 and plain TI inflates them 5-50x; a row past this
+# overflows an fp16/bf16 text encoder (the same bound as ``--magnitude``).
+MAX_ROW_NORM = 1e4
+
+
 def value_problems(label: str, vectors: torch.Tensor) -> list[str]:
     """What makes a float ``[n, d]`` block unusable: NaN, infinite values, all-zero rows, no rows."""
     if vectors.numel() == 0:
@@ -75,6 +80,11 @@ def value_problems(label: str, vectors: torch.Tensor) -> list[str]:
     zero = (vectors == 0).all(dim=-1)
     if bool(zero.any()):
         out.append(f"{label} {_rows(zero.nonzero().flatten().tolist())} {'is' if int(zero.sum()) == 1 else 'are'} all zeros")
+    huge = vectors.double().norm(dim=-1) > MAX_ROW_NORM
+    if bool(huge.any()) and not bool(inf.any()):
+        norm = float(vectors.double().norm(dim=-1).max())
+        verb = "has" if int(huge.sum()) == 1 else "have"
+        out.append(f"{label} {_rows(huge.nonzero().flatten().tolist())} {verb} norm {norm:.3g}, past {MAX_ROW_NORM:g}")
     return out
 
 
@@ -301,6 +311,10 @@ def _from_file(cls: type[Concept], path: Path, metadata: dict[str, str], tensors
     token = metadata.get("token")
     if not isinstance(token, str) or not token:
         raise _damaged(path, "its metadata names no token")
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        if problems is None:
+            raise _damaged(path, f"its token {token!r} holds white space (no prompt could name it)")
+        problems.append(f"the token {token!r} holds white space (no prompt could name it); rename it with `dti convert --token`")
     enc_meta = _json_field(path, metadata, "encoders", dict, None)
     if not enc_meta:
         raise _damaged(path, "its metadata lists no encoders")

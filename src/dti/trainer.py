@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dti import __version__, checkpoints, sphere
-from dti.concept import Concept, EncoderVectors
+from dti.concept import MAX_ROW_NORM, Concept, EncoderVectors
 from dti.config import TrainConfig, check, check_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
 from dti.devices import resolve_device
@@ -203,12 +203,21 @@ class Trainer:
             self.skipped += 1
             self.bad_in_row += 1
             return None
-        self.bad_in_row = 0
+        free = [self.rows[name].param for name in self.trained if self.rows[name].mode == "free"]
+        before = [p.detach().clone() for p in free]
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
+        if free and not bool(torch.stack([usable_rows(p) for p in free]).all()):  # a free (TI) row blew up: undo
+            with torch.no_grad():
+                for p, old in zip(free, before):
+                    p.copy_(old)
+            self.skipped += 1
+            self.bad_in_row += 1
+            return None
+        self.bad_in_row = 0
         return value
 
     # ------------------------------------------------------------------ state
@@ -366,7 +375,8 @@ class Trainer:
         where = f"; the last good concept (step {good}) is {path}" if path else ""
         hint = "lower --lr" + (" or use --precision fp32" if self.adapter.denoiser.dtype != torch.float32 else "")
         raise RunStopped(
-            f"the loss or gradient was not finite for {self.bad_in_row} steps in a row (steps {good + 1}-{step} of {c.steps}, "
+            f"the loss or gradient was not finite (or an update pushed a row past norm {MAX_ROW_NORM:g}) for {self.bad_in_row} steps "
+            f"in a row (steps {good + 1}-{step} of {c.steps}, "
             f"skipped){where}; {hint} and start again, or continue with `{self._resume_hint()}`",
             1,
         )
@@ -393,6 +403,11 @@ class Trainer:
         if c.checkpoint_every:
             self.save_checkpoint()
         concept.save(self.run.concept)
+
+
+def usable_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Whether every row is finite and within the norm a concept file may hold (a scalar tensor)."""
+    return rows.isfinite().all() & (rows.detach().double().norm(dim=-1) <= MAX_ROW_NORM).all()
 
 
 def webui_name(token: str, tokenizers: dict[str, Any], warn_user: bool = True) -> str:
