@@ -314,7 +314,7 @@ def test_a_file_token_with_spaces_needs_a_token_to_load(tmp_path, sd_pipe):
 
 def test_interpolate_checks_the_prompt_before_writing(tmp_path, good, capsys):
     out = tmp_path / "out"
-    assert_refused(["interpolate", good, good, "--out", out, "--prompt", "a photo"], capsys, "must contain {}", untouched=[out])
+    assert_refused(["interpolate", good, good, "--out", out, "--prompt", "a photo"], capsys, "needs {}", untouched=[out])
     assert main(["interpolate", str(good), str(good), "--out", str(out), "--no-grid", "--prompt", "a photo", "--steps", "2"]) == 0
 
 

@@ -182,3 +182,22 @@ def test_an_ordinary_word_is_not_made_the_webui_trigger_word(base_args, capsys, 
     ] and "dti-toy" in err
     code, _, err = run_cli(with_arg(with_arg(base_args, "--token", "<my-toy>"), "--output", tmp_path / "two"), capsys)
     assert code == 0 and [p.name for p in (tmp_path / "two" / "webui").iterdir()] == ["my-toy.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["inspect", "nothing.safetensors", "--top", "0"], "--top 0"),
+        (["interpolate", "a", "b", "--prompt", "a {} in {style}"], "{style}"),
+        (["interpolate", "a", "b", "--sample-steps", "0"], "--steps 0"),
+        (["interpolate", "a", "b", "--seeds", "18446744073709551616"], "--seed"),
+        (["interpolate", "a", "b", "--resolution", "63"], "--resolution 63"),
+        (["interpolate", "a", "b", "--steps", "5000"], "at most 1000"),
+    ],
+)
+def test_interpolate_and_inspect_settings_refused_before_reading(argv, fragment, capsys, tmp_path):
+    from refusal import assert_refused
+
+    out = tmp_path / "out"
+    extra = ["--out", out] if argv[0] == "interpolate" else []
+    assert_refused([*argv, *extra], capsys, fragment, untouched=[out])

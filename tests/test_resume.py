@@ -447,3 +447,33 @@ def test_the_python_api_refuses_in_one_line(tiny_sd, photos, tmp_path, capsys):
     assert not (tmp_path / "n.safetensors").exists()
     with pytest.raises(DTIError, match="n_vectors, width"):
         dti.EncoderVectors(torch.zeros(1, 2, 3))
+
+
+def test_a_commit_that_fails_midway_puts_the_old_results_back(tiny_sd, photos, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "2", "--no-validation")]) == 0
+    before = snapshot(run)
+    real, calls = os.replace, {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if ".dti-overwrite" in str(src) and "concept.safetensors" in str(src):
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    assert_refused(cli_args(photos, tiny_sd, run, "--steps", "2", "--no-validation", "--overwrite", "--seed", "7"), capsys, "no space")
+    monkeypatch.undo()
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if not k.startswith(".dti-overwrite")} == before  # every old file back, unchanged
+
+
+def test_family_options_are_typed_and_outputs_fail_in_one_line(base_args, capsys, tmp_path):
+    from dti.testing import build_tiny
+
+    flux = build_tiny("flux", tmp_path / "flux")
+    args = [*base_args, "--model", str(flux), "--token", "<my-tok>"]
+    for option, fragment in [("guidance=lots", "must be a number"), ("guidance=nan", "finite"), ("guidance=-1", "finite")]:
+        assert_refused([*args, "--option", option], capsys, fragment, untouched=[tmp_path / "out"])
+    (tmp_path / "afile").write_text("x")
+    assert_refused([*base_args, "--output", tmp_path / "afile" / "sub"], capsys, "output", untouched=[tmp_path / "afile"])

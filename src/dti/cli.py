@@ -428,8 +428,16 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     check_token_text(args.token)
     if args.steps < 2:
         raise DTIError("--steps must be at least 2 (the two ends)")
-    if args.grid and "{}" not in args.prompt:
-        raise DTIError(f"--prompt {args.prompt!r} must contain {{}} where the blended concept goes, e.g. 'a photo of {{}}'")
+    if args.steps > 1000:
+        raise DTIError(f"--steps {args.steps} writes that many files; use at most 1000 blend weights")
+    if args.grid:
+        from dti.config import check_prompt_template
+        from dti.generate import check_settings
+
+        check_prompt_template(args.prompt, "--prompt")
+        check_settings(steps=args.sample_steps, guidance=args.guidance, resolution=args.resolution)
+        for seed in args.seeds:
+            check_settings(seed=seed)
     a, b = read(args.a), read(args.b)
     weights = [i / (args.steps - 1) for i in range(args.steps)]
     mix = blend(a, b, weights, args.mode, args.token)
@@ -482,6 +490,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
     from dti.formats import check_token_text, read
     from dti.inspection import format_report, inspect_concept, report_json
 
+    if args.top < 1:
+        raise DTIError(f"--top {args.top} must be at least 1 (the number of nearest tokens to list)")
     if args.token is not None:
         check_token_text(args.token)
     problems: list[str] = []  # a bad file is shown with what is wrong, not refused
@@ -561,12 +571,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DTIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a full disk, a read-only place, a path under a file, met while writing
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not write{where}: {exc.strerror or exc}; free space or choose another output folder", file=sys.stderr)
+        return EXIT_USAGE
     except RunStopped as stopped:
         print(f"stopped: {stopped}", file=sys.stderr)
         return stopped.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if type(exc).__name__ == "SafetensorError" and "os error" in str(exc):  # safetensors' own I/O failure (a full disk)
+            print(f"error: could not write a file: {str(exc).splitlines()[0]}; free space or choose another output folder", file=sys.stderr)
+            return EXIT_USAGE
+        raise
 
 
 if __name__ == "__main__":

@@ -331,6 +331,12 @@ def _finite(flag: str, value: float | None, low: float, *, strict: bool) -> None
         raise DTIError(f"{flag} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
 
 
+def check_token_text_like(token: str) -> None:
+    """The placeholder is one printable word of sane length (it also names the A1111 file)."""
+    if token and (any(ch.isspace() or not ch.isprintable() for ch in token) or len(token) > 100):
+        raise DTIError(f"--token {token[:40]!r} must be a single word (printable, at most 100 characters), e.g. '<my-dog>'")
+
+
 def check_prompt_template(text: str, what: str) -> None:
     """A prompt template holds ``{}`` (where the token goes) once, and no other ``{...}`` field
     (``str.format`` would fail on ``{style}`` or ``{0}`` at the first step); literal braces are ``{{ }}``."""
@@ -404,7 +410,10 @@ def check(config: TrainConfig) -> None:
         raise DTIError("--validation-prompt is an empty list; give at least one prompt with {}, or leave it out for the defaults")
     for prompt in c.validation_prompts or []:
         check_prompt_template(prompt, "--validation-prompt")
-    for name in ("log_every", "snapshot_every", "validation_every"):
+    if c.keep_checkpoints < 1 or c.max_bad_steps < 1:
+        raise DTIError("--keep-checkpoints and --max-bad-steps must be at least 1")
+    check_token_text_like(c.token)
+    for name in ("log_every", "snapshot_every", "validation_every", "checkpoint_every"):
         if getattr(c, name) < 0:
             raise DTIError(f"--{name.replace('_', '-')} must be >= 0")
     if c.validation_steps <= 0:

@@ -57,7 +57,10 @@ class RunLock:
         return owner.get("host") == socket.gethostname() and not _alive(owner["pid"])
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DTIError(f"cannot create the output folder {self.folder}: {exc.strerror}; choose another --output") from None
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -74,8 +77,14 @@ class RunLock:
                     f"another dti run ({who}) is writing to {self.folder}; wait for it to finish or choose another "
                     f"--output (if no run is active, delete {self.path})"
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            except OSError as exc:  # a read-only or unwritable place
+                raise DTIError(f"cannot write to the output folder {self.folder}: {exc.strerror}; choose another --output") from None
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            except OSError as exc:  # a full disk: leave no empty lock behind
+                self.path.unlink(missing_ok=True)
+                raise DTIError(f"could not write the lock {self.path}: {exc.strerror}; free space or choose another --output") from None
             self.held = True
             return
         raise DTIError(f"could not take the lock {self.path}; another run keeps replacing it")

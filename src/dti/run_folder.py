@@ -130,28 +130,43 @@ class RunFolder:
         self.work.mkdir(parents=True, exist_ok=True)
 
     def commit(self) -> None:
-        """A finished overwrite: remove the old run's files (dti's only), move the new ones in."""
+        """A finished overwrite: the old run's files (dti's only) move aside, the new ones move in,
+        and only then are the old ones removed; if a move fails, the old files are put back."""
         if not self.staged:
             return
-        for entry in list(self.path.iterdir()):
-            if entry.name == STAGING_DIR:
-                continue
-            if entry.is_dir() and entry.name in OWNED_IN:
-                for inner in entry.iterdir():
-                    if inner.is_file() and owned(inner, entry.name):
-                        inner.unlink()
-            elif entry.is_file() and owned(entry):
-                entry.unlink()
-        for entry in list(self.work.iterdir()):
-            target = self.path / entry.name
-            if entry.is_dir():
-                target.mkdir(exist_ok=True)
-                for inner in entry.iterdir():
-                    os.replace(inner, target / inner.name)
-                entry.rmdir()
-            else:
-                os.replace(entry, target)
-        self.work.rmdir()
+        aside = self.work / ".old"
+        moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
+        placed: list[Path] = []
+
+        def move(src: Path, dst: Path, log: list) -> None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            log.append((src, dst) if log is moved else dst)
+
+        try:
+            for entry in list(self.path.iterdir()):
+                if entry.name == STAGING_DIR:
+                    continue
+                if entry.is_dir() and entry.name in OWNED_IN:
+                    for inner in entry.iterdir():
+                        if inner.is_file() and owned(inner, entry.name):
+                            move(inner, aside / entry.name / inner.name, moved)
+                elif entry.is_file() and owned(entry):
+                    move(entry, aside / entry.name, moved)
+            for entry in list(self.work.iterdir()):
+                if entry == aside:
+                    continue
+                inners = list(entry.iterdir()) if entry.is_dir() else [entry]
+                for inner in inners:
+                    target = self.path / inner.relative_to(self.work)
+                    move(inner, target, placed)
+        except OSError:
+            for target in reversed(placed):  # the new files back into staging, the old ones back in place
+                os.replace(target, self.work / target.relative_to(self.path))
+            for src, dst in reversed(moved):
+                os.replace(dst, src)
+            raise
+        shutil.rmtree(self.work)
         for name in OWNED_IN:  # a folder the new run did not fill and that holds nothing else
             folder = self.path / name
             if folder.is_dir() and not any(folder.iterdir()):

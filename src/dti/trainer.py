@@ -203,14 +203,14 @@ class Trainer:
             self.skipped += 1
             self.bad_in_row += 1
             return None
-        free = [self.rows[name].param for name in self.trained if self.rows[name].mode == "free"]
+        free = self.trainable()
         before = [p.detach().clone() for p in free]
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
-        if free and not bool(torch.stack([usable_rows(p) for p in free]).all()):  # a free (TI) row blew up: undo
+        if free and not bool(torch.stack([usable_rows(p) for p in free]).all()):  # a row blew up (huge lr): undo
             with torch.no_grad():
                 for p, old in zip(free, before):
                     p.copy_(old)
@@ -239,6 +239,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (call after :meth:`setup`)."""
+        missing = sorted({"step", "rows", "optimizer", "records"} - set(state if isinstance(state, dict) else {}))
+        if missing:
+            raise DTIError(f"the checkpoint is damaged (no {', '.join(missing)}); delete it to resume from the one before, or start again")
         if set(state["rows"]) != set(self.rows):
             raise DTIError(f"the checkpoint holds rows for {sorted(state['rows'])}, this run trains {sorted(self.rows)}; start a new run")
         with torch.no_grad():
@@ -407,7 +410,8 @@ class Trainer:
 
 def usable_rows(rows: torch.Tensor) -> torch.Tensor:
     """Whether every row is finite and within the norm a concept file may hold (a scalar tensor)."""
-    return rows.isfinite().all() & (rows.detach().double().norm(dim=-1) <= MAX_ROW_NORM).all()
+    norms = rows.detach().double().norm(dim=-1)
+    return rows.isfinite().all() & (norms <= MAX_ROW_NORM).all() & (norms > 0).all()
 
 
 def webui_name(token: str, tokenizers: dict[str, Any], warn_user: bool = True) -> str:
@@ -444,6 +448,24 @@ def check_family_settings(cls: type[Adapter], names: Sequence[str], c: TrainConf
     if unknown:
         have = ", ".join(sorted(cls.default_options)) or "none"
         raise DTIError(f"--option {unknown[0]} is not an option of {cls.pipeline_class}; it has {have}")
+    for key, value in (c.family_options or {}).items():
+        check_option_value(key, value, cls.default_options[key])
+
+
+def check_option_value(key: str, value: Any, default: Any) -> None:
+    """A family option has its default's type; numbers are finite, positive and sane."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise DTIError(f"--option {key}={value!r} must be true or false")
+        return
+    if isinstance(default, (int, float)):
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (isinstance(default, int) and not isinstance(value, int)):
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise DTIError(f"--option {key}={value!r} must be {kind}, e.g. {key}={default}")
+        limit = 4096 if isinstance(default, int) else 1e3  # token counts of any encoder; guidance scales
+        if not (math.isfinite(value) and 0 < value <= limit):
+            raise DTIError(f"--option {key}={value!r} must be a finite number in (0, {limit:g}], e.g. {key}={default}")
 
 
 def check_family_words(cls: type[Adapter], token: str) -> None:
