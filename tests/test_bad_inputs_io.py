@@ -540,3 +540,28 @@ def test_model_index_may_hold_non_ascii_text(tiny_sd, tmp_path):
     index["_note"] = "grüße"
     (model / "model_index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
     assert read_model_index(model)["_note"] == "grüße"
+
+
+def test_files_written_together_replace_all_or_none(tmp_path, monkeypatch):
+    import os
+
+    from dti.fileio import atomic_write_all
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    b.write_text("old b")
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst) == str(b) and str(src).endswith(".tmp"):  # the new b fails; putting the old one back works
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(DTIError, match="No space left"):
+        atomic_write_all([(a, lambda t: open(t, "w").write("new a")), (b, lambda t: open(t, "w").write("new b"))])
+    monkeypatch.undo()
+    assert a.read_text() == "old a" and b.read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+    atomic_write_all([(a, lambda t: open(t, "w").write("new a")), (b, lambda t: open(t, "w").write("new b"))])
+    assert a.read_text() == "new a" and b.read_text() == "new b" and len(list(tmp_path.iterdir())) == 2

@@ -74,8 +74,10 @@ def atomic_write_all(items: Sequence[tuple[str | os.PathLike, Callable[[str], No
             write(tmp)
             with contextlib.suppress(OSError):  # a file system without modes (FAT) keeps its own
                 os.chmod(tmp, mask)
-        for tmp, current in zip(staged, targets):
-            os.replace(tmp, current)
+        if len(targets) == 1:
+            os.replace(staged[0], targets[0])
+        else:  # several files: earlier ones move aside first, and come back if a later rename fails
+            replace_together(staged, targets)
     except BaseException as exc:
         for tmp in staged:  # the ones already renamed are gone from here
             _remove(tmp)
@@ -86,6 +88,31 @@ def atomic_write_all(items: Sequence[tuple[str | os.PathLike, Callable[[str], No
             raise _write_error(current, exc) from None
         raise
     return targets
+
+
+def replace_together(staged: Sequence[str], targets: Sequence[Path]) -> None:
+    """Rename every staged file onto its target, or none: an existing target is moved aside first
+    and put back (and the new files taken out again) when any rename fails."""
+    aside: list[tuple[Path, str]] = []
+    placed: list[Path] = []
+    try:
+        for target in targets:
+            if target.exists():
+                keep = f"{target.parent}/.{target.name}.dti-old"
+                os.replace(target, keep)
+                aside.append((target, keep))
+        for tmp, target in zip(staged, targets):
+            os.replace(tmp, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            _remove(str(target))
+        for target, keep in aside:
+            with contextlib.suppress(OSError):
+                os.replace(keep, target)
+        raise
+    for _, keep in aside:
+        _remove(keep)
 
 
 def _remove(tmp: str) -> None:

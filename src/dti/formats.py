@@ -616,8 +616,9 @@ def write(concept: Concept, fmt: str, out: str | Path, overwrite: bool = True) -
             stage = path.with_name(f".{path.name}.dti-new")
             atomic_write(stage, job)
             staged.append((stage, path))
-        for stage, path in staged:
-            os.replace(stage, path)
+        from dti.fileio import replace_together
+
+        replace_together([str(stage) for stage, _ in staged], [path for _, path in staged])  # all or none
         for path in stale:
             path.unlink()
     except BaseException as exc:
