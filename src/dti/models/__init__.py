@@ -240,8 +240,14 @@ def load_tokenizers(model: str | os.PathLike) -> tuple[type[Adapter], dict[str, 
     tokenizers = {}
     folders = cls.tokenizer_folders()
     check_components(model, index, only=list(folders.values()))
+    optional = {role.component for role in cls.roles if role.optional}
     for encoder, subfolder in folders.items():
         if not any(index.get(subfolder) or [None]):  # a component the pipeline leaves out ([null, null])
+            if encoder not in optional:
+                raise DTIError(
+                    f"{model} says it is a {cls.pipeline_class} but has no {subfolder}; the folder is not a complete pipeline "
+                    "of that family (check model_index.json's _class_name)"
+                )
             continue
         try:
             tokenizers[encoder] = AutoTokenizer.from_pretrained(str(model), subfolder=subfolder)
