@@ -87,6 +87,8 @@ def spawn(args, **kw) -> subprocess.Popen:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll until the subprocess has written ``path``; the timeout only turns a hung run into a
+    failure with its stderr (it measures no speed)."""
     t0 = time.time()
     while not path.exists():
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
