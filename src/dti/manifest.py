@@ -91,9 +91,8 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     for name, entry in subjects.items():
         subject = _subject(name, entry, base, where, check_photos)
         if subject.token in tokens:
-            raise DTIError(
-                f"{where}: subjects {tokens[subject.token]!r} and {name!r} both use the token {subject.token}; give one of them its own token = \"<...>\""
-            )
+            first = tokens[subject.token]
+            raise DTIError(f"{where}: subjects {first!r} and {name!r} both use the token {subject.token}; give one its own token = \"<...>\"")
         tokens[subject.token] = name
         out.append(subject)
     return Manifest(path, tuple(out), defaults)
