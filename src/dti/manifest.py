@@ -92,7 +92,7 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         subject = _subject(name, entry, base, where, check_photos)
         if subject.token in tokens:
             first = tokens[subject.token]
-            raise DTIError(f"{where}: subjects {first!r} and {name!r} both use the token {subject.token}; give one its own token = \"<...>\"")
+            raise DTIError(f"{where}: subjects {first!r} and {name!r} both use the token {subject.token}; rename one token")
         tokens[subject.token] = name
         out.append(subject)
     return Manifest(path, tuple(out), defaults)
@@ -155,7 +155,7 @@ def _settings(value: Any, where: str) -> dict[str, Any]:
 def _text(entry: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
     value = entry.get(key, default)
     if value is None:
-        raise DTIError(f"{where} has no {key}; add {key} = \"...\"")
+        raise DTIError(f'{where} has no {key}; add {key} = "..."')
     if not isinstance(value, str) or not value.strip():
         raise DTIError(f"{where}: {key} must be a non-empty string, got {value!r}")
     return value.strip()
@@ -176,10 +176,10 @@ def _subject(name: str, entry: Any, base: Path, where: str, check_photos: bool) 
     class_word = _text(entry, "class", here)
     kind = _text(entry, "kind", here)
     if kind not in KINDS:
-        raise DTIError(f"{here}: kind {kind!r} is unknown; use \"live\" (animals, people) or \"object\"")
+        raise DTIError(f'{here}: kind {kind!r} is unknown; use "live" (animals, people) or "object"')
     init = _text(entry, "init", here, default=class_word)
     if len(init.split()) != 1:
-        raise DTIError(f"{here}: the initializer {init!r} is not one word; add init = \"<one word>\" (e.g. {init.split()[-1]!r})")
+        raise DTIError(f'{here}: the initializer {init!r} is not one word; add init = "<one word>" (e.g. {init.split()[-1]!r})')
     token = _text(entry, "token", here, default=f"<{name}>")
     check_token_text(token, f"{here} token")
     settings = _settings(entry.get("settings", {}), f"{here} settings")
