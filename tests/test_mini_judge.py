@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
+from dti.mini.build.train_judge import accuracy, degrade, judge_scenes, render_set
 from dti.mini.judge import WEIGHTS, Judge
-from dti.mini.train_judge import accuracy, degrade, judge_scenes, render_set
 from dti.mini.world import (
     BG_COLOURS,
     COLOURS,

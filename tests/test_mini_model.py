@@ -35,7 +35,7 @@ def test_bpe_vocabulary_repairs_words_split_by_other_words_merges():
 
 
 def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
-    from dti.mini.train_base import main
+    from dti.mini.build.train_base import main
 
     out = tmp_path / "base"
     args = ["--out", str(out), "--vae-steps", "2", "--vae-batch", "4", "--steps", "2", "--batch", "4", "--checkpoint-every", "1", "--quiet"]
@@ -56,7 +56,7 @@ def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
 
 
 def test_training_can_go_on_from_the_shipped_model(tmp_path):
-    from dti.mini.train_base import main
+    from dti.mini.build.train_base import main
 
     info = json.loads((PACKAGED / "dti_mini.json").read_text())
     out = tmp_path / "more"
@@ -80,7 +80,7 @@ def test_training_can_go_on_from_the_shipped_model(tmp_path):
 
 
 def test_init_from_a_folder_that_is_no_export_is_refused_before_anything_is_written(tmp_path):
-    from dti.mini.train_base import main
+    from dti.mini.build.train_base import main
 
     with pytest.raises(SystemExit, match=r"no dti_mini\.json"):
         main(["--out", str(tmp_path / "run"), "--init-from", str(tmp_path), "--quiet"])
@@ -108,7 +108,7 @@ def test_packaged_model_loads_offline_and_generates():
 
 
 def test_quality_gate_runs_on_the_packaged_model_with_its_ceilings():
-    from dti.mini.evaluate import evaluate_base, reconstructions, tally
+    from dti.mini.build.evaluate import evaluate_base, reconstructions, tally
     from dti.mini.judge import Judge
 
     pipe = load_pipeline()
@@ -142,7 +142,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 def test_batches_are_a_function_of_seed_and_step_whoever_renders_them():
-    from dti.mini.train_base import batches, step_batch
+    from dti.mini.build.train_base import batches, step_batch
 
     inline = list(batches(7, 3, 5, 4, 32, 0.5, workers=0))
     ahead = list(batches(7, 3, 5, 4, 32, 0.5, workers=1))
@@ -156,7 +156,7 @@ def test_batches_are_a_function_of_seed_and_step_whoever_renders_them():
 
 
 def test_loss_weights_and_high_noise_timesteps():
-    from dti.mini.train_base import HIGH_NOISE_FROM, MIN_SNR_GAMMA, loss_weight, sample_timesteps
+    from dti.mini.build.train_base import HIGH_NOISE_FROM, MIN_SNR_GAMMA, loss_weight, sample_timesteps
 
     alpha_bar = torch.tensor([1e-4, 0.5, 0.99])
     snr = alpha_bar / (1 - alpha_bar)
@@ -171,7 +171,7 @@ def test_loss_weights_and_high_noise_timesteps():
 
 
 def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path):
-    from dti.mini.train_base import main
+    from dti.mini.build.train_base import main
 
     out = tmp_path / "fresh"
     main(["--out", str(out), "--vae-from", str(PACKAGED), "--steps", "1", "--batch", "2", "--checkpoint-every", "1", "--quiet"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dti.mini import world
-from dti.mini.probe import SWAPS, denoising_losses, probe_scenes, swapped, word_use
+from dti.mini.build.probe import SWAPS, denoising_losses, probe_scenes, swapped, word_use
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

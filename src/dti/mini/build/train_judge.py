@@ -1,4 +1,4 @@
-"""Train the judge from rendered ground truth: ``python -m dti.mini.train_judge``.
+"""Train the judge from rendered ground truth: ``python -m dti.mini.build.train_judge``.
 
 Deterministic (fixed seeds, one CPU thread by default) and about ten minutes on one core. Writes
 ``judge.safetensors`` and the model card ``judge.json`` (per-attribute held-out accuracy on clean
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     degraded = degrade(clean, torch.Generator().manual_seed(12345))
     subjects = render_set([s for subject in SUBJECTS for s in reference_scenes(subject, 10, seed=1000)])
     card = {
-        "command": "python -m dti.mini.train_judge " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m dti.mini.build.train_judge " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": args.threads,

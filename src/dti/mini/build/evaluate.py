@@ -1,6 +1,6 @@
 """The base model's quality gate: does dti-mini render what a held-out caption asks for?
 
-    python -m dti.mini.evaluate [--model PATH] [--n 500] [--out report.json]
+    python -m dti.mini.build.evaluate [--model PATH] [--n 500] [--out report.json]
 
 Every caption is the full caption of a scene whose (shape, colour, texture) combinations were
 held out of base training; one image per caption (seed = its index); the judge reads each image.
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from dti.fileio import write_json
         from dti.images import grid
-        from dti.mini.card import refresh_card
+        from dti.mini.build.card import refresh_card
 
         write_json(args.out, report)
         refresh_card(args.out)

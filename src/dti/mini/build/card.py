@@ -51,7 +51,7 @@ def write_card(folder: str | Path) -> Path:
     lines = [
         "# dti-mini",
         "",
-        "A small text-to-image diffusion model trained from scratch by `python -m dti.mini.train_base` on the procedurally "
+        "A small text-to-image diffusion model trained from scratch by `python -m dti.mini.build.train_base` on the procedurally "
         "rendered world of `dti.mini.world` (coloured shapes in five positions on plain and textured backgrounds, 32x32 px). "
         "It ships with dti so that personalization can be tried, tested and measured offline on a CPU.",
         "",
@@ -124,7 +124,7 @@ def write_card(folder: str | Path) -> Path:
         lines.append("")
     if probe:
         lines += [
-            "## Word use (`python -m dti.mini.probe`)",
+            "## Word use (`python -m dti.mini.build.probe`)",
             "",
             f"Denoising loss on {probe['scenes']} single-object renders with one word of the caption swapped for a wrong one, "
             "relative to the true caption (mean over t = " + ", ".join(str(t) for t in probe["true_loss"]) + "). "
@@ -136,10 +136,10 @@ def write_card(folder: str | Path) -> Path:
             "",
         ]
     lines += [
-        f"Reproduce: `python -m dti.mini.train_base --out runs/mini-base{flags} --export src/dti/mini/dti-mini` (with `--resume` and "
+        f"Reproduce: `python -m dti.mini.build.train_base --out runs/mini-base{flags} --export src/dti/mini/dti-mini` (with `--resume` and "
         "the `--steps` of each leg to follow the learning rate above), then "
-        "`python -m dti.mini.evaluate --out src/dti/mini/dti-mini/quality.json` and "
-        "`python -m dti.mini.probe --out src/dti/mini/dti-mini/probe.json`. Train on from these weights with "
+        "`python -m dti.mini.build.evaluate --out src/dti/mini/dti-mini/quality.json` and "
+        "`python -m dti.mini.build.probe --out src/dti/mini/dti-mini/probe.json`. Train on from these weights with "
         "`--init-from src/dti/mini/dti-mini`."
     ]
     return write_text(folder / "README.md", "\n".join(lines) + "\n")

@@ -1,9 +1,9 @@
 """Train dti-mini from scratch on the rendered world, with checkpoints and resume.
 
-    python -m dti.mini.train_base --out runs/mini-base                      # VAE, then UNet + text encoder
-    python -m dti.mini.train_base --out runs/mini-base --resume --steps 20000  # continue a run
-    python -m dti.mini.train_base --out runs/mini-base --export src/dti/mini/dti-mini
-    python -m dti.mini.train_base --out runs/more --init-from src/dti/mini/dti-mini --steps 30000 --export ...
+    python -m dti.mini.build.train_base --out runs/mini-base                      # VAE, then UNet + text encoder
+    python -m dti.mini.build.train_base --out runs/mini-base --resume --steps 20000  # continue a run
+    python -m dti.mini.build.train_base --out runs/mini-base --export src/dti/mini/dti-mini
+    python -m dti.mini.build.train_base --out runs/more --init-from src/dti/mini/dti-mini --steps 30000 --export ...
                                                        # go on from the shipped model (e.g. on a GPU)
 
 Stage 1 fits the AutoencoderKL to renders (L1 + small KL). Stage 2 freezes it and trains the
@@ -360,7 +360,7 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
             "vocabulary_words": len(world.vocabulary()),
         },
     )
-    from dti.mini.card import write_card
+    from dti.mini.build.card import write_card
 
     write_card(target)
     return target

@@ -1,6 +1,6 @@
 """Which kinds of words does a dti-mini model listen to? A direct test, independent of any sampler.
 
-    python -m dti.mini.probe [--model PATH] [--checkpoint RUN/diffusion.pt [--weights model|ema]] [--out probe.json]
+    python -m dti.mini.build.probe [--model PATH] [--checkpoint RUN/diffusion.pt [--weights model|ema]] [--out probe.json]
 
 For single-object scenes, the model's denoising loss (its training objective) is measured with the
 true caption and with the same caption in which one word is swapped for a wrong one (``left`` ->
@@ -100,7 +100,7 @@ def word_use(pipe: Any, n: int = 48, timesteps: Sequence[int] = TIMESTEPS, seeds
 
 def load_weights(pipe: Any, checkpoint: str, weights: str = "ema") -> int:
     """Put a training checkpoint's text encoder and UNet (``model`` or ``ema``) into ``pipe``; returns its step."""
-    from dti.mini.train_base import load_checkpoint
+    from dti.mini.build.train_base import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     if weights not in state:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{kind:<11} use {row['mean']:+.4f}   " + "  ".join(f"t={t}: {v:+.4f}" for t, v in row["by_timestep"].items()))
     if args.out:
         from dti.fileio import write_json
-        from dti.mini.card import refresh_card
+        from dti.mini.build.card import refresh_card
 
         write_json(args.out, result)
         refresh_card(args.out)
