@@ -11,10 +11,16 @@ generation alike, for every family, without touching the pipeline's weights.
   (T5's has more rows than its tokenizer), copied or handed to an optimizer.
 - CLIP encoders whose pooled output the pipeline uses pool at the real end token
   (:func:`pool_at_end_token`), as the base models were trained.
+- While a concept is attached the tokenizer remembers the texts it tokenized (a training run
+  draws its prompts from a few dozen templates every step, through the pipeline's own
+  ``encode_prompt``): each text once per set of call options and vocabulary size, the batch padded
+  by the tokenizer's own ``pad``, each set of options checked once against a direct call, the
+  memory emptied whenever tokens are added or removed, every result a fresh copy.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +119,84 @@ class ExtendedEmbedding(nn.Module):
 
 # ------------------------------------------------------------------ the tokenizer
 _EXPANDING: dict[type, type] = {}
+CALL_MEMORY = 512  # prompts remembered per tokenizer: a run's templates, times the options it calls with
+_PLAIN = (str, int, float, bool, type(None))
+# Options of a call that act on each text alone, and those that act on the batch (padding).
+_PER_TEXT = ("add_special_tokens", "truncation", "max_length", "return_attention_mask", "return_token_type_ids")
+_PER_BATCH = ("padding", "max_length", "pad_to_multiple_of", "padding_side", "return_attention_mask", "return_tensors")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if set(a.keys()) != set(b.keys()):
+        return False
+    for k in a.keys():
+        x, y = a[k], b[k]
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _padded(tokenizer: Any, items: list[dict], flat: bool, kwargs: dict) -> Any:
+    """Remembered texts as one batch, padded by the tokenizer's own ``pad`` as the direct call would pad them.
+    ``flat``: one text as lists (not nested); otherwise a batch (one text as tensors is a batch of one)."""
+    batch = {k: copy.deepcopy(items[0][k] if flat else [it[k] for it in items]) for k in items[0]}
+    padding = {k: v for k, v in kwargs.items() if k in _PER_BATCH and k != "padding"}
+    if kwargs.get("padding") in (True, "longest"):  # max_length only truncated each text; pad() would warn about it
+        padding.pop("max_length", None)
+    warned = tokenizer.__dict__.setdefault("deprecation_warnings", {})
+    seen, warned["Asking-to-pad-a-fast-tokenizer"] = warned.get("Asking-to-pad-a-fast-tokenizer"), True  # pad() is the point here
+    try:
+        return tokenizer.pad(batch, padding=kwargs.get("padding", False), **padding)
+    finally:
+        if seen is None:
+            warned.pop("Asking-to-pad-a-fast-tokenizer", None)
+
+
+def _remembered_call(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs: dict) -> Any:
+    """``cls.__call__`` on the expanded text, each text tokenized once: rows padded to a fixed length
+    are stacked, other batches padded by the tokenizer's own ``pad``. The first call with a given set of options is checked against a
+    direct call; options whose result would differ (or are not plain values) always call through."""
+    memory = tokenizer.__dict__.get("_dti_calls")
+    single = isinstance(text, str)
+    texts = [text] if single else text
+    plain = (
+        memory is None
+        or args
+        or not isinstance(texts, (list, tuple))
+        or not texts
+        or not all(isinstance(t, str) for t in texts)
+        or any(k not in _PER_TEXT and k not in _PER_BATCH for k in kwargs)
+        or not all(isinstance(v, _PLAIN) for v in kwargs.values())
+    )
+    options = (tuple(sorted(kwargs.items())), single, len(tokenizer), tokenizer.model_max_length)
+    checked = tokenizer.__dict__.setdefault("_dti_checked", {})
+    if plain or checked.get(options) is False:
+        return cls.__call__(tokenizer, _expand(tokenizer, text), *args, **kwargs)
+    fixed = kwargs.get("padding") == "max_length" and kwargs.get("return_tensors") == "pt"
+    # padded to a fixed length, each text's row is the batch's row: remember it as a tensor and stack
+    per_text = dict(kwargs) if fixed else {k: v for k, v in kwargs.items() if k in _PER_TEXT}
+    items = []
+    for t in texts:
+        key = (t, options)
+        if key not in memory:
+            if len(memory) >= CALL_MEMORY:
+                memory.pop(next(iter(memory)))
+            memory[key] = dict(cls.__call__(tokenizer, _expand(tokenizer, t), **per_text))
+        items.append(memory[key])
+    if fixed:
+        from transformers import BatchEncoding
+
+        out = BatchEncoding({k: torch.cat([it[k] for it in items]) for k in items[0]})
+    else:
+        out = _padded(tokenizer, items, single and kwargs.get("return_tensors") is None, kwargs)
+    if options not in checked:
+        direct = cls.__call__(tokenizer, _expand(tokenizer, text), **kwargs)
+        checked[options] = _same(out, direct)
+        return direct
+    return out
 
 
 def _expand(tokenizer: Any, text: Any) -> Any:
@@ -124,12 +208,17 @@ def _expand(tokenizer: Any, text: Any) -> Any:
     return text
 
 
+def _forget_calls(tokenizer: Any) -> None:
+    tokenizer.__dict__["_dti_calls"] = {}
+    tokenizer.__dict__["_dti_checked"] = {}
+
+
 def _expanding_class(cls: type) -> type:
     """``cls`` with multi-vector expansion in front of ``__call__``, ``tokenize`` and ``encode``."""
     if cls not in _EXPANDING:
 
         def __call__(self, text=None, *args, **kwargs):
-            return cls.__call__(self, _expand(self, text), *args, **kwargs)
+            return _remembered_call(cls, self, text, args, kwargs)
 
         def tokenize(self, text, *args, **kwargs):
             return cls.tokenize(self, _expand(self, text), *args, **kwargs)
@@ -178,6 +267,7 @@ def _rebuild_tokens(tokenizer: Any, ext: ExtendedEmbedding, state: _EncoderState
 
     tokenizer._tokenizer = Tokenizer.from_str(state.tokenizer_state)
     tokenizer.__dict__["_dti_words"] = {}
+    _forget_calls(tokenizer)
     for block in ext.blocks.values():
         ids = _add_tokens(tokenizer, block.tokens, state.sentencepiece)
         block.first_id = ids[0]
@@ -260,6 +350,7 @@ def attach(
     assert ext is not None
     ext.blocks[token] = Block(token, tokens, ids[0], rows)
     tokenizer.__dict__["_dti_words"][token] = len(tokens)
+    _forget_calls(tokenizer)
     return Attachment(tokenizer, text_encoder, token, tokens, rows)
 
 
@@ -279,4 +370,6 @@ def detach(tokenizer: Any, text_encoder: nn.Module, token: str) -> None:
     tokenizer._tokenizer = Tokenizer.from_str(state.tokenizer_state)
     tokenizer.__class__ = state.tokenizer_class
     tokenizer.__dict__.pop("_dti_words", None)
+    tokenizer.__dict__.pop("_dti_calls", None)
+    tokenizer.__dict__.pop("_dti_checked", None)
     state.undo_pooling()
