@@ -1,226 +1,609 @@
-"""Personalization methods compared on dti-mini, scored by the mini world's judge.
+"""TI vs DTI on dti-mini, scored through the evaluation protocol (GitHub issue 10).
 
-    python benchmarks/mini.py [--model PATH] [--split eval] [--steps 200] [--out bench-mini]
+    python benchmarks/mini.py run    --out runs/mini [--subjects coral jade ...] [--steps 400] [--prompts 16] [--seeds 4]
+    python benchmarks/mini.py blend  --out runs/mini [--pairs coral:plum lemon:sapphire] [--seeds 8]
+    python benchmarks/mini.py report --out runs/mini [--name mini-2026-12-01]
 
-For every subject of the split and every method (TI, DTI, TI-rescaled, CrossInit, and the paper's
-ablations: AdamW at fixed norm, magnitude min / 5x mean, kappa 0 / 5x), learn the word from the
-subject's 5 reference renders, generate a fixed set of compositional prompts (the token plus 1-3
-other attributes) x seeds, and report text fidelity, subject similarity, final norm / vocabulary
-mean and training time. Also: image grids per method, a plot of norm over steps for TI and DTI,
-and a blend test between two subjects (DTI slerp vs TI lerp) scored along the path.
+``run`` learns every subject (default: all 11 named subjects, the 6 "dev" ones included: none is
+ever shown to base training, see ``world.in_training``) with each method, renders the subject's
+compositional prompts x seeds in batches, and scores every image with :class:`MiniJudgeScorer`
+(text similarity on the class-word prompt, image similarity to the subject's 5 reference renders).
+One subject at a time: its records (JSONL) and a done-marker (JSON) are written when it finishes,
+so a crash loses at most one subject and a rerun skips finished ones; several ``run`` processes
+with disjoint ``--subjects`` may share one ``--out``.
+
+Methods: ``dti`` (the default RSGD lr: DTI moves a unit direction, so its step is scale-free);
+``ti`` (AdamW, lr scaled so that one Adam step moves a coordinate by the same fraction of the
+vocabulary's coordinate scale as the paper's lr 5e-3 does on CLIP ViT-L); ``ti-unscaled`` (lr 5e-3
+as on CLIP: on dti-mini's ~70x larger coordinates the norm barely moves); ``ti-rescaled`` (the
+``ti`` vectors at the vocabulary mean norm); ``class-word`` (no token: the class-word prompt
+itself, the base model's compositional ceiling).
+
+``blend`` scores DTI slerp against TI lerp between two learned subjects along the path;
+``report`` writes the tables with paired bootstrap intervals, the norm plot and the blend plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import statistics
+import shutil
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch
-
-from dti.blend import blend
-from dti.config import BASE_LR
-from dti.generate import interpolation_grid, interpolation_images, render
-from dti.images import grid
-from dti.loading import load, unload
-from dti.mini import world
-from dti.mini.judge import Judge
-from dti.mini.model import PACKAGED
-from dti.models import load_adapter
-from dti.run_folder import read_log
-from dti.tokens import vocab_stats
-from dti.trainer import train
-
+#: CLIP ViT-L/14's token embedding table (SD 1.x / SDXL encoder 1): mean row norm ~0.39 over 768
+#: coordinates (METHOD.md). Its coordinate scale, mean norm / sqrt(width), is what the paper's
+#: AdamW lr 5e-3 moves against.
+CLIP_L_MEAN_NORM = 0.39
+CLIP_L_WIDTH = 768
+PAPER_TI_LR = 5e-3  # per sample; x batch 4
 GUIDANCE = 4.0
-KAPPA = 1e-4
+SAMPLER_STEPS = 20
+BATCH = 16
+ENCODER = "text_encoder_2"
+METHODS = ("dti", "ti", "ti-unscaled", "ti-rescaled", "class-word")
+TRAINED = ("dti", "ti", "ti-unscaled")
+DEFAULT_PAIRS = ("coral:plum", "lemon:sapphire", "ruby:mint")
 
 
-def methods(mean: float, ti_lr: float | None = None) -> dict[str, dict]:
-    """Method name -> training settings (None for methods that reuse another's vectors).
+def coordinate_scale(mean_norm: float, width: int) -> float:
+    """A table's per-coordinate scale: the mean row norm over sqrt(width) (the rms a coordinate has)."""
+    return mean_norm / math.sqrt(width)
 
-    ``ti_lr`` overrides the AdamW learning rate of the unconstrained methods (TI, CrossInit): an
-    Adam step moves each coordinate by about the learning rate, so how far TI's norm can run away in
-    a fixed number of steps depends on the base model's embedding scale, not on the method."""
-    free = {} if ti_lr is None else {"lr": ti_lr}
+
+def ti_lr_factor(table: Any) -> float:
+    """How much larger this table's coordinates are than CLIP ViT-L's: the factor that puts an Adam
+    step (which moves each coordinate by about the lr) in the paper's regime."""
+    mean = float(table.norm(dim=-1).mean())
+    return coordinate_scale(mean, int(table.shape[-1])) / coordinate_scale(CLIP_L_MEAN_NORM, CLIP_L_WIDTH)
+
+
+def prompt_kind(spec: dict) -> str:
+    """The compositional ask of a prompt: place / background / relation / pair / triple (+ background)."""
+    objects = spec["objects"]
+    if len(objects) == 3:
+        kind = "triple"
+    elif len(objects) == 2:
+        kind = "relation" if spec.get("relation") else "pair"
+    else:
+        kind = "place" if objects[0].get("position") else "background"
+    if kind != "background" and (spec.get("texture") or spec.get("background")):
+        kind += "+background"
+    return kind
+
+
+def generate(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], batch: int = BATCH) -> list:
+    """Images for (prompt, seed) pairs in batches, each with its own generator (as one at a time)."""
+    import torch
+
+    from dti.models import adapter_for
+
+    adapter = adapter_for(pipe)
+    res = adapter.native_resolution()
+    kwargs = adapter.generation_kwargs()
+    images = []
+    for i in range(0, len(prompts), batch):
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i : i + batch]]
+        out = pipe(
+            list(prompts[i : i + batch]),
+            num_inference_steps=SAMPLER_STEPS,
+            guidance_scale=GUIDANCE,
+            generator=gens,
+            height=res,
+            width=res,
+            **kwargs,
+        )
+        images.extend(out.images)
+    return images
+
+
+def load_pipe(threads: int):
+    import torch
+
+    from dti.mini.model import PACKAGED
+    from dti.models import load_adapter
+
+    if threads:
+        torch.set_num_threads(threads)
+    pipe = load_adapter(str(PACKAGED), torch.float32, "cpu", quiet=True).pipe
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def vocab_table(pipe: Any):
+    return getattr(pipe, ENCODER).get_input_embeddings().weight.detach()
+
+
+def settings_of(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
+    table = vocab_table(pipe)
+    factor = ti_lr_factor(table)
     return {
-        "TI": dict(method="ti", **free),
-        "DTI": dict(method="dti"),
-        "TI-rescaled": None,  # the TI vectors, rescaled to the vocabulary mean at load time
-        "CrossInit": dict(method="crossinit", **free),
-        "AdamW fixed norm": dict(method="dti", optimizer="adamw"),
-        "DTI magnitude min": dict(method="dti", magnitude="min"),
-        "DTI magnitude 5x mean": dict(method="dti", magnitude=str(5 * mean)),
-        "DTI kappa 0": dict(method="dti", kappa=0.0),
-        "DTI kappa 5x": dict(method="dti", kappa=5 * KAPPA),
+        "steps": args.steps,
+        "batch": 4,
+        "prompts_per_subject": args.prompts,
+        "seeds": list(range(args.seeds)),
+        "sampler_steps": SAMPLER_STEPS,
+        "guidance": GUIDANCE,
+        "vocab_mean_norm": float(table.norm(dim=-1).mean()),
+        "vocab_width": int(table.shape[-1]),
+        "vocab_coordinate_std": float(table.std()),
+        "clip_l_coordinate_scale": coordinate_scale(CLIP_L_MEAN_NORM, CLIP_L_WIDTH),
+        "ti_lr_factor": factor,
+        "ti_lr": PAPER_TI_LR * factor,
+        "ti_unscaled_lr": PAPER_TI_LR,
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(PACKAGED))
-    p.add_argument("--split", default="eval", choices=("dev", "eval"))
-    p.add_argument("--steps", type=int, default=200, help="training steps (the paper's 400, halved for the small model)")
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--sampler-steps", type=int, default=20)
-    p.add_argument("--only", nargs="*", default=None, help="run only these methods")
-    p.add_argument("--ti-lr", type=float, default=None, help=f"TI's and CrossInit's per-sample AdamW lr (default {BASE_LR['adamw']})")
-    p.add_argument("--out", default="bench-mini")
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args()
-    if args.ti_lr is not None and args.ti_lr <= 0:
-        p.error(f"--ti-lr {args.ti_lr}: must be a positive learning rate, e.g. 0.17")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = load_adapter(args.model, torch.float32, "cpu", quiet=True).pipe
-    judge = Judge.load()
-    mean = vocab_stats(pipe.text_encoder_2.get_input_embeddings().weight).mean
-    table = methods(mean, args.ti_lr)
-    if args.only:
-        table = {k: v for k, v in table.items() if k in args.only or (k == "TI-rescaled" and "TI" in args.only)}
-    subjects = world.subjects(args.split)
-    results: dict[str, list[dict]] = {name: [] for name in table}
-    concepts: dict[tuple[str, str], object] = {}
-    runs = Path(tempfile.mkdtemp(prefix="bench-mini-"))
-    for subject in subjects:
-        photos = runs / "photos" / subject.name
-        photos.mkdir(parents=True)
-        refs = world.reference_images(subject, 5)
-        for i, im in enumerate(refs):
-            im.save(photos / f"{i:02d}.png")
-        token = f"<{subject.name}>"
-        prompts = world.compositional_prompts(token, subject.shape, args.prompts, seed=0)
-        for name, settings in table.items():
-            t0 = time.perf_counter()
-            if settings is None:
-                concept, rescale, seconds = concepts[("TI", subject.name)], "mean", 0.0
-            else:
-                run = runs / name.replace(" ", "-") / subject.name
-                concept = train(photos, token, subject.shape, pipe, run, steps=args.steps, validate=False, progress=False, **settings)
-                rescale, seconds = None, time.perf_counter() - t0
-                if name in ("TI", "DTI"):
-                    (out / "logs").mkdir(exist_ok=True)
-                    (out / "logs" / f"{name}-{subject.name}.json").write_text(json.dumps(read_log(run)))
-            concepts[(name, subject.name)] = concept
-            attached = load(pipe, concept, rescale=rescale)
-            norm = float(attached.encoders["text_encoder_2"].norms.mean())
-            images, fid, sim = [], [], []
-            try:
-                for prompt, spec in prompts:
-                    row = [render(pipe, prompt, s, args.sampler_steps, GUIDANCE, None) for s in range(args.seeds)]
-                    images.append(row)
-                    fid += judge.text_fidelity(row, spec)
-                    sim += judge.subject_similarity(row, refs)
-            finally:
+def train_settings(method: str, s: dict[str, Any]) -> dict[str, Any]:
+    if method == "dti":
+        return {"method": "dti"}
+    return {"method": "ti", "lr": s["ti_lr"] if method == "ti" else s["ti_unscaled_lr"]}
+
+
+def learned(pipe: Any, photos: Path, subject: Any, method: str, folder: Path, s: dict[str, Any]):
+    """The subject's concept for ``method``: trained now, or read back from a finished run folder."""
+    from dti.concept import Concept
+    from dti.trainer import train
+
+    done = folder / "concept.safetensors"
+    if done.exists() and (folder / "bench-seconds.json").exists():
+        return Concept.load(done), json.loads((folder / "bench-seconds.json").read_text())["seconds"]
+    if folder.exists():
+        shutil.rmtree(folder)  # a run this benchmark started and did not finish
+    t0 = time.perf_counter()
+    settings = dict(steps=s["steps"], validate=False, progress=False, **train_settings(method, s))
+    concept = train(photos, f"<{subject.name}>", subject.shape, pipe, folder, **settings)
+    seconds = time.perf_counter() - t0
+    from dti.fileio import write_json
+
+    write_json(folder / "bench-seconds.json", {"seconds": seconds})
+    return concept, seconds
+
+
+def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, Any]) -> None:
+    """Every method on one subject; writes subjects/<name>.jsonl and then the marker subjects/<name>.json."""
+    import random
+
+    from dti.evaluate.protocol import class_prompt
+    from dti.fileio import save_images, write_json, write_text
+    from dti.loading import load, unload
+    from dti.mini import world
+
+    token = f"<{subject.name}>"
+    refs = world.reference_images(subject, 5)
+    photos = out / "photos" / subject.name
+    if not photos.exists():
+        save_images([(im, photos / f"{i:02d}.png", {}) for i, im in enumerate(refs)])
+    prompts = world.compositional_prompts(token, subject.shape, s["prompts_per_subject"], seed=0)
+    seeds = s["seeds"]
+    jobs = [(i, p, spec, seed) for i, (p, spec) in enumerate(prompts) for seed in seeds]
+    text_prompts = [class_prompt(p, token, subject.shape) for _, p, _, _ in jobs]
+    mean = s["vocab_mean_norm"]
+    records, meta = [], {"subject": subject.name, "class_word": subject.shape, "split": subject.split, "methods": {}}
+    concepts = {}
+    for method in METHODS:
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {}
+        if method in TRAINED:
+            concept, info["train_seconds"] = learned(pipe, photos, subject, method, out / "runs" / method / subject.name, s)
+            concepts[method] = concept
+        if method == "class-word":
+            attached, texts = None, text_prompts
+        else:
+            source = concepts["ti"] if method == "ti-rescaled" else concepts[method]
+            attached = load(pipe, source, rescale="mean" if method == "ti-rescaled" else None)
+            info["norm_over_mean"] = float(attached.encoders[ENCODER].norms.mean()) / mean
+            texts = [p for _, p, _, _ in jobs]
+        try:
+            images = generate(pipe, texts, [seed for *_, seed in jobs])
+        finally:
+            if attached is not None:
                 unload(pipe, token)
-            results[name].append(
+        text = scorer.text_similarity(images, text_prompts)
+        image = scorer.image_similarity(images, refs)
+        paths = [Path("images") / method / subject.name / f"p{i:02d}-s{seed}.png" for i, _, _, seed in jobs]
+        save_images([(im, out / rel, {}) for im, rel in zip(images, paths)])
+        for (i, p, spec, seed), tp, rel, t, im in zip(jobs, text_prompts, paths, text, image):
+            records.append(
                 {
+                    "method": method,
                     "subject": subject.name,
-                    "text_fidelity": statistics.mean(fid),
-                    "subject_similarity": statistics.mean(sim),
-                    "norm_over_mean": norm / mean,
-                    "train_seconds": seconds,
+                    "kind": "object",
+                    "prompt": p if method != "class-word" else tp,
+                    "text_prompt": tp,
+                    "seed": seed,
+                    "image": str(rel),
+                    "scores": {"mini.text": t, "mini.image": im},
+                    "prompt_kind": prompt_kind(spec),
+                    "prompt_index": i,
                 }
             )
-            (out / "grids").mkdir(exist_ok=True)
-            grid(images, row_labels=[pr for pr, _ in prompts], col_labels=[f"seed {s}" for s in range(args.seeds)]).save(
-                out / "grids" / f"{name.replace(' ', '-')}-{subject.name}.png"
-            )
-            print(
-                f"{subject.name:10s} {name:22s} fidelity {statistics.mean(fid):.3f} similarity {statistics.mean(sim):.3f} "
-                f"norm/mean {norm / mean:.2f} ({seconds:.0f} s)",
-                flush=True,
-            )
-    summary = {
-        name: {k: statistics.mean(r[k] for r in rows) for k in ("text_fidelity", "subject_similarity", "norm_over_mean", "train_seconds")}
-        for name, rows in results.items()
-        if rows
-    }
-    lines = [
-        f"# dti-mini benchmark ({args.split} subjects: {', '.join(s.name for s in subjects)})",
-        "",
-        f"`{' '.join(sys.argv)}` on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}. {args.steps} steps, batch 4; {args.prompts} prompts x {args.seeds} seeds per subject.",
-        "",
-        "| method | text fidelity | subject similarity | final norm / vocab mean | train time |",
-        "|---|---|---|---|---|",
-    ]
-    for name, s in summary.items():
-        lines.append(
-            f"| {name} | {s['text_fidelity']:.3f} | {s['subject_similarity']:.3f} | "
-            f"{s['norm_over_mean']:.2f} | {s['train_seconds']:.0f} s |"
+        info["seconds"] = time.perf_counter() - t0
+        meta["methods"][method] = info
+        print(
+            f"{subject.name:9s} {method:12s} text {sum(text) / len(text):.3f} image {sum(image) / len(image):.3f} "
+            f"norm/mean {info.get('norm_over_mean', float('nan')):.2f} ({info['seconds']:.0f} s)",
+            flush=True,
         )
-    if "TI" in table and "DTI" in table and len(subjects) >= 2:
-        lines += ["", *blend_test(pipe, judge, concepts, subjects[:2], out, args.sampler_steps)]
-    if "TI" in table and "DTI" in table:
-        plot_norms(out, subjects, mean)
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"summary": summary, "per_subject": results}, indent=2))
-    print("\n".join(lines))
+    # The judge's ceiling: clean renders of scenes that show exactly what each class-word prompt asks
+    # (the subject itself in the token's place), one per (prompt, seed).
+    rngs = [random.Random(f"ceiling-{subject.name}-{i}-{seed}") for i, _, _, seed in jobs]
+    clean = [world.render(world.realize(spec, rng, {token: subject})) for (_, _, spec, _), rng in zip(jobs, rngs)]
+    meta["ceiling"] = {
+        "text": scorer.text_similarity(clean, text_prompts),
+        "image": scorer.image_similarity(clean, refs),
+        "prompt_kind": [prompt_kind(spec) for _, _, spec, _ in jobs],
+    }
+    write_text(out / "subjects" / f"{subject.name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_json(out / "subjects" / f"{subject.name}.json", meta)
 
 
-def blend_test(pipe, judge, concepts, pair, out: Path, sampler_steps: int) -> list[str]:
-    """Judge scores along DTI slerp and TI lerp paths between two subjects."""
-    a, b = pair
-    refs = {s.name: world.reference_images(s, 5) for s in pair}
-    weights = [i / 6 for i in range(7)]
-    lines = [
-        f"## Blend `<{a.name}>` -> `<{b.name}>` (similarity to A / to B, mean of 4 seeds)",
-        "",
-        "| weight | DTI slerp | TI lerp |",
-        "|---|---|---|",
-    ]
-    scores = {}
-    for label, method, mode in (("DTI slerp", "DTI", "slerp"), ("TI lerp", "TI", "lerp")):
-        ca, cb = concepts[(method, a.name)], concepts[(method, b.name)]
-        mix = blend(ca, cb.renamed(ca.token), weights, mode)
-        columns = interpolation_images(pipe, mix, "a {}", range(4), sampler_steps, GUIDANCE)
-        interpolation_grid(columns, weights, range(4)).save(out / f"blend-{label.replace(' ', '-')}.png")
-        scores[label] = [
-            (statistics.mean(judge.subject_similarity(c, refs[a.name])), statistics.mean(judge.subject_similarity(c, refs[b.name])))
-            for c in columns
+def cmd_run(args: argparse.Namespace) -> None:
+    from dti.evaluate.mini import MiniJudgeScorer
+    from dti.fileio import write_json
+    from dti.mini import world
+
+    out = Path(args.out)
+    pipe = load_pipe(args.threads)
+    s = settings_of(pipe, args)
+    known = {x.name: x for x in world.subjects()}
+    names = args.subjects or list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"error: unknown subject(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    settings_file = out / "settings.json"
+    if settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        if saved != s:
+            sys.exit(f"error: {settings_file} holds other settings than this run's; use another --out")
+    else:
+        write_json(settings_file, s)
+    print(f"TI lr factor {s['ti_lr_factor']:.2f} -> TI lr {s['ti_lr']:.4f} per sample (x batch 4)", flush=True)
+    scorer = MiniJudgeScorer()
+    for name in names:
+        if (out / "subjects" / f"{name}.json").exists():
+            print(f"{name}: done, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        run_subject(pipe, scorer, known[name], out, s)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def cmd_blend(args: argparse.Namespace) -> None:
+    """DTI slerp vs TI lerp between pairs of learned subjects: judge similarity to A and to B per weight."""
+    from dti.blend import blend
+    from dti.concept import Concept
+    from dti.evaluate.mini import MiniJudgeScorer
+    from dti.fileio import save_images, write_json
+    from dti.images import grid
+    from dti.loading import load, unload
+    from dti.mini import world
+
+    out = Path(args.out)
+    pipe = load_pipe(args.threads)
+    scorer = MiniJudgeScorer()
+    known = {x.name: x for x in world.subjects()}
+    weights = [i / (args.weights - 1) for i in range(args.weights)]
+    seeds = list(range(args.seeds))
+    rows = []
+    for pair in args.pairs:
+        a, b = pair.split(":")
+        refs = {n: world.reference_images(known[n], 5) for n in (a, b)}
+        for label, method, mode in (("DTI slerp", "dti", "slerp"), ("TI lerp", "ti", "lerp")):
+            ca = Concept.load(out / "runs" / method / a / "concept.safetensors")
+            cb = Concept.load(out / "runs" / method / b / "concept.safetensors")
+            mix = blend(ca, cb.renamed(ca.token), weights, mode)
+            tokens = [f"<mix{k}>" for k in range(len(weights))]
+            for concept, token in zip(mix.concepts, tokens):
+                load(pipe, concept.renamed(token))
+            try:
+                jobs = [(k, seed) for k in range(len(weights)) for seed in seeds]
+                images = generate(pipe, [f"a {tokens[k]}" for k, _ in jobs], [seed for _, seed in jobs])
+            finally:
+                for token in tokens:
+                    unload(pipe, token)
+            sim_a = scorer.image_similarity(images, refs[a])
+            sim_b = scorer.image_similarity(images, refs[b])
+            for (k, seed), sa, sb in zip(jobs, sim_a, sim_b):
+                rows.append({"pair": pair, "path": label, "weight": weights[k], "seed": seed, "sim_a": sa, "sim_b": sb})
+            columns = [[images[k * len(seeds) + r] for r in range(min(4, len(seeds)))] for k in range(len(weights))]
+            g = grid([[col[r] for col in columns] for r in range(len(columns[0]))], col_labels=[f"{w:.2f}" for w in weights])
+            save_images([(g, out / "blend" / f"{a}-{b}-{label.replace(' ', '-')}.png", {})])
+            print(f"blend {pair} {label} done", flush=True)
+    write_json(out / "blend.json", {"weights": weights, "seeds": seeds, "pairs": list(args.pairs), "rows": rows})
+
+
+def _records(out: Path) -> tuple[list[dict], dict[str, dict]]:
+    records, meta = [], {}
+    for marker in sorted((out / "subjects").glob("*.json")):
+        meta[marker.stem] = json.loads(marker.read_text())
+        records += [json.loads(line) for line in (out / "subjects" / f"{marker.stem}.jsonl").read_text().splitlines()]
+    return records, meta
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _by(records: Sequence[dict], method: str, key: str) -> dict[tuple, float]:
+    return {(r["subject"], r["prompt_index"], r["seed"]): r["scores"][key] for r in records if r["method"] == method}
+
+
+def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
+    """Means with intervals over images and over subject means; paired DTI - X differences both ways."""
+    from dti.evaluate.stats import bootstrap, paired_difference
+
+    subjects = sorted(meta)
+    summary: dict[str, Any] = {"methods": {}, "differences": {}, "by_kind": {}, "ceiling": {}}
+    for method in METHODS:
+        row = {}
+        for key in ("mini.text", "mini.image"):
+            vals = _by(records, method, key)
+            if not vals:
+                continue
+            per_subject = [_mean([v for k, v in vals.items() if k[0] == s]) for s in sorted({k[0] for k in vals})]
+            row[key] = {"images": bootstrap(list(vals.values())).as_dict(), "subjects": bootstrap(per_subject).as_dict()}
+        infos = [meta[s]["methods"][method] for s in subjects if method in meta[s]["methods"]]
+        norms = [i["norm_over_mean"] for i in infos if "norm_over_mean" in i]
+        secs = [i["train_seconds"] for i in infos if "train_seconds" in i]
+        row["norm_over_mean"] = _mean(norms) if norms else None
+        row["train_seconds"] = _mean(secs) if secs else None
+        row["subjects"] = len(infos)
+        summary["methods"][method] = row
+    for other in ("ti", "ti-unscaled", "ti-rescaled", "class-word"):
+        diff = {}
+        for key in ("mini.text", "mini.image"):
+            d, o = _by(records, "dti", key), _by(records, other, key)
+            keys = sorted(set(d) & set(o))
+            if not keys:
+                continue
+            both = sorted({k[0] for k in keys})
+            sd = [_mean([d[k] for k in keys if k[0] == s]) for s in both]
+            so = [_mean([o[k] for k in keys if k[0] == s]) for s in both]
+            diff[key] = {
+                "images": paired_difference([d[k] for k in keys], [o[k] for k in keys]).as_dict(),
+                "subjects": paired_difference(sd, so).as_dict(),
+                "per_subject": dict(zip(both, [a - b for a, b in zip(sd, so)])),
+            }
+        if diff:
+            summary["differences"][f"dti - {other}"] = diff
+    kinds = sorted({r["prompt_kind"] for r in records})
+    for kind in kinds:
+        sub = [r for r in records if r["prompt_kind"] == kind]
+        entry = {}
+        for method in METHODS:
+            vals = [r["scores"]["mini.text"] for r in sub if r["method"] == method]
+            entry[method] = sum(vals) / len(vals) if vals else None
+        d, t = _by(sub, "dti", "mini.text"), _by(sub, "ti", "mini.text")
+        keys = sorted(set(d) & set(t))
+        entry["dti - ti"] = paired_difference([d[k] for k in keys], [t[k] for k in keys]).as_dict()
+        ceil = [v for s in subjects for v, k in zip(meta[s]["ceiling"]["text"], meta[s]["ceiling"]["prompt_kind"]) if k == kind]
+        entry["ceiling"] = sum(ceil) / len(ceil)
+        entry["images_per_method"] = len(keys)
+        summary["by_kind"][kind] = entry
+    summary["ceiling"] = {
+        "text": bootstrap([v for s in subjects for v in meta[s]["ceiling"]["text"]]).as_dict(),
+        "image": bootstrap([v for s in subjects for v in meta[s]["ceiling"]["image"]]).as_dict(),
+    }
+    return summary
+
+
+def blend_summary(data: dict) -> dict[str, Any]:
+    """Per path and weight: similarity to A and to B with intervals over pairs x seeds; at the middle,
+    the paired DTI - TI difference of min(sim A, sim B) (a blend that is both, not one or the other)."""
+    from dti.evaluate.stats import bootstrap, paired_difference
+
+    rows = data["rows"]
+    out: dict[str, Any] = {"curves": {}, "middle": {}}
+    for path in ("DTI slerp", "TI lerp"):
+        out["curves"][path] = [
+            {
+                "weight": w,
+                "sim_a": bootstrap([r["sim_a"] for r in rows if r["path"] == path and r["weight"] == w]).as_dict(),
+                "sim_b": bootstrap([r["sim_b"] for r in rows if r["path"] == path and r["weight"] == w]).as_dict(),
+            }
+            for w in data["weights"]
         ]
-    for i, w in enumerate(weights):
-        d, t = scores["DTI slerp"][i], scores["TI lerp"][i]
-        lines.append(f"| {w:.2f} | {d[0]:.2f} / {d[1]:.2f} | {t[0]:.2f} / {t[1]:.2f} |")
-    return lines
+    mid = data["weights"][len(data["weights"]) // 2]
+
+    def both(path: str) -> dict[tuple, float]:
+        return {(r["pair"], r["seed"]): min(r["sim_a"], r["sim_b"]) for r in rows if r["path"] == path and r["weight"] == mid}
+
+    d, t = both("DTI slerp"), both("TI lerp")
+    keys = sorted(set(d) & set(t))
+    out["middle"] = {
+        "weight": mid,
+        "min_sim_dti": bootstrap([d[k] for k in keys]).as_dict(),
+        "min_sim_ti": bootstrap([t[k] for k in keys]).as_dict(),
+        "dti - ti": paired_difference([d[k] for k in keys], [t[k] for k in keys]).as_dict(),
+    }
+    return out
 
 
-def plot_norms(out: Path, subjects, mean: float) -> None:
+def _fmt(i: dict) -> str:
+    return f"{i['mean']:.3f} [{i['low']:.3f}, {i['high']:.3f}]"
+
+
+def plot_norms(out: Path, subjects: Sequence[str], mean: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for method, colour in (("TI", "tab:red"), ("DTI", "tab:blue")):
+    from dti.run_folder import read_log
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for method, colour in (("ti", "tab:red"), ("ti-unscaled", "tab:orange"), ("dti", "tab:blue")):
         for k, subject in enumerate(subjects):
-            log = json.loads((out / "logs" / f"{method}-{subject.name}.json").read_text())
-            ax.plot(
-                [r["step"] for r in log],
-                [r["norms"]["text_encoder_2"][0] / mean for r in log],
-                color=colour,
-                alpha=0.7,
-                label=method if k == 0 else None,
-            )
+            folder = out / "runs" / method / subject
+            if not folder.exists():
+                continue
+            log = read_log(folder)
+            norms = [r["norms"][ENCODER][0] / mean for r in log]
+            ax.plot([r["step"] for r in log], norms, color=colour, alpha=0.5, label=method if k == 0 else None)
     ax.axhline(1.0, color="0.4", linestyle="--", label="vocabulary mean")
     ax.set_xlabel("step")
     ax.set_ylabel("norm / vocabulary mean")
-    ax.set_title("dti-mini: learned vector norm during training")
+    ax.set_title("dti-mini: learned vector norm during training (each line a subject)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "norms.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_blend(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, name in zip(axes, ("DTI slerp", "TI lerp")):
+        curve = summary["curves"][name]
+        w = [c["weight"] for c in curve]
+        for key, colour, label in (("sim_a", "tab:blue", "similarity to A"), ("sim_b", "tab:red", "similarity to B")):
+            ax.plot(w, [c[key]["mean"] for c in curve], color=colour, label=label)
+            ax.fill_between(w, [c[key]["low"] for c in curve], [c[key]["high"] for c in curve], color=colour, alpha=0.2)
+        ax.set_title(name)
+        ax.set_xlabel("weight (0 = A, 1 = B)")
+    axes[0].set_ylabel("judge similarity (95% interval)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequence[str]) -> str:
+    m = summary["methods"]
+    lines = [
+        "| method | text fidelity (images) | text (subject means) | subject similarity (images) | image (subject means) "
+        "| final norm / mean | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in m.items():
+        if "mini.text" not in row:
+            continue
+        norm = "-" if row["norm_over_mean"] is None else f"{row['norm_over_mean']:.2f}"
+        secs = "-" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
+        lines.append(
+            f"| {method} | {_fmt(row['mini.text']['images'])} | {_fmt(row['mini.text']['subjects'])} | "
+            f"{_fmt(row['mini.image']['images'])} | {_fmt(row['mini.image']['subjects'])} | {norm} | {secs} |"
+        )
+    c = summary["ceiling"]
+    lines.append(f"| judge on clean renders (ceiling) | {_fmt(c['text'])} | | {_fmt(c['image'])} | | | |")
+    lines += [
+        "",
+        "Paired differences (95% bootstrap; images = subject x prompt x seed, subjects = subject means):",
+        "",
+        "| difference | text (images) | text (subjects) | image (images) | image (subjects) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in summary["differences"].items():
+        lines.append(
+            f"| {name} | {_fmt(d['mini.text']['images'])} | {_fmt(d['mini.text']['subjects'])} | "
+            f"{_fmt(d['mini.image']['images'])} | {_fmt(d['mini.image']['subjects'])} |"
+        )
+    per = summary["differences"]["dti - ti"]
+    lines += [
+        "",
+        "DTI - TI per subject (text / image): "
+        + ", ".join(f"{s} {v:+.3f} / {per['mini.image']['per_subject'][s]:+.3f}" for s, v in per["mini.text"]["per_subject"].items()),
+        "",
+        "Text fidelity by prompt kind:",
+        "",
+        "| prompt kind | images per method | " + " | ".join(METHODS) + " | DTI - TI | judge ceiling |",
+        "|---|---|" + "---|" * len(METHODS) + "---|---|",
+    ]
+    for kind, e in summary["by_kind"].items():
+        vals = " | ".join("-" if e[x] is None else f"{e[x]:.3f}" for x in METHODS)
+        lines.append(f"| {kind} | {e['images_per_method']} | {vals} | {_fmt(e['dti - ti'])} | {e['ceiling']:.3f} |")
+    if blend:
+        lines += [
+            "",
+            "Blend (similarity to A / to B; mean [95% interval] over pairs x seeds):",
+            "",
+            "| weight | DTI slerp: A | DTI slerp: B | TI lerp: A | TI lerp: B |",
+            "|---|---|---|---|---|",
+        ]
+        for d, t in zip(blend["curves"]["DTI slerp"], blend["curves"]["TI lerp"]):
+            lines.append(f"| {d['weight']:.2f} | {_fmt(d['sim_a'])} | {_fmt(d['sim_b'])} | {_fmt(t['sim_a'])} | {_fmt(t['sim_b'])} |")
+        mid = blend["middle"]
+        lines += [
+            "",
+            f"At weight {mid['weight']:.2f}, min(sim A, sim B): DTI slerp {_fmt(mid['min_sim_dti'])}, TI lerp {_fmt(mid['min_sim_ti'])}, "
+            f"paired DTI - TI {_fmt(mid['dti - ti'])}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dti.fileio import write_json, write_text
+
+    out = Path(args.out)
+    settings = json.loads((out / "settings.json").read_text())
+    records, meta = _records(out)
+    if not records:
+        sys.exit(f"error: {out} holds no finished subject; run `benchmarks/mini.py run --out {out}` first")
+    subjects = sorted(meta)
+    summary = summarize(records, meta)
+    blend = blend_summary(json.loads((out / "blend.json").read_text())) if (out / "blend.json").exists() else None
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    plot_norms(out, subjects, settings["vocab_mean_norm"], docs / "norms.png")
+    if blend:
+        plot_blend(blend, docs / "blend.png")
+    results = Path(args.results)
+    body = markdown(summary, settings, blend, subjects)
+    head = (
+        f"# dti-mini: TI vs DTI ({len(subjects)} subjects: {', '.join(subjects)})\n\n"
+        f"`{' '.join(sys.argv)}` on {platform.machine()}, torch threads {args.threads or 'default'}, {time.strftime('%Y-%m-%d')}. "
+        f"{settings['steps']} steps, batch 4, {settings['prompts_per_subject']} prompts x {len(settings['seeds'])} seeds per subject; "
+        f"TI lr {settings['ti_lr']:.4f} per sample (factor {settings['ti_lr_factor']:.2f}), "
+        f"TI-unscaled lr {settings['ti_unscaled_lr']}.\n\n"
+    )
+    write_text(results / f"{args.name}.md", head + body)
+    write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "blend": blend, "subjects": meta})
+    write_text(results / f"{args.name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    try:
+        from dti.evaluate.mini import MiniJudgeScorer
+        from dti.evaluate.report import write_report
+    except ImportError:
+        print("dti.evaluate.report is not there: left the JSONL and images for the lead to render", flush=True)
+    else:
+        write_report(records, {"mini": MiniJudgeScorer().info}, out / "report", "dti-mini: TI vs DTI", settings, [("Details", body)])
+        print(f"report: {out / 'report' / 'report.html'}", flush=True)
+    print(head + body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="learn and score subjects")
+    r.add_argument("--subjects", nargs="*", default=None, help="subject names (default: all 11)")
+    r.add_argument("--steps", type=int, default=400, help="training steps (the paper's 400)")
+    r.add_argument("--prompts", type=int, default=16, help="compositional prompts per subject")
+    r.add_argument("--seeds", type=int, default=4)
+    b = sub.add_parser("blend", help="DTI slerp vs TI lerp between learned subjects")
+    b.add_argument("--pairs", nargs="*", default=list(DEFAULT_PAIRS), help="A:B subject pairs")
+    b.add_argument("--seeds", type=int, default=8)
+    b.add_argument("--weights", type=int, default=7, help="points along the path, ends included")
+    rep = sub.add_parser("report", help="tables, intervals and plots from a finished run")
+    rep.add_argument("--name", default=f"mini-{time.strftime('%Y-%m-%d')}", help="benchmarks/results/<name>.{md,json,jsonl}")
+    rep.add_argument("--results", default="benchmarks/results")
+    rep.add_argument("--docs", default="docs/benchmarks/mini")
+    for q in (r, b, rep):
+        q.add_argument("--out", default="runs/mini", help="the run's working folder")
+        q.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared 2-core machine)")
+    args = p.parse_args(argv)
+    {"run": cmd_run, "blend": cmd_blend, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":
