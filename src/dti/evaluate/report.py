@@ -287,8 +287,8 @@ def scatter_figure(summary: Mapping[str, Any]):
             )
             ax.annotate(method, (x["mean"], y["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
             plotted = True
-        ax.set_xlabel(summary["metrics"][image_key]["label"])
-        ax.set_ylabel(summary["metrics"][text_key]["label"])
+        ax.set_xlabel(f"image similarity ({summary['metrics'][image_key]['label']})")
+        ax.set_ylabel(f"text similarity ({summary['metrics'][text_key]['label']})")
     if not plotted:
         ax.text(0.5, 0.5, "needs an image and a text metric", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()

@@ -109,6 +109,12 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return data
 
 
+def _subject_name(photos: Path) -> str:
+    """A subject is named by its photo folder (dreambooth/dog -> dog), so every method's run on the
+    same photos is the same subject, paired image for image in the report."""
+    return photos.resolve().name or str(photos)
+
+
 def _from_run_folder(folder: Path, class_word: str | None, kind: str | None, photos: str | None) -> EvalRun:
     from dti.concept import CONCEPT_FILENAME
 
@@ -127,7 +133,7 @@ def _from_run_folder(folder: Path, class_word: str | None, kind: str | None, pho
         raise DTIError(f"{folder / 'config.json'} names no token; pass the run's concept file with --class and --photos instead")
     return EvalRun(
         method=str(config.get("method") or "dti"),
-        subject=folder.name,
+        subject=_subject_name(Path(where)),
         kind=check_kind(kind or default_kind(word)),
         class_word=word.strip(),
         token=token,
@@ -143,10 +149,9 @@ def _from_concept(path: Path, class_word: str | None, kind: str | None, photos: 
     if not class_word or not photos:
         raise DTIError(f"{path} is a concept file, which names neither the subject's class nor its photos; pass --class and --photos")
     concept = read(path)
-    subject = path.parent.name if path.is_file() and path.stem in ("concept", "learned_embeds", "learned_embeds_2") else path.stem
     return EvalRun(
         method=concept.method if concept.method != "unknown" else "concept",
-        subject=subject,
+        subject=_subject_name(Path(photos)),
         kind=check_kind(kind or default_kind(class_word)),
         class_word=class_word.strip(),
         token=concept.token,
@@ -155,40 +160,29 @@ def _from_concept(path: Path, class_word: str | None, kind: str | None, photos: 
     )
 
 
-def _field(row: Any, *names: str) -> Any:
-    for name in names:
-        value = row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def _from_sweep(folder: Path, kind: str | None) -> list[EvalRun]:
+    """The sweep's finished runs (a derived run, e.g. ti-rescaled, is its source's concept with its rescale)."""
     from dti.evaluate.sweep import read_sweep
 
-    runs, skipped = [], []
-    for row in read_sweep(folder):
-        concept = _field(row, "concept", "concept_path")
-        if concept is None or not Path(concept).is_file():
-            skipped.append(f"{_field(row, 'subject')}/{_field(row, 'method')} ({_field(row, 'status') or 'no concept'})")
-            continue
-        method = str(_field(row, "method"))
-        word = str(_field(row, "class_word"))
-        runs.append(
-            EvalRun(
-                method=method,
-                subject=str(_field(row, "subject")),
-                kind=check_kind(kind or _field(row, "kind") or default_kind(word)),
-                class_word=word,
-                token=str(_field(row, "token")),
-                photos=Path(_field(row, "photos")),
-                concept=Path(concept),
-                rescale="mean" if method == "ti-rescaled" else None,
-                folder=Path(_field(row, "folder", "run_folder", "run") or concept).resolve(),
-            )
+    index = read_sweep(folder)
+    runs = [
+        EvalRun(
+            method=e.method,
+            subject=e.subject,
+            kind=check_kind(kind or e.kind),
+            class_word=e.class_word,
+            token=e.token,
+            photos=Path(e.photos),
+            concept=Path(e.concept),
+            rescale=e.rescale,
+            folder=Path(e.run),
         )
-    if skipped:
-        warn(f"{len(skipped)} run(s) of sweep {folder} have no concept yet and are left out: {', '.join(skipped[:5])}")
+        for e in index.runs
+        if e.done and Path(e.concept).is_file()
+    ]
+    left = [f"{e.subject}/{e.method} ({e.status})" for e in index.runs if not (e.done and Path(e.concept).is_file())]
+    if left:
+        warn(f"{len(left)} run(s) of sweep {folder} are not finished and are left out: {', '.join(left[:5])}")
     if not runs:
         raise DTIError(f"sweep {folder} has no finished run; finish it with dti sweep, then evaluate")
     return runs
@@ -234,6 +228,11 @@ def resolve_runs(
 
 def resolve_model(model: str | os.PathLike | None, runs: Sequence[EvalRun]) -> str:
     """``--model``, ``dti-mini`` for the packaged model, else the base model every run names."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):  # a loaded pipeline: where it came from
+        name = getattr(getattr(model, "config", None), "_name_or_path", None)
+        if not name or not Path(name).is_dir():
+            raise DTIError("a loaded pipeline must come from a local folder (pipe.config._name_or_path); pass the folder instead")
+        return str(name)
     if model is None:
         from dti.formats import read
 
@@ -288,22 +287,17 @@ def scheduler_name(model: str) -> str | None:
 
 
 def reference_photos(run: EvalRun, masks: Path | None) -> tuple[list[Image.Image], int]:
-    """The run's photos (masked by ``masks/<subject>/<photo stem>.png`` where one exists) and how many were masked."""
-    import numpy as np
-
+    """The run's photos and how many were masked. ``masks`` holds one mask per photo (same file
+    stem, white = subject), in ``masks/<subject>/`` when that folder exists, else in ``masks/``."""
     from dti.data import list_images, load_image
 
-    images, masked = [], 0
-    for path in list_images(run.photos):
-        image = load_image(path)
-        mask_path = masks / run.subject / f"{path.stem}.png" if masks is not None else None
-        if mask_path is not None and mask_path.is_file():
-            mask = load_image(mask_path).resize(image.size, Image.Resampling.NEAREST)
-            pixels = np.asarray(image, dtype=np.float32) * (np.asarray(mask, dtype=np.float32) / 255.0)
-            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-            masked += 1
-        images.append(image)
-    return images, masked
+    paths = list_images(run.photos)
+    if masks is None:
+        return [load_image(p) for p in paths], 0
+    from dti.evaluate.backbones import load_references
+
+    folder = masks / run.subject if (masks / run.subject).is_dir() else masks
+    return load_references(paths, folder), len(paths)
 
 
 def _slug(text: str, limit: int = 60) -> str:
@@ -326,10 +320,10 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 class _Pipeline:
-    """The pipeline, loaded on first use (a fully cached evaluation never loads it)."""
+    """The pipeline, loaded on first use (a fully cached evaluation never loads it), or one already loaded."""
 
-    def __init__(self, model: str, dtype: Any, device: Any) -> None:
-        self.model, self.dtype, self.device, self.pipe = model, dtype, device, None
+    def __init__(self, model: str, dtype: Any, device: Any, pipe: Any = None) -> None:
+        self.model, self.dtype, self.device, self.pipe = model, dtype, device, pipe
 
     def get(self) -> Any:
         if self.pipe is None:
@@ -359,7 +353,7 @@ def _score(scorers: Mapping[str, Scorer], images: list[Image.Image], refs: list[
 
 def evaluate(
     runs: Sequence[str | os.PathLike | EvalRun],
-    model: str | os.PathLike | None,
+    model: str | os.PathLike | Any | None,
     out: str | os.PathLike,
     prompts: str | os.PathLike = "dreambooth",
     seeds: Sequence[int] | str = DEFAULT_SEEDS,
@@ -382,9 +376,11 @@ def evaluate(
 ) -> EvalResult:
     """Generate (cache first) and score every run x prompt x seed; write the report into ``out``.
 
-    ``scorers`` maps a metric name to a :class:`~dti.evaluate.protocol.Scorer`. ``cache_dir``
-    defaults to ``out/cache``. ``subject_form`` says what ``{}`` in a prompt becomes
-    (:data:`~dti.evaluate.prompts.SUBJECT_FORMS`; default the token alone, as the paper's code)."""
+    ``model`` is a hub id, a local folder, ``dti-mini``, or a pipeline loaded from a local folder
+    (used as it is: ``device`` and ``precision`` then only label the report). ``scorers`` maps a
+    metric name to a :class:`~dti.evaluate.protocol.Scorer`. ``cache_dir`` defaults to ``out/cache``.
+    ``subject_form`` says what ``{}`` in a prompt becomes (:data:`~dti.evaluate.prompts.SUBJECT_FORMS`;
+    default: the token alone, as the paper's code)."""
     from dti.devices import resolve_device
     from dti.generate import check_settings
     from dti.models import read_model_index, resolve_dtype
@@ -406,12 +402,13 @@ def evaluate(
     shas = {id(run): file_sha256(run.concept) for run in evaluated}
     name = resolve_model(model, evaluated)
     index = read_model_index(name)
-    dev = resolve_device(device)
-    dtype = resolve_dtype(precision, dev)
+    loaded = None if model is None or isinstance(model, (str, os.PathLike)) else model
+    dev = resolve_device(device) if loaded is None else loaded.device
+    dtype = resolve_dtype(precision, dev) if loaded is None else loaded.dtype
     default_steps, default_guidance = sampler_defaults(str(index["_class_name"]))
     steps = steps if steps is not None else default_steps
     guidance = guidance if guidance is not None else default_guidance
-    pipeline = _Pipeline(name, dtype, dev)
+    pipeline = _Pipeline(name, dtype, dev, loaded)
     scheduler = scheduler_name(name) or type(pipeline.get().scheduler).__name__
     identity = model_identity(name)
     cache = GenerationCache(cache_dir if cache_dir is not None else out / "cache")
