@@ -53,8 +53,14 @@ class Scorer(Protocol):
 
 def class_prompt(prompt: str, token: str, class_word: str) -> str:
     """The prompt a text metric reads: every occurrence of the learned token replaced by the class
-    word, and the doubled class word a DreamBooth prompt then has ("a <dog> dog" -> "a dog") collapsed."""
-    text = prompt.replace(token, class_word)
+    word, and the doubled class word a DreamBooth prompt then has ("a <dog> dog" -> "a dog") collapsed.
+    A token that starts or ends with a letter or digit ("sks") is replaced only where it stands as a
+    word there, so "tasks" keeps its letters; "<dog>" is replaced wherever it occurs."""
+    if not token.strip() or not class_word.strip():
+        raise ValueError(f"class_prompt needs a token and a class word, got {token!r} and {class_word!r}")
+    before = r"(?<!\w)" if re.match(r"\w", token[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", token[-1]) else ""
+    text = re.sub(before + re.escape(token) + after, lambda _: class_word, prompt)
     doubled = re.compile(rf"\b({re.escape(class_word)})\s+\1\b")
     text = doubled.sub(r"\1", text)
     return " ".join(text.split())
