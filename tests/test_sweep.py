@@ -88,7 +88,7 @@ def pipe(tiny_sd, threads):
 def clean(manifest, tiny_sd, tmp_path_factory, threads):
     """One uninterrupted sweep (the reference the other tests compare against)."""
     out = tmp_path_factory.mktemp("sweep") / "out"
-    runs = sweep(manifest, "dti,ti,ti-rescaled", tiny_sd, out, quiet=True)
+    runs = sweep(manifest, "dti,ti,ti-rescaled", tiny_sd, out, quiet=True, device="cpu")  # as the shared CPU pipeline
     return out, runs
 
 
@@ -287,6 +287,17 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_sd, capsy
     assert "sweep: 4 of 4 runs done, 0 failed" in capsys.readouterr().out
     assert files(out / "ti" / "beta") == beta
     assert all(r.status == "done" and r.error is None for r in read_sweep(out).runs)
+
+    # a later sweep of fewer methods into the same folder keeps the others in the index
+    assert command(["sweep", path, "--methods", "ti", "--model", tiny_sd, "--out", out, "--quiet", "--seed", "3"]) == 0
+    index = read_sweep(out)
+    assert index.methods == ("ti", "ti-rescaled")
+    assert sorted((r.subject, r.method, r.status) for r in index.runs) == [
+        ("alpha", "ti", "done"),
+        ("alpha", "ti-rescaled", "done"),
+        ("beta", "ti", "done"),
+        ("beta", "ti-rescaled", "done"),
+    ]
 
 
 # ---------------------------------------------------------------------- refusals, before any model loads

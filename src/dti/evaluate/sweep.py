@@ -424,9 +424,11 @@ class _Index:
     def __init__(self, out: Path, manifest: Path, model: str, methods: list[str], settings: dict[str, Any]) -> None:
         self.out, self.manifest, self.model, self.methods, self.settings = out, Path(manifest).resolve(), model, methods, settings
         self.path = out / SWEEP_FILENAME
+        self.kept: list[RunEntry] = []  # runs an earlier sweep into OUT indexed that this one does not plan
 
     def check(self, entries: list[RunEntry]) -> list[RunEntry]:
-        """The planned runs with what their folders already hold (checked to be these very runs)."""
+        """The planned runs with what their folders already hold (checked to be these very runs).
+        An earlier sweep's other runs (``--methods dti`` now, ``--methods ti`` before) stay indexed."""
         earlier: dict[tuple[str, str], RunEntry] = {}
         if self.path.is_file():
             previous = read_sweep(self.out)
@@ -435,6 +437,9 @@ class _Index:
                     f"{self.path} is a sweep of {previous.model}, not {self.model}; pass --model {previous.model} or another --out"
                 )
             earlier = {(r.subject, r.method): r for r in previous.runs}
+            planned = {(e.subject, e.method) for e in entries}
+            self.kept = [_refreshed(r) for r in previous.runs if (r.subject, r.method) not in planned]
+            self.methods = list(dict.fromkeys([*previous.methods, *self.methods]))
         out: list[RunEntry] = []
         for entry in entries:
             state = run_state(entry.run) if entry.derived_from is None else "new"
@@ -443,15 +448,14 @@ class _Index:
             seen = earlier.get((entry.subject, entry.method))
             seconds = seen.seconds if seen is not None and state == "done" else None
             out.append(dataclasses.replace(entry, status="done" if state == "done" else "pending", seconds=seconds))
-        done = {(e.subject, e.method) for e in out if e.done}
-        out = [
-            dataclasses.replace(e, status="done", seconds=0.0) if e.derived_from and (e.subject, e.derived_from) in done else e for e in out
-        ]
-        return out
+        done = {(e.subject, e.method) for e in [*out, *self.kept] if e.done and e.derived_from is None}
+        return [_derived_status(e, done) for e in out]
 
     def write(self, entries: list[RunEntry]) -> None:
         from dti.fileio import write_json
 
+        done = {(e.subject, e.method) for e in [*entries, *self.kept] if e.done and e.derived_from is None}
+        self.kept = [_derived_status(e, done) for e in self.kept]  # a kept ti-rescaled follows the ti run trained now
         write_json(
             self.path,
             {
@@ -461,9 +465,27 @@ class _Index:
                 "model": self.model,
                 "methods": list(self.methods),
                 "settings": _plain(self.settings),
-                "runs": [e.to_json() for e in entries],
+                "runs": [e.to_json() for e in [*entries, *self.kept]],
             },
         )
+
+
+def _refreshed(entry: RunEntry) -> RunEntry:
+    """An earlier sweep's trained run as its folder stands now (a deleted run is pending again)."""
+    if entry.derived_from is not None:
+        return entry
+    if run_state(entry.run) == "done":
+        return dataclasses.replace(entry, status="done", error=None)
+    return entry if entry.status == "failed" else dataclasses.replace(entry, status="pending", seconds=None)
+
+
+def _derived_status(entry: RunEntry, done: set[tuple[str, str]]) -> RunEntry:
+    """A derived run is done exactly when the run it derives from is."""
+    if entry.derived_from is None:
+        return entry
+    if (entry.subject, entry.derived_from) in done:
+        return dataclasses.replace(entry, status="done", seconds=0.0, error=None)
+    return dataclasses.replace(entry, status="pending", seconds=None) if entry.status == "done" else entry
 
 
 class _Sweeper:
