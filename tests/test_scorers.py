@@ -7,6 +7,8 @@ independently from the model's own forward outputs.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 
 import numpy as np
@@ -452,3 +454,29 @@ def test_text_similarity_needs_one_prompt_per_image(scorers):
             scorers[name].text_similarity(_images(2), ["a dog"])
         assert "1 prompts for 2 images" in _one_line(exc)
         assert scorers[name].text_similarity([], []) == []
+
+
+def test_references_may_be_photo_paths(scorers, tmp_path):
+    refs = _images(2, seed=15)
+    paths = []
+    for i, image in enumerate(refs):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    images = _images(2, seed=16)
+    assert scorers["clip"].image_similarity(images, paths) == pytest.approx(scorers["clip"].image_similarity(images, refs), abs=1e-6)
+    with pytest.raises(DTIError) as exc:
+        scorers["clip"].image_similarity(images, [paths[0], refs[1]])
+    assert "not mixed" in _one_line(exc)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentencepiece") is not None, reason="sentencepiece is installed")
+def test_siglip_s_real_tokenizer_without_sentencepiece_is_one_line(folders, tmp_path):
+    """The hub's SigLIP repos ship a SentencePiece ``SiglipTokenizer`` (spiece.model): it needs a package dti does not pull in."""
+    folder = tmp_path / "siglip-hub-layout"
+    shutil.copytree(folders["siglip"], folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer", "model_max_length": 64}))
+    (folder / "spiece.model").write_bytes(b"\0" * 16)
+    with pytest.raises(DTIError) as exc:
+        load_scorer("siglip", folder)
+    assert "pip install sentencepiece protobuf" in _one_line(exc)

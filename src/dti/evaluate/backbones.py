@@ -315,10 +315,15 @@ class _HFScorer:
     def _check_references(self, references: Sequence[Any]) -> list[Image.Image]:
         if not references:
             raise DTIError(f"{self.METRIC}: image similarity needs at least one reference photo")
+        if any(isinstance(r, (str, os.PathLike)) for r in references):
+            if not all(isinstance(r, (str, os.PathLike)) for r in references):
+                raise DTIError(f"{self.METRIC}: pass the references all as file paths or all as images, not mixed")
+            return load_references(references)
         return list(references)
 
-    def image_similarity(self, images: Sequence[Image.Image], references: Sequence[Image.Image]) -> list[float]:
-        """Per image, the mean cosine between its embedding and every reference photo's."""
+    def image_similarity(self, images: Sequence[Image.Image], references: Sequence[Image.Image | str | os.PathLike]) -> list[float]:
+        """Per image, the mean cosine between its embedding and every reference photo's (references
+        may be images or, for DINOv2's masks, photo paths)."""
         refs = self._check_references(references)
         if not images:
             return []
@@ -385,19 +390,14 @@ class Dinov2Scorer(_HFScorer):
         return f"embedding: CLS token of last_hidden_state (layer-normed, = pooler_output), as the paper's code; {masks}"
 
     def _check_references(self, references: Sequence[Any]) -> list[Image.Image]:
-        if not references:
-            raise DTIError(f"{self.METRIC}: image similarity needs at least one reference photo")
-        paths = [r for r in references if isinstance(r, (str, os.PathLike))]
-        if paths and len(paths) != len(references):
-            raise DTIError(f"{self.METRIC}: pass the references all as file paths or all as images, not mixed")
-        if paths:
-            return load_references(paths, self.masks)
-        if self.masks is not None:
-            names = [getattr(r, "filename", "") for r in references]
-            if not all(names):
-                raise DTIError(f"{self.METRIC} masks need the reference photos' file names; pass the references as file paths")
-            return load_references(names, self.masks)
-        return list(references)
+        if self.masks is None or not references:
+            return super()._check_references(references)
+        if all(isinstance(r, (str, os.PathLike)) for r in references):
+            return load_references(references, self.masks)
+        names = [getattr(r, "filename", "") if isinstance(r, Image.Image) else "" for r in references]
+        if not all(names):
+            raise DTIError(f"{self.METRIC} masks need the reference photos' file names; pass the references as file paths")
+        return load_references(names, self.masks)
 
 
 class DinoScorer(_HFScorer):
