@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dti.errors import DTIError
+from dti.evaluate import sweep_command
 from dti.stopping import RunStopped
 
 EXIT_USAGE = 2
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_convert(sub, "rescale")
     _add_demo(sub)
+    sweep_command.add_parser(sub)
     return parser
 
 
@@ -556,6 +558,7 @@ COMMANDS = {
     "convert": _run_convert,
     "rescale": _run_convert,
     "demo": _run_demo,
+    "sweep": sweep_command.run,
 }
 
 
