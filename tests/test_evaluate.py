@@ -422,3 +422,69 @@ def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
     assert masked.summary["masks_used"] and not plain.summary["masks_used"]
     assert masked.settings["masked_photos"] == 3
     assert [r["scores"] for r in plain.records] != [r["scores"] for r in masked.records]
+
+
+def test_dreambooth_set_on_tiny_sd_with_token_and_class(tiny_sd, photos, tmp_path, one_thread):
+    """The DreamBooth object list on a CLIP-tokenized SD pipeline, '{}' as 'token class' (DreamBooth's form)."""
+    from dti.models import load_adapter
+    from dti.trainer import train
+
+    pipe = load_adapter(tiny_sd, quiet=True).pipe
+    train(photos, "<teapot>", "teapot", pipe, tmp_path / "run", steps=1, resolution=64, method="ti", validate=False, progress=False)
+    args = dict(seeds=[3], steps=1, guidance=1.0, resolution=64, device="cpu", progress=False, subject_form="token+class")
+    result = evaluate([tmp_path / "run"], pipe, tmp_path / "out", prompts="dreambooth", scorers={"thumb": ThumbScorer()}, **args)
+    assert result.generated == 25
+    assert [r["prompt"] for r in result.records][:2] == ["a <teapot> teapot in the jungle", "a <teapot> teapot in the snow"]
+    assert [r["text_prompt"] for r in result.records][-1] == "a cube shaped teapot"
+    assert {r["seed"] for r in result.records} == {3} and {r["kind"] for r in result.records} == {"object"}
+    assert Image.open(tmp_path / "out" / result.records[0]["image"]).size == (64, 64)
+    assert result.summary["headline"] == {"image": "thumb.image", "text": None}
+
+
+def test_cli_runs_from_the_cache(first, runs, tmp_path, capsys):
+    root, folders = runs
+    out = tmp_path / "cli"
+    argv = [folders["dti"], folders["ti"], "--out", out, "--model", "dti-mini", "--metrics", "mini", "--prompts", root / "prompts.txt"]
+    argv += [
+        "--seeds",
+        "0,1",
+        "--steps",
+        "2",
+        "--guidance",
+        "4",
+        "--device",
+        "cpu",
+        "--cache",
+        first.out.parent / "shared-cache",
+        "--quiet",
+    ]
+    code, lines = cli(argv, capsys)
+    assert code == 0, lines
+    assert (out / "report.html").is_file() and not (out / "cache").exists()
+    code, lines = cli(argv, capsys)  # a second time into the same --out: refused without --overwrite
+    assert code == 2 and "already exists" in lines[0]
+    code, lines = cli([*argv, "--overwrite"], capsys)
+    assert code == 0
+
+
+class HalfNaNScorer(ThumbScorer):
+    """Thumb similarity, but no score (NaN) for every other image."""
+
+    info = ScorerInfo("half", "8x8 RGB thumbnails", None, "cosine in [-1, 1]", image_metric="Half")
+
+    def image_similarity(self, images, references):
+        return [float("nan") if i % 2 else v for i, v in enumerate(super().image_similarity(images, references))]
+
+
+def test_non_finite_scores_are_left_out(first, runs, tmp_path, capsys):
+    from dti.mini.model import PACKAGED
+
+    root, folders = runs
+    args = dict(prompts=root / "prompts.txt", seeds="0-1", steps=2, guidance=4.0, device="cpu", progress=False)
+    result = evaluate(
+        [folders["dti"]], PACKAGED, tmp_path, scorers={"half": HalfNaNScorer()}, cache_dir=first.out.parent / "shared-cache", **args
+    )
+    assert "half.image gave 2 image(s) no finite score" in capsys.readouterr().err
+    assert [("half.image" in r["scores"]) for r in result.records] == [True, False, True, False]
+    assert result.summary["methods"]["dti"]["overall"]["half.image"]["n"] == 2
+    assert "NaN" not in (tmp_path / "scores.jsonl").read_text()

@@ -254,7 +254,7 @@ def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], 
             for r in (r for r in mine if str(r.get("text_prompt") or r["prompt"]) == text):
                 scores = "<br>".join(f"{e(labels.get(k, k))}: {v:.3f}" for k, v in r.get("scores", {}).items() if v is not None)
                 caption = f"{e(str(r['method']))}, seed {int(r['seed'])}<br>{scores}"
-                img = f"<img src='{_src(r['image'])}' alt='{e(str(r['prompt']), quote=True)}'>"
+                img = f"<img src='{_src(r['image'])}' loading='lazy' alt='{e(str(r['prompt']), quote=True)}'>"
                 parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
             parts.append("</div>")
     parts.append("</body></html>")

@@ -13,6 +13,7 @@ Everything that can be refused is refused before the model loads.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -301,10 +302,12 @@ def reference_photos(run: EvalRun, masks: Path | None) -> tuple[list[Image.Image
 
 
 def _slug(text: str, limit: int = 60) -> str:
+    """A file name for ``text``: lower-case words joined by dashes, with a short hash of the text
+    when that name is not the text itself (so two texts never share a file)."""
     import hashlib
 
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "prompt"
-    return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "x"
+    return slug if slug == text else f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -335,6 +338,7 @@ class _Pipeline:
 
 def _score(scorers: Mapping[str, Scorer], images: list[Image.Image], refs: list[Image.Image], texts: list[str]) -> list[dict[str, float]]:
     scores: list[dict[str, float]] = [{} for _ in images]
+    bad: dict[str, int] = {}
     for name, scorer in scorers.items():
         for start in range(0, len(images), SCORE_BATCH):
             batch = images[start : start + SCORE_BATCH]
@@ -347,7 +351,13 @@ def _score(scorers: Mapping[str, Scorer], images: list[Image.Image], refs: list[
                 if len(values) != len(batch):
                     raise RuntimeError(f"scorer {name} returned {len(values)} scores for {len(batch)} images")
                 for i, value in enumerate(values):
-                    scores[start + i][key] = float(value)
+                    value = float(value)
+                    if math.isfinite(value):
+                        scores[start + i][key] = value
+                    else:
+                        bad[key] = bad.get(key, 0) + 1
+    for key, n in bad.items():
+        warn(f"{key} gave {n} image(s) no finite score (NaN or inf); they are left out of its means")
     return scores
 
 
@@ -409,7 +419,7 @@ def evaluate(
     steps = steps if steps is not None else default_steps
     guidance = guidance if guidance is not None else default_guidance
     pipeline = _Pipeline(name, dtype, dev, loaded)
-    scheduler = scheduler_name(name) or type(pipeline.get().scheduler).__name__
+    scheduler = (scheduler_name(name) if loaded is None else None) or type(pipeline.get().scheduler).__name__
     identity = model_identity(name)
     cache = GenerationCache(cache_dir if cache_dir is not None else out / "cache")
     settings = {
