@@ -134,3 +134,11 @@ def test_headline_follows_scorer_order():
     assert metric_key("dinov2", "image") == "dinov2.image"
     with pytest.raises(ValueError):
         metric_key("dinov2", "both")
+
+
+def test_long_run_lists_are_summarized_in_the_pages(tmp_path):
+    runs = [{"method": "dti", "subject": f"s{i}"} for i in range(12)]
+    summary = write_report(hand_made(), INFOS, tmp_path, "toy", {"runs": runs, "steps": 50})
+    assert summary["settings"]["runs"] == runs and json.loads((tmp_path / "summary.json").read_text())["settings"]["runs"] == runs
+    md = (tmp_path / "report.md").read_text()
+    assert '"runs": "12 entries (see summary.json)"' in md and '"steps": 50' in md

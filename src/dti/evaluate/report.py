@@ -186,6 +186,15 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _shown_settings(settings: Mapping[str, Any]) -> str:
+    """The settings as JSON, long lists of records (every run) summarized: summary.json has them all."""
+    shown = {
+        k: f"{len(v)} entries (see summary.json)" if isinstance(v, list) and len(v) > 10 and all(isinstance(x, dict) for x in v) else v
+        for k, v in settings.items()
+    }
+    return json.dumps(shown, indent=2, default=str)
+
+
 def _scorer_lines(summary: Mapping[str, Any]) -> list[str]:
     lines = []
     for name, info in summary["scorers"].items():
@@ -207,7 +216,7 @@ def markdown(summary: Mapping[str, Any], extra_sections: Sequence[tuple[str, str
         parts += [_md_table(*_diff_rows(summary, "per_image")), ""]
     parts += ["![image vs text similarity](scatter.png)", "", "## Scorers", ""]
     parts += [f"- {line}" for line in _scorer_lines(summary)]
-    parts += ["", "## Settings", "", "```json", json.dumps(summary["settings"], indent=2, default=str), "```", ""]
+    parts += ["", "## Settings", "", "```json", _shown_settings(summary["settings"]), "```", ""]
     for heading, text in extra_sections:
         parts += [f"## {heading}", "", text.rstrip(), ""]
     return "\n".join(parts)
@@ -242,7 +251,7 @@ def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], 
         parts.append(f"<h2>Paired differences (per image)</h2>{_html_table(*_diff_rows(summary, 'per_image'))}")
     parts.append("<img src='scatter.png' alt='image vs text similarity' style='max-width:600px'>")
     parts.append("<h2>Scorers</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in _scorer_lines(summary)) + "</ul>")
-    parts.append(f"<h2>Settings</h2><pre>{e(json.dumps(summary['settings'], indent=2, default=str))}</pre>")
+    parts.append(f"<h2>Settings</h2><pre>{e(_shown_settings(summary['settings']))}</pre>")
     for heading, text in extra_sections:
         parts.append(f"<h2>{e(heading)}</h2><pre>{e(text)}</pre>")
     parts.append("<h2>Images</h2>")

@@ -408,7 +408,10 @@ def evaluate(
     if mask_dir is not None and not mask_dir.is_dir():
         raise DTIError(f"--masks {mask_dir} is not a folder; pass a folder holding <subject>/<photo name>.png masks")
     check_out(out, overwrite)
-    references = {id(run): reference_photos(run, mask_dir) for run in evaluated}
+    # every subject's photos (and masks) read once now, so a bad one is refused before the model loads;
+    # kept only while its runs are scored (a sweep is subject-major), not all at once
+    masked = {(r.photos, r.subject): reference_photos(r, mask_dir)[1] for r in evaluated}
+    references: dict[tuple[Path, str], list[Image.Image]] = {}
     shas = {id(run): file_sha256(run.concept) for run in evaluated}
     name = resolve_model(model, evaluated)
     index = read_model_index(name)
@@ -435,7 +438,7 @@ def evaluate(
         "precision": str(dtype).removeprefix("torch."),
         "device": str(dev),
         "masks": str(mask_dir) if mask_dir is not None else None,
-        "masked_photos": sum(references[id(r)][1] for r in evaluated),
+        "masked_photos": sum(masked.values()),
         "runs": [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(r).items()} for r in evaluated],
     }
     total = sum(len(templates[r.kind]) * len(seed_list) for r in evaluated)
@@ -456,7 +459,10 @@ def evaluate(
                     jobs.append((template, prompt, text, seed, key))
             images, made = _generate(pipeline, run, jobs, cache, identity, sampler, shas[id(run)], bar)
             generated += made
-            refs = references[id(run)][0]
+            if (run.photos, run.subject) not in references:
+                references.clear()
+                references[(run.photos, run.subject)] = reference_photos(run, mask_dir)[0]
+            refs = references[(run.photos, run.subject)]
             scores = _score(scorers, images, refs, [j[2] for j in jobs])
             folder = Path("images") / _slug(run.subject, 40) / _slug(run.method, 40)
             for (template, prompt, text, seed, key), score in zip(jobs, scores):
