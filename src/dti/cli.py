@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dti.errors import DTIError
-from dti.evaluate import sweep_command
+from dti.evaluate import evaluate_command, sweep_command
 from dti.stopping import RunStopped
 
 EXIT_USAGE = 2
@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub, "rescale")
     _add_demo(sub)
     sweep_command.add_parser(sub)
+    evaluate_command.add_parser(sub)
     return parser
 
 
@@ -559,6 +560,7 @@ COMMANDS = {
     "rescale": _run_convert,
     "demo": _run_demo,
     "sweep": sweep_command.run,
+    "evaluate": evaluate_command.run,
 }
 
 
