@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +15,15 @@ from dti.mini.model import PACKAGED, MiniConfig, load_pipeline
 from dti.mini.tokenizer import build_vocabulary, mini_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+
+def refused(main, argv: list[str], capsys, pattern: str) -> str:
+    """A build script's refusal: exit status 2 and one ``error:`` line matching ``pattern``, as `dti` does."""
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines
+    return lines[0]
 
 
 def test_every_world_word_is_one_token_and_captions_round_trip():
@@ -34,16 +45,15 @@ def test_bpe_vocabulary_repairs_words_split_by_other_words_merges():
     assert len(set(tokens)) == len(tokens) and len(set(merges)) == len(merges)
 
 
-def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
+def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path, capsys):
     from dti.mini.build.train_base import main
 
     out = tmp_path / "base"
     args = ["--out", str(out), "--vae-steps", "2", "--vae-batch", "4", "--steps", "2", "--batch", "4", "--checkpoint-every", "1", "--quiet"]
-    main(args)
+    assert main(args) == 0
     first = torch.load(out / "diffusion.pt", weights_only=True)["step"]
-    with pytest.raises(SystemExit, match="--resume"):
-        main(args)
-    main([*args[:7], "3", *args[8:], "--resume", "--export", str(tmp_path / "export")])
+    refused(main, args, capsys, r"already holds checkpoints; pass --resume")
+    assert main([*args[:7], "3", *args[8:], "--resume", "--export", str(tmp_path / "export")]) == 0
     state = torch.load(out / "diffusion.pt", weights_only=True)
     assert (first, state["step"]) == (2, 3)
     log = [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
@@ -53,15 +63,54 @@ def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path):
     assert json.loads((tmp_path / "export" / "dti.json").read_text())["templates"] == ["a {}"]
     image = pipe("a red star", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
+    assert "python -m dti.mini.build.train_base" in (tmp_path / "export" / "README.md").read_text()  # the card, at the new path
+
+    export = tmp_path / "export"  # an export is never replaced unasked, and that is checked before any training
+    (export / "quality.json").write_text("{}")  # a report on these weights
+    weights = (export / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    refused(main, [*args[:7], "4", *args[8:], "--resume", "--export", export], capsys, r"--export .* is not empty; pass --overwrite")
+    assert torch.load(out / "diffusion.pt", weights_only=True)["step"] == 3
+    assert (export / "quality.json").is_file() and (export / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    (out / "train_base_log.jsonl").write_text(
+        (out / "train_base_log.jsonl").read_text() + json.dumps({"stage": "vae_from", "source": "x"}) + "\n"
+    )
+    assert main(["--out", str(out), "--export-only", "--export", str(export), "--overwrite", "--quiet"]) == 0
+    assert json.loads((export / "dti_mini.json").read_text())["training"]["vae_from"] == "x"  # this export, not the earlier one
+    assert not (export / "quality.json").exists() and "Quality gate" not in (export / "README.md").read_text()  # it judged the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "export"]  # no staging folder left behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused(main, ["--out", out, "--export-only", "--export", mine, "--overwrite"], capsys, r"no dti-mini export \(no dti_mini\.json\)")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
-def test_training_can_go_on_from_the_shipped_model(tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["--export-only", "--export", "{tmp}/export"], r"holds no diffusion\.pt to export; train first"),
+        (["--export-only"], r"--export-only needs --export FOLDER"),
+        (["--resume"], r"--resume: .* holds no checkpoints"),
+        (["--steps", "0"], r"argument --steps: 0 is below 1"),
+        (["--high-noise", "1.5"], r"--high-noise: 1\.5 is not a share between 0 and 1"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--workers", "-1"], r"no CUDA device here|--workers: -1 is below 0"),
+    ],
+)
+def test_train_base_refuses_bad_runs_in_one_line_and_writes_nothing(tmp_path, capsys, argv, pattern):
+    from dti.mini.build.train_base import main
+
+    refused(main, ["--out", tmp_path / "run", *(a.format(tmp=tmp_path) for a in argv), "--quiet"], capsys, pattern)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_can_go_on_from_the_shipped_model(tmp_path, capsys):
     from dti.mini.build.train_base import main
 
     info = json.loads((PACKAGED / "dti_mini.json").read_text())
     out = tmp_path / "more"
     common = ["--out", str(out), "--batch", "2", "--checkpoint-every", "1", "--quiet"]
-    main([*common, "--init-from", str(PACKAGED), "--steps", str(info["steps"])])  # seeded, nothing left to train
+    assert main([*common, "--init-from", str(PACKAGED), "--steps", str(info["steps"])]) == 0  # seeded, nothing left to train
+    assert f"warning: {out / 'diffusion.pt'} is already at step {info['steps']}" in capsys.readouterr().err
     state = torch.load(out / "diffusion.pt", weights_only=True)
     shipped = load_pipeline().unet.state_dict()
     assert state["step"] == info["steps"] and state["optimizer"] is None
@@ -75,15 +124,13 @@ def test_training_can_go_on_from_the_shipped_model(tmp_path):
     assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)  # the latent space stays put
     log = [json.loads(line) for line in (out / "train_base_log.jsonl").read_text().splitlines()]
     assert log[0]["stage"] == "warm_start" and log[-1]["step"] == info["steps"] + 1
-    with pytest.raises(SystemExit, match="--resume"):
-        main([*common, "--init-from", str(PACKAGED)])
+    refused(main, [*common, "--init-from", str(PACKAGED)], capsys, r"already holds checkpoints; pass --resume")
 
 
-def test_init_from_a_folder_that_is_no_export_is_refused_before_anything_is_written(tmp_path):
+def test_init_from_a_folder_that_is_no_export_is_refused_before_anything_is_written(tmp_path, capsys):
     from dti.mini.build.train_base import main
 
-    with pytest.raises(SystemExit, match=r"no dti_mini\.json"):
-        main(["--out", str(tmp_path / "run"), "--init-from", str(tmp_path), "--quiet"])
+    refused(main, ["--out", str(tmp_path / "run"), "--init-from", str(tmp_path), "--quiet"], capsys, r"--init-from .*: no dti_mini\.json")
     assert not (tmp_path / "run").exists()
 
 
@@ -123,6 +170,68 @@ def test_quality_gate_runs_on_the_packaged_model_with_its_ceilings():
     assert len(report["images"]) == 6 and report["captions"] == 6
     assert report["ceiling"]["clean_renders"]["joint"] >= 5 / 6  # the judge reads clean renders of these scenes
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values()) and "position" in report["accuracy"]
+
+
+def test_evaluate_writes_its_report_grid_and_captions_together_and_refreshes_the_card(tmp_path, capsys):
+    from dti.mini.build.evaluate import main
+
+    model = tmp_path / "model"
+    shutil.copytree(PACKAGED, model)
+    for name in ("quality.json", "quality.png", "quality.prompts.txt"):
+        (model / name).unlink()
+    argv = ["--model", model, "--n", "2", "--steps", "1", "--out", model / "quality.json", "--quiet"]
+    assert main([str(a) for a in argv]) == 0
+    report = json.loads((model / "quality.json").read_text())
+    assert report["captions"] == 2 and report == json.loads(capsys.readouterr().out)  # what it printed is what it wrote
+    assert (model / "quality.prompts.txt").read_text().splitlines() == [world.caption(s) for s in world.heldout_scenes(2, 0)]
+    assert (model / "quality.png").stat().st_size > 0
+    card = (model / "README.md").read_text()
+    assert "2 full captions of held-out combinations" in card and f"{report['joint']:.1%} |" in card
+    before = (model / "quality.json").stat().st_mtime_ns
+    refused(main, argv, capsys, r"--out .*quality\.json already exists; pass --overwrite")
+    assert (model / "quality.json").stat().st_mtime_ns == before
+    assert main([*map(str, argv), "--overwrite"]) == 0
+    refused(main, ["--model", tmp_path, "--n", "1"], capsys, r"--model .*: no model_index\.json there")
+    refused(main, ["--n", "1", "--out", tmp_path / "grid.png"], capsys, r"name of its own sample grid")
+    refused(main, ["--n", "0"], capsys, r"--n 0 must be at least 1")
+
+
+def test_card_is_written_from_the_folders_facts_at_the_new_module_paths(tmp_path, capsys):
+    from dti.mini.build.card import main
+
+    model = tmp_path / "model"
+    shutil.copytree(PACKAGED, model)
+    (model / "README.md").unlink()
+    assert main([str(model)]) == 0
+    card = (model / "README.md").read_text()
+    info, probe = json.loads((model / "dti_mini.json").read_text()), json.loads((model / "probe.json").read_text())
+    assert f"- {info['steps']} steps of the UNet" in card
+    assert "| " + " | ".join(f"{row['mean']:+.1%}" for row in probe["use"].values()) + " |" in card
+    assert all(f"python -m dti.mini.build.{m}" in card for m in ("train_base", "evaluate", "probe"))
+    assert "python -m dti.mini.train_base" not in card
+    refused(main, [tmp_path], capsys, r"no dti_mini\.json there")
+
+
+def test_build_scripts_run_as_modules_at_their_new_paths():
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "for name in ('train_base', 'train_judge', 'probe', 'card', 'evaluate'):\n"
+        "    sys.argv = [name, '--help']\n"
+        "    try:\n"
+        "        runpy.run_module(f'dti.mini.build.{name}', run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, (name, exc.code)\n"
+        "    print('ok', name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("ok ")] == [
+        f"ok {m}" for m in ("train_base", "train_judge", "probe", "card", "evaluate")
+    ]
+    assert "python -m dti.mini.build.train_base --out runs/mini-base" in done.stdout  # the usage lines name the new path
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -170,7 +279,7 @@ def test_loss_weights_and_high_noise_timesteps():
     assert bool((t[10:] < HIGH_NOISE_FROM).any())  # the rest stay uniform
 
 
-def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path):
+def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path, capsys):
     from dti.mini.build.train_base import main
 
     out = tmp_path / "fresh"
@@ -190,10 +299,8 @@ def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path
         (["--resume"], "cannot be combined with --resume"),
         (["--init-from", str(PACKAGED)], "drop --vae-from"),
     ):
-        with pytest.raises(SystemExit, match=message):
-            main(["--out", str(tmp_path / "other"), "--vae-from", str(PACKAGED), *extra, "--quiet"])
-    with pytest.raises(SystemExit, match=r"--vae-from .*no dti_mini\.json"):
-        main(["--out", str(tmp_path / "other"), "--vae-from", str(tmp_path), "--quiet"])
+        refused(main, ["--out", str(tmp_path / "other"), "--vae-from", str(PACKAGED), *extra, "--quiet"], capsys, message)
+    refused(main, ["--out", str(tmp_path / "other"), "--vae-from", str(tmp_path), "--quiet"], capsys, r"--vae-from .*no dti_mini\.json")
     assert not (tmp_path / "other").exists()
 
 

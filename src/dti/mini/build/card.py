@@ -1,12 +1,19 @@
 """The model card of a dti-mini folder (README.md), written from the facts stored beside it:
-``dti_mini.json`` (architecture, training) and ``quality.json`` (the judge's quality gate)."""
+``dti_mini.json`` (architecture, training), ``quality.json`` (the judge's quality gate) and
+``probe.json`` (word use). Export, evaluate and probe rewrite it; by hand:
+
+    python -m dti.mini.build.card src/dti/mini/dti-mini
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from dti.errors import DTIError
 from dti.fileio import write_text
+from dti.mini.build import Parser, script
 
 GATE_SINGLE, GATE_JOINT = 0.85, 0.60
 WEIGHTING = {"min-snr": "Min-SNR-5 loss weighting", "uniform": "unweighted v-prediction loss"}
@@ -30,7 +37,10 @@ def refresh_card(report: str | Path) -> None:
 
 
 def write_card(folder: str | Path) -> Path:
+    """Write ``folder/README.md`` from the folder's facts; returns its path."""
     folder = Path(folder)
+    if not (folder / "dti_mini.json").is_file():
+        raise DTIError(f"{folder}: no dti_mini.json there; pass a folder exported by dti.mini.build.train_base")
     info = json.loads((folder / "dti_mini.json").read_text())
     quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else None
     probe = json.loads((folder / "probe.json").read_text()) if (folder / "probe.json").is_file() else None
@@ -136,10 +146,22 @@ def write_card(folder: str | Path) -> Path:
             "",
         ]
     lines += [
-        f"Reproduce: `python -m dti.mini.build.train_base --out runs/mini-base{flags} --export src/dti/mini/dti-mini` (with `--resume` and "
+        f"Reproduce: `python -m dti.mini.build.train_base --out runs/mini-base{flags} --export src/dti/mini/dti-mini --overwrite` "
+        "(with `--resume` and "
         "the `--steps` of each leg to follow the learning rate above), then "
         "`python -m dti.mini.build.evaluate --out src/dti/mini/dti-mini/quality.json` and "
         "`python -m dti.mini.build.probe --out src/dti/mini/dti-mini/probe.json`. Train on from these weights with "
         "`--init-from src/dti/mini/dti-mini`."
     ]
     return write_text(folder / "README.md", "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite a model folder's card: 0 when done, 2 with one ``error:`` line for bad input."""
+    p = Parser(__doc__, prog="python -m dti.mini.build.card")
+    p.add_argument("folder", help="an exported dti-mini folder (holds dti_mini.json)")
+    return script(p, argv, lambda args: print(f"wrote {write_card(args.folder)}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Which kinds of words does a dti-mini model listen to? A direct test, independent of any sampler.
 
-    python -m dti.mini.build.probe [--model PATH] [--checkpoint RUN/diffusion.pt [--weights model|ema]] [--out probe.json]
+    python -m dti.mini.build.probe [--model PATH] [--checkpoint RUN/diffusion.pt [--weights model|ema]] [--out probe.json [--overwrite]]
 
 For single-object scenes, the model's denoising loss (its training objective) is measured with the
 true caption and with the same caption in which one word is swapped for a wrong one (``left`` ->
@@ -16,12 +16,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from dti.checkpoints import read_state
+from dti.errors import DTIError
+from dti.fileio import check_writable, write_json
 from dti.mini import world
+from dti.mini.build import Parser, check_new, pipeline_folder, script
+from dti.mini.build.card import refresh_card
 from dti.mini.scene import BG_COLOURS, COLOURS, SHAPES, SIZES, TEXTURES, Background, Scene
 
 #: Each probed kind of word and its wrong-word rule: a different value of the same attribute.
@@ -86,56 +94,88 @@ def denoising_losses(
     return losses
 
 
-def word_use(pipe: Any, n: int = 48, timesteps: Sequence[int] = TIMESTEPS, seeds: int = 2, seed: int = 0) -> dict[str, Any]:
+def word_use(
+    pipe: Any, n: int = 48, timesteps: Sequence[int] = TIMESTEPS, seeds: int = 2, seed: int = 0, quiet: bool = True
+) -> dict[str, Any]:
     """Per kind of word: relative loss increase (swapped / true - 1) per timestep and its mean."""
     scenes = probe_scenes(n, seed)
+    bar = tqdm(total=1 + len(SWAPS), desc="probe", disable=quiet)
     true = denoising_losses(pipe, scenes, [world.caption(s) for s in scenes], timesteps, seeds)
+    bar.update()
     use: dict[str, Any] = {}
     for kind in SWAPS:
         lied = denoising_losses(pipe, scenes, [world.caption(swapped(s, kind)) for s in scenes], timesteps, seeds)
         by_t = {t: round(lied[t] / true[t] - 1, 4) for t in true}
         use[kind] = {"mean": round(sum(by_t.values()) / len(by_t), 4), "by_timestep": by_t}
+        bar.update()
+    bar.close()
     return {"scenes": n, "seeds": seeds, "true_loss": {t: round(v, 5) for t, v in true.items()}, "use": use}
 
 
-def load_weights(pipe: Any, checkpoint: str, weights: str = "ema") -> int:
+def load_weights(pipe: Any, checkpoint: str | Path, weights: str = "ema") -> int:
     """Put a training checkpoint's text encoder and UNet (``model`` or ``ema``) into ``pipe``; returns its step."""
-    from dti.mini.build.train_base import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
+    if not Path(checkpoint).is_file():
+        raise DTIError(f"--checkpoint {checkpoint}: no such file; pass a train_base run's diffusion.pt")
+    try:
+        state = read_state(Path(checkpoint))
+    except Exception as exc:  # not a torch file, or one that would need code to load
+        raise DTIError(
+            f"--checkpoint {checkpoint} is not a train_base checkpoint ({type(exc).__name__}); pass a run's diffusion.pt"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise DTIError(f"--checkpoint {checkpoint} is not a train_base checkpoint (no step); pass a run's diffusion.pt")
     if weights not in state:
-        raise SystemExit(f"{checkpoint} has no {weights!r} weights; use --weights model or ema")
+        raise DTIError(f"{checkpoint} has no {weights!r} weights; use --weights model or ema")
     parts = {"text_encoder.": pipe.text_encoder_2, "unet.": pipe.unet}
     for prefix, module in parts.items():
-        module.load_state_dict({k[len(prefix) :]: v for k, v in state[weights].items() if k.startswith(prefix)})
+        try:
+            module.load_state_dict({k[len(prefix) :]: v for k, v in state[weights].items() if k.startswith(prefix)})
+        except RuntimeError:
+            raise DTIError(
+                f"{checkpoint} does not fit the --model pipeline's {prefix[:-1]}; probe it with the model it was trained as"
+            ) from None
     return int(state["step"])
 
 
-def main(argv: list[str] | None = None) -> None:
-    from dti.mini.model import load_pipeline
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    p = Parser(__doc__, prog="python -m dti.mini.build.probe")
     p.add_argument("--model", default=None, help="pipeline folder (default: the packaged dti-mini)")
     p.add_argument("--checkpoint", default=None, help="a train_base checkpoint (diffusion.pt) to probe instead of the folder's weights")
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the result as JSON")
-    args = p.parse_args(argv)
+    p.add_argument("--out", default=None, help="write the result as JSON (in a model folder: its card is rewritten)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Probe, print one line per kind of word, and write the result (``--out``)."""
+    from dti.mini.model import load_pipeline
+
+    if args.n < 1:
+        raise DTIError(f"--n {args.n} must be at least 1 (the number of probe scenes)")
+    if args.out:
+        check_writable(Path(args.out).parent, "--out")
+        check_new([Path(args.out)], args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(pipeline_folder(args.model))
     step = load_weights(pipe, args.checkpoint, args.weights) if args.checkpoint else None
-    result = {"step": step, **word_use(pipe, args.n)}
+    result = {"step": step, **word_use(pipe, args.n, quiet=args.quiet)}
     for kind, row in result["use"].items():
         print(f"{kind:<11} use {row['mean']:+.4f}   " + "  ".join(f"t={t}: {v:+.4f}" for t, v in row["by_timestep"].items()))
     if args.out:
-        from dti.fileio import write_json
-        from dti.mini.build.card import refresh_card
-
         write_json(args.out, result)
         refresh_card(args.out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when done, 2 with one ``error:`` line for bad input."""
+    return script(parser(), argv, run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

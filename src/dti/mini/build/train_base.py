@@ -2,7 +2,7 @@
 
     python -m dti.mini.build.train_base --out runs/mini-base                      # VAE, then UNet + text encoder
     python -m dti.mini.build.train_base --out runs/mini-base --resume --steps 20000  # continue a run
-    python -m dti.mini.build.train_base --out runs/mini-base --export src/dti/mini/dti-mini
+    python -m dti.mini.build.train_base --out runs/mini-base --export src/dti/mini/dti-mini --overwrite
     python -m dti.mini.build.train_base --out runs/more --init-from src/dti/mini/dti-mini --steps 30000 --export ...
                                                        # go on from the shipped model (e.g. on a GPU)
 
@@ -24,7 +24,10 @@ import math
 import os
 import platform
 import random
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,11 @@ from tqdm.auto import tqdm
 
 from dti.checkpoints import read_state as load_checkpoint
 from dti.checkpoints import write_state as save_checkpoint
-from dti.fileio import write_json
+from dti.errors import DTIError, warn
+from dti.fileio import check_writable, write_json
 from dti.mini import world
+from dti.mini.build import Parser, script
+from dti.mini.build.card import write_card
 from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
 from dti.run_folder import read_log
 
@@ -44,6 +50,7 @@ CAPTION_DROPOUT = 0.1
 #: What dti should use with this model (``dti.json``): prompts in the world's vocabulary.
 MODEL_HINTS = {"templates": ["a {}"], "validation_prompts": ["a {}", "a {} on the left on a striped teal background"]}
 MIN_SNR_GAMMA = 5.0
+LOG = "train_base_log.jsonl"
 HIGH_NOISE_FROM = 800
 
 
@@ -217,6 +224,8 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
             opt.load_state_dict(state["optimizer"])
         step, seconds, scale = state["step"], state.get("seconds", 0.0), state["scale"]
         set_rng_state(state["rng"])
+    if step >= args.steps:
+        warn(f"{path} is already at step {step}, not below --steps {args.steps}; nothing to train (raise --steps to go on)")
     time_ids = torch.tensor([[config.image_size, config.image_size, 0, 0, config.image_size, config.image_size]], dtype=torch.float32)
     model.train()
     bar = tqdm(range(step, args.steps), desc="unet", initial=step, total=args.steps, disable=args.quiet)
@@ -269,7 +278,8 @@ def train_diffusion(args: argparse.Namespace, config: MiniConfig, vae: torch.nn.
 
 
 def _log(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "train_base_log.jsonl", "a", encoding="utf-8") as f:
+    """One record appended to the run's log (as ``dti.run_folder.RunFolder.append_log`` does)."""
+    with open(out / LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -281,7 +291,7 @@ def exported(source: Path, config: MiniConfig) -> tuple[dict[str, Any], Any]:
 
     info = json.loads((source / "dti_mini.json").read_text())
     if MiniConfig.from_dict(info["config"]).architecture() != config.architecture():
-        raise SystemExit(f"{source} was built with another MiniConfig; it cannot seed this run")
+        raise DTIError(f"{source} was built with another MiniConfig; it cannot seed this run, start it without --init-from / --vae-from")
     return info, load_pipeline(source)
 
 
@@ -325,28 +335,80 @@ def warm_start(out: Path, source: Path, info: dict[str, Any], pipe: Any, config:
 
 
 # ------------------------------------------------------------------ export
+def check_export(target: Path, overwrite: bool) -> None:
+    """Refuse, before any training, an ``--export`` that would replace something unasked: a
+    non-empty folder needs ``--overwrite``, and even then only an earlier export is replaced."""
+    if target.exists() and not target.is_dir():
+        raise DTIError(f"--export {target} is a file; choose a folder path")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise DTIError(f"--export {target} is not empty; pass --overwrite to replace the dti-mini there or choose another folder")
+        if not (target / "dti_mini.json").is_file():
+            raise DTIError(
+                f"--export {target} is no dti-mini export (no dti_mini.json); --overwrite replaces only an export, choose another folder"
+            )
+    check_writable(target.parent, "--export")
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put a finished export in place of ``target`` (an earlier export, or nothing): the old folder
+    moves aside, the new one moves in, and only then is the old one removed; a failed move puts it back."""
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        shutil.rmtree(old)  # left by an export that failed after its move aside; the target itself is whole
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export(out: Path, target: Path, config: MiniConfig) -> Path:
-    """The EMA weights as a diffusers pipeline folder in fp16, with a model card."""
+    """The EMA weights as a diffusers pipeline folder in fp16, with a model card.
+
+    Written into a staging folder beside ``target`` and swapped in whole when it is complete, so a
+    failed export leaves the earlier one as it was. An earlier export's reports (``quality.json``,
+    ``probe.json``, the sample grid) go with it: they describe the old weights."""
+    for name in ("diffusion.pt", "vae.pt"):
+        if not (out / name).is_file():
+            raise DTIError(f"{out} holds no {name} to export; train first, or pass the --out of a train_base run")
+    staging = target.parent / f".{target.name}.export"
+    if staging.exists():
+        shutil.rmtree(staging)  # ours, left by a failed export
+    try:
+        _write_export(out, staging, config)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_export(out: Path, target: Path, config: MiniConfig) -> None:
     state = load_checkpoint(out / "diffusion.pt")
+    vae_state = load_checkpoint(out / "vae.pt")
     vae = build_vae(config)
-    vae.load_state_dict(load_checkpoint(out / "vae.pt")["model"])
+    vae.load_state_dict(vae_state["model"])
     vae.register_to_config(scaling_factor=state["scale"])
     tokenizer = build_tokenizer(config)
     model = Diffusion(build_text_encoder(config, tokenizer), build_unet(config))
     model.load_state_dict(state["ema"])
     pipe = assemble(vae, model.text_encoder, tokenizer, model.unet, build_scheduler(config))
     pipe.to(torch.float16)
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True)
     pipe.save_pretrained(target)
     write_json(target / "dti.json", MODEL_HINTS)
     run = json.loads((out / "train_base_config.json").read_text()) if (out / "train_base_config.json").is_file() else {}
     training = {k: run.get(k) for k in ("batch", "lr", "ema", "seed", "threads")}
-    training["vae_steps"] = load_checkpoint(out / "vae.pt")["step"]  # also right when the VAE came --vae-from
+    training["vae_steps"] = vae_state["step"]  # also right when the VAE came --vae-from
     training["weighting"] = run.get("weighting", "min-snr")  # runs from before the option used Min-SNR
     training["high_noise"] = run.get("high_noise", 0.0)
     training["data"] = "per-step" if "workers" in run else "sequential"  # batch k from (seed, k), or one running stream
     training["hardware"] = f"{run.get('machine', '?')}, {run.get('threads', '?')} CPU thread(s), torch {run.get('torch', '?')}"
-    log = read_log(out / "train_base_log.jsonl") if (out / "train_base_log.jsonl").is_file() else []
+    log = read_log(out / LOG) if (out / LOG).is_file() else []
     training["vae_from"] = next((r["source"] for r in log if r.get("stage") == "vae_from"), None)  # survives --resume
     training["lr_by_step"] = {r["step"]: round(r["lr"], 6) for r in log if r.get("stage") == "unet" and r["step"] % 1000 == 0}
     write_json(
@@ -360,17 +422,39 @@ def export(out: Path, target: Path, config: MiniConfig) -> Path:
             "vocabulary_words": len(world.vocabulary()),
         },
     )
-    from dti.mini.build.card import write_card
-
     write_card(target)
-    return target
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# ------------------------------------------------------------------ command line
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(__doc__, prog="python -m dti.mini.build.train_base")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--export", default=None, help="write the EMA pipeline (fp16) to this folder after training")
+    p.add_argument("--overwrite", action="store_true", help="let --export replace an earlier export in that folder (and its reports)")
     p.add_argument("--export-only", action="store_true", help="only export the checkpoints already in --out")
     p.add_argument(
         "--init-from",
@@ -383,39 +467,59 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="start a new run whose text encoder and UNet train from scratch on the VAE of an exported dti-mini folder",
     )
-    p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-steps", type=_at_least(1), default=1500)
+    p.add_argument("--vae-batch", type=_at_least(1), default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-kl", type=float, default=1e-4)
-    p.add_argument("--steps", type=int, default=12000)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=_at_least(1), default=12000)
+    p.add_argument("--batch", type=_at_least(1), default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--warmup", type=_at_least(1), default=300)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--weighting", choices=("min-snr", "uniform"), default="min-snr", help="loss weight over noise levels")
-    p.add_argument("--high-noise", type=float, default=0.0, help="share of each batch drawn from t >= 800 (0: uniform)")
-    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--high-noise", type=_share, default=0.0, help="share of each batch drawn from t >= 800 (0: uniform)")
+    p.add_argument("--checkpoint-every", type=_at_least(1), default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--workers", type=int, default=0, help="processes that render batches ahead (0: inline; use several on a GPU)")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--threads", type=_at_least(0), default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--workers", type=_at_least(0), default=0, help="processes that render batches ahead (0: inline; use several on a GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def check_args(args: argparse.Namespace, out: Path) -> None:
+    """Every refusal, in one line each, before anything is written or trained."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DTIError(f"--device {args.device}: no CUDA device here; pass --device cpu")
+    if args.export:
+        check_export(Path(args.export), args.overwrite)
+    elif args.export_only:
+        raise DTIError("--export-only needs --export FOLDER, the folder to write the pipeline to")
+    if args.export_only:
+        return
+    check_writable(out, "--out")
+    for flag, source in (("--init-from", args.init_from), ("--vae-from", args.vae_from)):
+        if source and args.resume:
+            raise DTIError(f"{flag} starts a new run; it cannot be combined with --resume")
+        if source and not (Path(source) / "dti_mini.json").is_file():
+            raise DTIError(f"{flag} {source}: no dti_mini.json there; pass an exported dti-mini folder")
+    if args.init_from and args.vae_from:
+        raise DTIError("--init-from already takes the VAE; drop --vae-from")
+    if any(out.glob("*.pt")) and not args.resume:
+        raise DTIError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+    if args.resume and not any(out.glob("*.pt")):
+        raise DTIError(f"--resume: {out} holds no checkpoints (vae.pt, diffusion.pt); drop --resume to start a new run there")
+
+
+def run(args: argparse.Namespace) -> Path | None:
+    """Train (unless ``--export-only``) and export (with ``--export``); returns the export folder."""
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     config = MiniConfig()
+    check_args(args, out)
     if not args.export_only:
-        if out.exists() and any(out.glob("*.pt")) and not args.resume:
-            raise SystemExit(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
-        for flag, source in (("--init-from", args.init_from), ("--vae-from", args.vae_from)):
-            if source and args.resume:
-                raise SystemExit(f"{flag} starts a new run; it cannot be combined with --resume")
-            if source and not (Path(source) / "dti_mini.json").is_file():
-                raise SystemExit(f"{flag} {source}: no dti_mini.json there; pass an exported dti-mini folder")
-        if args.init_from and args.vae_from:
-            raise SystemExit("--init-from already takes the VAE; drop --vae-from")
         source = args.init_from or args.vae_from
         seed = exported(Path(source), config) if source else None  # checked before anything is written
         out.mkdir(parents=True, exist_ok=True)
@@ -436,10 +540,18 @@ def main(argv: list[str] | None = None) -> None:
         )
         vae = train_vae(args, config, out)
         train_diffusion(args, config, vae, out)
-    if args.export:
-        print(f"exported to {export(out, Path(args.export), config)}")
+    if not args.export:
+        return None
+    target = export(out, Path(args.export), config)
+    print(f"exported to {target}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when done, 2 with one ``error:`` line for bad input."""
+    return script(parser(), argv, run)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()
+    sys.exit(main())

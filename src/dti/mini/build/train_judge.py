@@ -1,8 +1,9 @@
-"""Train the judge from rendered ground truth: ``python -m dti.mini.build.train_judge``.
+"""Train the judge from rendered ground truth: ``python -m dti.mini.build.train_judge [--overwrite]``.
 
 Deterministic (fixed seeds, one CPU thread by default) and about ten minutes on one core. Writes
 ``judge.safetensors`` and the model card ``judge.json`` (per-attribute held-out accuracy on clean
-and degraded renders, training time, date, command) next to `dti.mini.judge`, or to ``--out``.
+and degraded renders, training time, date, command) next to `dti.mini.judge` (``--overwrite``
+replaces the shipped ones), or to ``--out``; the two files appear together or not at all.
 
 Training scenes are drawn uniformly over classes, colours and backgrounds with appearance features
 far more frequent than in base training (each 40%), and without the base-training exclusions: the
@@ -17,14 +18,20 @@ import argparse
 import datetime
 import json
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from dti.errors import DTIError
+from dti.fileio import atomic_write_all, check_writable
+from dti.mini.build import Parser, check_new, script
 from dti.mini.judge import SCENE_HEADS, SLOT_HEADS, WEIGHTS, Judge, JudgeNet
 from dti.mini.render import render
 from dti.mini.scene import SLOTS, Scene
@@ -56,9 +63,10 @@ def labels(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
     return slots, torch.tensor([SCENE_HEADS["texture"].index(bg.texture), SCENE_HEADS["background"].index(bg.colour)])
 
 
-def render_set(scenes: list[Scene], size: int = 32) -> dict[str, torch.Tensor]:
+def render_set(scenes: list[Scene], size: int = 32, quiet: bool = True) -> dict[str, torch.Tensor]:
     """Images as uint8 [N, 3, size, size] plus their labels."""
-    images = np.stack([np.asarray(render(s, size)) for s in scenes]).transpose(0, 3, 1, 2)
+    drawn = [np.asarray(render(s, size)) for s in tqdm(scenes, desc="render", disable=quiet, leave=False)]
+    images = np.stack(drawn).transpose(0, 3, 1, 2)
     pairs = [labels(s) for s in scenes]
     slots, scene = (torch.stack(column) for column in zip(*pairs))
     return {"images": torch.from_numpy(images.copy()), "slots": slots, "scene": scene}
@@ -134,16 +142,17 @@ def accuracy(judge: Judge, images: torch.Tensor, slots: torch.Tensor, scene: tor
     return {k: round(v, 4) for k, v in acc.items()}
 
 
-def train(net: JudgeNet, data: dict[str, torch.Tensor], epochs: int, batch_size: int, seed: int, log=print) -> None:
+def train(net: JudgeNet, data: dict[str, torch.Tensor], epochs: int, batch_size: int, seed: int, quiet: bool = False) -> None:
+    """AdamW with a one-cycle schedule over degraded batches; a progress bar shows the loss."""
     generator = torch.Generator().manual_seed(seed)
-    steps = epochs * (len(data["images"]) // batch_size)
+    per_epoch = len(data["images"]) // batch_size
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.15)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * per_epoch, pct_start=0.15)
     net.train()
-    step, start = 0, time.time()
+    bar = tqdm(total=epochs * per_epoch, desc="judge", disable=quiet)
     for epoch in range(epochs):
         order = torch.randperm(len(data["images"]), generator=generator)
-        for b in range(len(order) // batch_size):
+        for b in range(per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
             x = degrade(data["images"][idx].float() / 255, generator).contiguous(memory_format=torch.channels_last)
             loss = loss_fn(net(x), data["slots"][idx], data["scene"][idx])
@@ -151,68 +160,98 @@ def train(net: JudgeNet, data: dict[str, torch.Tensor], epochs: int, batch_size:
             loss.backward()
             opt.step()
             schedule.step()
-            step += 1
-            if step % 100 == 0:
-                log(f"epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
+            bar.update()
+            if bar.n % 100 == 0:
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss.item():.4f}")
+    bar.close()
     net.eval()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=WEIGHTS.parent, help="folder for judge.safetensors and judge.json")
-    parser.add_argument("--scenes", type=int, default=36000, help="distinct training renders")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--heldout", type=int, default=2000, help="held-out renders for the reported accuracy")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
+def parser() -> argparse.ArgumentParser:
+    p = Parser(__doc__, prog="python -m dti.mini.build.train_judge")
+    p.add_argument("--out", type=Path, default=WEIGHTS.parent, help="folder for judge.safetensors and judge.json (default: the package's)")
+    p.add_argument("--overwrite", action="store_true", help="replace the judge already in --out (the default --out holds the shipped one)")
+    p.add_argument("--scenes", type=int, default=36000, help="distinct training renders")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--heldout", type=int, default=2000, help="held-out renders for the reported accuracy")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
 
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """Train, measure what was written, and write the weights and the card together; returns the card."""
+    for name, value in (("--scenes", args.scenes), ("--epochs", args.epochs), ("--heldout", args.heldout), ("--threads", args.threads)):
+        if value < 1:
+            raise DTIError(f"{name} {value} must be at least 1")
+    if not 1 <= args.batch_size <= args.scenes:
+        raise DTIError(f"--batch-size {args.batch_size} must be between 1 and --scenes {args.scenes}")
+    weights, card_path = args.out / WEIGHTS.name, args.out / "judge.json"
+    check_writable(args.out, "--out")
+    check_new([weights, card_path], args.overwrite)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train_and_write(args, weights, card_path, argv)
+    finally:  # a caller in the same process (a test) gets its settings back
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
+def _train_and_write(args: argparse.Namespace, weights: Path, card_path: Path, argv: list[str] | None) -> dict:
+    torch.manual_seed(args.seed)
     start = time.time()
-    data = render_set(judge_scenes(args.scenes, f"judge-train-{args.seed}"))
-    heldout = render_set(judge_scenes(args.heldout, HELDOUT_SEED))
+    data = render_set(judge_scenes(args.scenes, f"judge-train-{args.seed}"), quiet=args.quiet)
+    heldout = render_set(judge_scenes(args.heldout, HELDOUT_SEED), quiet=args.quiet)
     render_seconds = time.time() - start
-    print(f"rendered {args.scenes} training and {args.heldout} held-out scenes in {render_seconds:.0f}s")
 
     net = JudgeNet().to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
-    train(net, data, args.epochs, args.batch_size, args.seed)
+    train(net, data, args.epochs, args.batch_size, args.seed, quiet=args.quiet)
     train_seconds = time.time() - start - render_seconds
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / WEIGHTS.name
-    Judge(net).save(weights)
-    judge = Judge.load(weights)  # measure what was written (float16)
-    clean = heldout["images"].float() / 255
-    degraded = degrade(clean, torch.Generator().manual_seed(12345))
-    subjects = render_set([s for subject in SUBJECTS for s in reference_scenes(subject, 10, seed=1000)])
-    card = {
-        "command": "python -m dti.mini.build.train_judge " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "seed": args.seed,
-        "train_scenes": args.scenes,
-        "epochs": args.epochs,
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "render_seconds": round(render_seconds, 1),
-        "train_seconds": round(train_seconds, 1),
-        "heldout_scenes": args.heldout,
-        "heldout_seed": HELDOUT_SEED,
-        "accuracy": accuracy(judge, clean, heldout["slots"], heldout["scene"]),
-        "accuracy_large_objects": accuracy(judge, clean, heldout["slots"], heldout["scene"], only_size="large"),
-        "accuracy_small_objects": accuracy(judge, clean, heldout["slots"], heldout["scene"], only_size="small"),
-        "accuracy_degraded": accuracy(judge, degraded, heldout["slots"], heldout["scene"]),
-        "accuracy_subject_references": accuracy(judge, subjects["images"].float() / 255, subjects["slots"], subjects["scene"]),
-    }
-    (args.out / "judge.json").write_text(json.dumps(card, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = Path(scratch) / WEIGHTS.name
+        Judge(net).save(saved)
+        judge = Judge.load(saved)  # measure what is written (float16)
+        clean = heldout["images"].float() / 255
+        degraded = degrade(clean, torch.Generator().manual_seed(12345))
+        subjects = render_set([s for subject in SUBJECTS for s in reference_scenes(subject, 10, seed=1000)])
+        card = {
+            "command": "python -m dti.mini.build.train_judge " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "seed": args.seed,
+            "train_scenes": args.scenes,
+            "epochs": args.epochs,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "render_seconds": round(render_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "heldout_scenes": args.heldout,
+            "heldout_seed": HELDOUT_SEED,
+            "accuracy": accuracy(judge, clean, heldout["slots"], heldout["scene"]),
+            "accuracy_large_objects": accuracy(judge, clean, heldout["slots"], heldout["scene"], only_size="large"),
+            "accuracy_small_objects": accuracy(judge, clean, heldout["slots"], heldout["scene"], only_size="small"),
+            "accuracy_degraded": accuracy(judge, degraded, heldout["slots"], heldout["scene"]),
+            "accuracy_subject_references": accuracy(judge, subjects["images"].float() / 255, subjects["slots"], subjects["scene"]),
+        }
+        text = json.dumps(card, indent=2) + "\n"
+        # the weights and their card appear together, or neither does
+        atomic_write_all([(weights, lambda tmp: shutil.copyfile(saved, tmp)), (card_path, lambda tmp: Path(tmp).write_text(text))])
     for key in ("accuracy", "accuracy_large_objects", "accuracy_small_objects", "accuracy_degraded", "accuracy_subject_references"):
         print(key, json.dumps(card[key]))
-    print(f"training {train_seconds:.0f}s, rendering {render_seconds:.0f}s; wrote {weights} and {args.out / 'judge.json'}")
+    print(f"training {train_seconds:.0f}s, rendering {render_seconds:.0f}s; wrote {weights} and {card_path}")
     return card
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when done, 2 with one ``error:`` line for bad input."""
+    return script(parser(), argv, lambda args: run(args, argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
