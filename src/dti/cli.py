@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from dti.errors import DTIError
 from dti.evaluate import evaluate_command, sweep_command
+from dti.helpformat import HelpFormatter
 from dti.stopping import RunStopped
 
 EXIT_USAGE = 2
@@ -57,7 +58,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Learn a new word for a subject from 3-6 photos. Defaults reproduce the paper (METHOD.md section 5) "
         "for the model's family; every setting used is saved to OUTPUT/config.json.",
         argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("photos", nargs="?", help="folder of jpg/png/webp photos of the subject")
     p.add_argument("--token", help="the new word, e.g. '<my-dog>' (must not exist in the vocabulary)")
@@ -239,7 +240,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate images with one or more learned words",
         description="Generate images with learned concepts (any format dti reads) attached to the pipeline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("prompt", help="the prompt, naming concept tokens, e.g. 'a <my-dog> wearing a santa hat'")
     p.add_argument("--concept", action="append", default=[], help="concept file or run folder (repeatable)")
@@ -263,7 +264,7 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
         help="blend two learned words (slerp on the sphere, or lerp)",
         description="Blend concept A into concept B: per encoder and per vector, slerp of directions at the "
         "fixed norm (or lerp for contrast). Writes the blends and, given a model, a grid image.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("a", help="concept A (weight 0)")
     p.add_argument("b", help="concept B (weight 1)")
@@ -287,7 +288,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
         help="norms, angle to the initializer, and nearest vocabulary words of a concept",
         description="Report a concept (ours or a foreign file): per encoder the vector norms against the "
         "vocabulary's, the angle to the initializer and the nearest tokens by cosine and by distance.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("concept", help="concept file or run folder, any supported format")
     p.add_argument("--token", default=None, help="name to use for a file that stores none")
@@ -305,7 +306,7 @@ def _add_convert(sub: argparse._SubParsersAction, name: str = "convert") -> None
         else "convert a concept between dti, diffusers, A1111, ComfyUI and kohya formats",
         description="Read a concept in any supported format and write it in another. A1111 .pt files are read "
         "with torch.load(weights_only=True): a pickle that would run code is refused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", help="concept file or folder")
     p.add_argument("--to", choices=("dti", "diffusers", "a1111", "comfyui", "kohya"), default="dti", help="output format")
@@ -336,7 +337,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Offline end-to-end demo on dti-mini, the small model that ships with dti: renders photos "
         "of two subjects, learns a word for each (DTI), generates new compositions, blends the two words "
         "by slerp, and writes a report scored by the mini world's judge.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", "--output", dest="out", default="dti-demo", help="output folder")
     p.add_argument("--steps", type=_int, default=150, help="training steps per word")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dti.helpformat import HelpFormatter
+
 DEFAULT_METRICS = "dinov2,siglip"
 
 
@@ -26,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="Generate every run x prompt x seed (cached, so re-running or adding a metric generates nothing) "
         "and score each image: similarity to the subject's photos, and to the prompt with the token replaced by the class word. "
         "Writes scores.jsonl, summary.json, report.md, report.html and scatter.png into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("runs", nargs="+", help="run folders, concept files (with --class and --photos) or a sweep folder")
     p.add_argument("--model", default=None, help="diffusers pipeline (hub id, folder or dti-mini) [default: the runs' base model]")
