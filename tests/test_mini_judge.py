@@ -162,3 +162,39 @@ def test_text_fidelity_accepts_captions_and_checks_lengths(judge):
     assert judge.text_fidelity([image], "a pink heart on a plain navy background")[0] == pytest.approx(5 / 6)
     with pytest.raises(ValueError):
         judge.text_fidelity([image], ["a heart", "a star"])
+
+
+def test_train_judge_writes_weights_and_card_together_and_measures_what_it_wrote(tmp_path, capsys):
+    import json
+
+    from dti.mini.build.train_judge import HELDOUT_SEED, main
+
+    argv = ["--out", str(tmp_path), "--scenes", "64", "--batch-size", "32", "--epochs", "1", "--heldout", "24", "--threads", "2", "--quiet"]
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    assert main(argv) == 0
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1  # the caller's settings, given back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["judge.json", "judge.safetensors"]
+    card = json.loads((tmp_path / "judge.json").read_text())
+    assert card["command"] == "python -m dti.mini.build.train_judge " + " ".join(argv)
+    heldout = render_set(judge_scenes(24, HELDOUT_SEED))
+    written = Judge.load(tmp_path / "judge.safetensors")
+    assert card["accuracy"] == accuracy(written, heldout["images"].float() / 255, heldout["slots"], heldout["scene"])
+    assert card["parameters"] == sum(p.numel() for p in written.net.parameters())
+    capsys.readouterr()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "judge.json", tmp_path / "judge.safetensors")}
+    assert main(argv) == 2  # never over an earlier judge unasked
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out ") and "already exists; pass --overwrite" in err and "\n" not in err
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "judge.json", tmp_path / "judge.safetensors")}
+
+
+def test_train_judge_refuses_to_replace_the_shipped_judge_unasked(tmp_path, capsys):
+    from dti.mini.build.train_judge import main
+
+    shipped = {p: p.stat().st_mtime_ns for p in (WEIGHTS, WEIGHTS.with_name("judge.json"))}
+    assert main(["--quiet"]) == 2  # the default --out is the package's folder; refused before any rendering
+    assert "judge.safetensors already exists; pass --overwrite" in capsys.readouterr().err
+    assert shipped == {p: p.stat().st_mtime_ns for p in shipped}
+    assert main(["--out", str(tmp_path / "new"), "--scenes", "8", "--batch-size", "16"]) == 2
+    assert "--batch-size 16 must be between 1 and --scenes 8" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
