@@ -55,6 +55,15 @@ class SampleDraws:
         self.indices = list(indices)
         self.generators = [torch.Generator("cpu").manual_seed(stream_seed(seed, "noise", i)) for i in self.indices]
 
+    @classmethod
+    def joined(cls, parts: Sequence[SampleDraws]) -> SampleDraws:
+        """Several batches' draws as one batch (K concepts in one step, :mod:`dti.multi`): each
+        sample keeps its own generator where its stream stands, so it draws what it would alone."""
+        out = cls.__new__(cls)
+        out.indices = [i for part in parts for i in part.indices]
+        out.generators = [g for part in parts for g in part.generators]
+        return out
+
     def __len__(self) -> int:
         return len(self.generators)
 

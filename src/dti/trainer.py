@@ -53,6 +53,16 @@ def load_photos(folder: str | Path) -> list[Image.Image]:
     return [load_image(path) for path in list_images(folder)]
 
 
+@dataclasses.dataclass
+class MicroBatch:
+    """One micro-batch of a run, ready for :meth:`Adapter.loss`."""
+
+    latents: torch.Tensor
+    prompts: list[str]
+    crops: list[CropInfo]
+    draws: SampleDraws
+
+
 class Trainer:
     """One run: built from a resolved config, an adapter and decoded photos."""
 
@@ -173,26 +183,49 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.adapter.device)
         for micro in range(c.grad_accum):
-            indices = batch_indices(step, micro, c.batch_size, c.grad_accum, self.ranks.rank, self.ranks.world)
-            samples = self.data.batch(indices)
-            draws = SampleDraws(c.seed, indices)
-            latents = self.cache.sample(self.data, samples, draws)
-            crops = [CropInfo(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
-            loss = self.adapter.loss(latents, [s.prompt for s in samples], crops, draws)
-            objective = loss
-            reg = self._regularizer()
-            if reg is not None:
-                objective = objective + reg
-            objective = objective / c.grad_accum
-            (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
-            total = total + loss.detach().float() / c.grad_accum
-        params = self.trainable()
-        grads = [p.grad for p in params if p.grad is not None]
+            batch = self.micro_batch(step, micro)
+            scaled, logged = self.objective(self.adapter.loss(batch.latents, batch.prompts, batch.crops, batch.draws))
+            scaled.backward()
+            total = total + logged
+        value, ok = self.gathered(total).tolist()  # the step's one host sync
+        return self.apply(step, value, bool(ok))
+
+    # The step's phases, also driven by :class:`dti.multi.MultiTrainer` (K concepts, one batch).
+    def micro_batch(self, step: int, micro: int) -> MicroBatch:
+        """Micro-batch ``micro`` of optimizer step ``step``: samples, latents and draws of (seed, index)."""
+        c = self.config
+        indices = batch_indices(step, micro, c.batch_size, c.grad_accum, self.ranks.rank, self.ranks.world)
+        samples = self.data.batch(indices)
+        draws = SampleDraws(c.seed, indices)
+        latents = self.cache.sample(self.data, samples, draws)
+        crops = [CropInfo(self.data.original_sizes[s.image], (s.top, s.left), (c.resolution, c.resolution)) for s in samples]
+        return MicroBatch(latents, [s.prompt for s in samples], crops, draws)
+
+    def objective(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what to backpropagate, the logged loss's share) for one micro-batch's mean loss: the
+        prior terms added, divided over the micro-batches, scaled for fp16."""
+        c = self.config
+        objective = loss
+        reg = self._regularizer()
+        if reg is not None:
+            objective = objective + reg
+        objective = objective / c.grad_accum
+        scaled = self.scaler.scale(objective) if self.scaler is not None else objective
+        return scaled, loss.detach().float() / c.grad_accum
+
+    def gathered(self, total: torch.Tensor) -> torch.Tensor:
+        """After the backward passes: gradients averaged over processes and unscaled; returns
+        ``[loss, finite]`` as one tensor, still on the device (the caller syncs)."""
+        grads = [p.grad for p in self.trainable() if p.grad is not None]
         self.ranks.mean_([total, *grads])
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         finite = torch.stack([total.isfinite(), *(g.isfinite().all() for g in grads)]).all()
-        value, ok = torch.stack([total.float(), finite.float()]).tolist()  # the step's one host sync
+        return torch.stack([total.float(), finite.float()])
+
+    def apply(self, step: int, value: float, ok: bool) -> float | None:
+        """Finish step ``step`` given its synced loss and finiteness: the optimizer step, or a
+        skip (counted as bad) when something was not finite or a row blew up."""
         self.step_count = step
         if not ok:
             self.optimizer.zero_grad(set_to_none=True)
@@ -332,35 +365,48 @@ class Trainer:
     def fit(self, stop: StopRequests | None = None) -> Concept:
         """Steps from where the trainer stands (0, or a loaded checkpoint's step) to the last."""
         c = self.config
-        run = self.run if self.ranks.main else None
-        if run is not None and self.step_count == 0:
-            run.rewrite_log(self.records[:1])
+        self.begin_log()
         quiet = not (c.progress and self.ranks.main)
         bar = tqdm(total=c.steps, initial=self.step_count, desc=f"dti {c.method}", disable=quiet, dynamic_ncols=True)
         try:
             for step in range(self.step_count + 1, c.steps + 1):
                 loss = self.step(step)
-                rec = self.record(step, loss)
-                self.records.append(rec)
-                bar.update(1)
-                first = next(iter(rec["norms"].values()))
-                bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", norm=f"{first[0]:.3f}")
-                if run is not None:
-                    if step % max(c.log_every, 1) == 0 or step == c.steps or loss is None:
-                        run.append_log(rec)
-                    if c.snapshot_every and step % c.snapshot_every == 0 and step < c.steps:
-                        self.concept(step).save(run.snapshot(step))
-                    if c.validate and c.validation_every and step % c.validation_every == 0 and step < c.steps:
-                        self._save_samples(step)
-                    if c.checkpoint_every and step % c.checkpoint_every == 0 and step < c.steps:
-                        self.save_checkpoint()
-                if self.bad_in_row >= c.max_bad_steps:
-                    self._stop_numerics(step)
+                self.after_step(step, loss, bar)
                 if stop is not None and step < c.steps and self.ranks.any_(stop.requested is not None):
                     self._stop_signal(step, stop)
         finally:
             bar.close()
         return self.concept(c.steps)
+
+    def begin_log(self) -> None:
+        """A fresh run's log starts with its step-0 record."""
+        run = self.run if self.ranks.main else None
+        if run is not None and self.step_count == 0:
+            run.rewrite_log(self.records[:1])
+
+    def after_step(self, step: int, loss: float | None, bar: Any = None) -> dict[str, Any]:
+        """Record step ``step``; write its log line, snapshot, samples and checkpoint as the
+        settings ask; stop the run (:class:`RunStopped`) after ``max_bad_steps`` bad steps in a row."""
+        c = self.config
+        run = self.run if self.ranks.main else None
+        rec = self.record(step, loss)
+        self.records.append(rec)
+        if bar is not None:
+            bar.update(1)
+            first = next(iter(rec["norms"].values()))
+            bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", norm=f"{first[0]:.3f}")
+        if run is not None:
+            if step % max(c.log_every, 1) == 0 or step == c.steps or loss is None:
+                run.append_log(rec)
+            if c.snapshot_every and step % c.snapshot_every == 0 and step < c.steps:
+                self.concept(step).save(run.snapshot(step))
+            if c.validate and c.validation_every and step % c.validation_every == 0 and step < c.steps:
+                self._save_samples(step)
+            if c.checkpoint_every and step % c.checkpoint_every == 0 and step < c.steps:
+                self.save_checkpoint()
+        if self.bad_in_row >= c.max_bad_steps:
+            self._stop_numerics(step)
+        return rec
 
     def _resume_hint(self) -> str:
         return f"dti train --resume {self.run.path}" if self.run is not None else "a new run"
@@ -389,6 +435,26 @@ class Trainer:
         where = f"; checkpoint and concept saved ({path})" if path else ""
         message = f"{stop.requested} at step {step} of {self.config.steps}{where}; continue with `{self._resume_hint()}`"
         raise RunStopped(message, stop.exit_code)
+
+    def start(self, saved: dict[str, Any] | None = None) -> None:
+        """Set up, restore ``saved`` (a checkpoint's state), write the run's config.json (and a
+        resumed run's log as of its checkpoint)."""
+        c, run = self.config, self.run
+        self.setup()
+        if saved is not None:
+            self.load_state_dict(saved)
+        if run is not None and self.ranks.main:
+            write_json(run.config, _recorded_config(c))
+            if saved is not None:
+                logged = [r for r in self.records if r["step"] == 0 or r["step"] % max(c.log_every, 1) == 0 or r.get("skipped")]
+                run.rewrite_log(logged)
+
+    def complete(self, concept: Concept) -> None:
+        """The last step is done: write the results and commit an overwrite."""
+        self.finish(concept)
+        if self.run is not None and self.ranks.main:
+            self.run.commit()
+        self.ranks.barrier()
 
     def finish(self, concept: Concept) -> None:
         """Write the run's results: samples, plot, diffusers files, the final checkpoint (so the
@@ -667,23 +733,13 @@ def _run(trainer: Trainer, saved: dict[str, Any] | None) -> Concept:
     c, run = trainer.config, trainer.run
     try:
         with StopRequests() as stop:
-            trainer.setup()
-            if saved is not None:
-                trainer.load_state_dict(saved)
-            if run is not None and trainer.ranks.main:
-                write_json(run.config, _recorded_config(c))
-                if saved is not None:
-                    logged = [r for r in trainer.records if r["step"] == 0 or r["step"] % max(c.log_every, 1) == 0 or r.get("skipped")]
-                    run.rewrite_log(logged)
+            trainer.start(saved)
             try:
                 concept = trainer.fit(stop)
             except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint remains
                 hint = f"; continue from its last checkpoint with `{trainer._resume_hint()}`" if run is not None else ""
                 raise RunStopped(f"Ctrl-C at step {trainer.step_count} of {c.steps}{hint}", 130) from None
-            trainer.finish(concept)
-            if run is not None and trainer.ranks.main:
-                run.commit()
-            trainer.ranks.barrier()
+            trainer.complete(concept)
     finally:
         trainer.detach()
     return concept
