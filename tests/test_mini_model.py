@@ -240,7 +240,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "4", "--sampler-steps", "4", "--quiet"]) == 0
     report = (out / "report.md").read_text()
-    assert "<ruby>" in report and "Slerp" in report
+    assert "<ruby>" in report and "Slerp" in report and "judge text fidelity" in report
+    records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(0.0 <= r["scores"]["mini.text"] <= 1.0 for r in records)
+    assert all("<ruby>" in r["prompt"] and "<ruby>" not in r["text_prompt"] and "star" in r["text_prompt"] for r in records)
+    html = (out / "report.html").read_text()
+    for src in re.findall(r"<img src='([^']+)'", html):  # the scatter, the slerp grid and every generated image
+        assert (out / src).is_file(), src
+    assert "interpolation.png" in html and html.count("generated/prompt-") == 4
     for name in ("ruby", "berry"):
         assert (out / name / "concept.safetensors").is_file() and len(list((out / "photos" / name).glob("*.png"))) == 5
     assert (out / "interpolation.png").is_file() and (out / "generated" / "contact_sheet.png").is_file()
@@ -309,3 +316,28 @@ def test_init_only_settings_do_not_make_configs_incompatible():
     old.pop("text_embed_init_std")  # an export from before the setting existed
     assert MiniConfig.from_dict(old).architecture() == MiniConfig(text_embed_init_std=0.02).architecture()
     assert MiniConfig(unet_channels=(8, 16)).architecture() != MiniConfig().architecture()
+
+
+def test_build_scripts_report_errors_as_one_line_and_status_2(capsys):
+    from dti.errors import DTIError
+    from dti.mini.build import Parser, script
+
+    def fail(exc: Exception):
+        def work(args):
+            raise exc
+
+        return work
+
+    assert script(Parser("doc"), [], lambda args: None) == 0
+    assert script(Parser("doc"), ["--help"], lambda args: None) == 0
+    capsys.readouterr()
+    assert script(Parser("doc"), ["--nope"], lambda args: None) == 2
+    assert "error: unrecognized arguments: --nope" in capsys.readouterr().err
+    assert script(Parser("doc"), [], fail(DTIError("bad input; fix it"))) == 2
+    assert capsys.readouterr().err == "error: bad input; fix it\n"
+    assert script(Parser("doc"), [], fail(OSError(28, "No space left on device", "/x/unet"))) == 2
+    assert (
+        capsys.readouterr().err == "error: could not write /x/unet: No space left on device; free space or choose another output folder\n"
+    )
+    with pytest.raises(ValueError):  # a bug stays a traceback
+        script(Parser("doc"), [], fail(ValueError("bug")))

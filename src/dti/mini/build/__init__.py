@@ -48,6 +48,10 @@ def script(parser: argparse.ArgumentParser, argv: list[str] | None, work: Callab
     except DTIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a full disk or a read-only place met outside dti.fileio (e.g. save_pretrained)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not write{where}: {exc.strerror or exc}; free space or choose another output folder", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
