@@ -7,6 +7,8 @@ A metric key is ``<scorer>.image`` or ``<scorer>.text`` (:func:`metric_key`). Wr
 all or none: ``scores.jsonl``, ``summary.json``, ``report.md``, ``report.html`` (one page that
 opens from disk) and ``scatter.png``. Every mean carries a 95% bootstrap interval, over images
 and over subject means; every method is compared with TI on paired images when both are there.
+A caller adds its own sections as ``(heading, markdown text)`` or ``(heading, text, image path
+relative to out)``: the demo's learned words and slerp path, the benchmark's norms and probe.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def _scorer_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(summary: Mapping[str, Any], extra_sections: Sequence[tuple[str, str]] = ()) -> str:
+def markdown(summary: Mapping[str, Any], extra_sections: Sequence[tuple[str, ...]] = ()) -> str:
     level = round(summary["bootstrap"]["level"] * 100)
     parts = [f"# {summary['title']}", ""]
     note = f"Means with {level}% bootstrap intervals over images (`mean [low, high]`); scores from different backbones are not comparable."
@@ -217,8 +219,9 @@ def markdown(summary: Mapping[str, Any], extra_sections: Sequence[tuple[str, str
     parts += ["![image vs text similarity](scatter.png)", "", "## Scorers", ""]
     parts += [f"- {line}" for line in _scorer_lines(summary)]
     parts += ["", "## Settings", "", "```json", _shown_settings(summary["settings"]), "```", ""]
-    for heading, text in extra_sections:
+    for heading, text, *image in extra_sections:
         parts += [f"## {heading}", "", text.rstrip(), ""]
+        parts += [f"![{heading}]({quote(Path(image[0]).as_posix())})", ""] if image else []
     return "\n".join(parts)
 
 
@@ -240,7 +243,7 @@ def _src(path: str) -> str:
     return html.escape(quote(Path(path).as_posix()), quote=True)
 
 
-def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], extra_sections: Sequence[tuple[str, str]] = ()) -> str:
+def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], extra_sections: Sequence[tuple[str, ...]] = ()) -> str:
     """One self-contained page: no script, no server; images by relative path."""
     e = html.escape
     labels = {k: v["label"] for k, v in summary["metrics"].items()}
@@ -252,8 +255,10 @@ def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], 
     parts.append("<img src='scatter.png' alt='image vs text similarity' style='max-width:600px'>")
     parts.append("<h2>Scorers</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in _scorer_lines(summary)) + "</ul>")
     parts.append(f"<h2>Settings</h2><pre>{e(_shown_settings(summary['settings']))}</pre>")
-    for heading, text in extra_sections:
+    for heading, text, *image in extra_sections:
         parts.append(f"<h2>{e(heading)}</h2><pre>{e(text)}</pre>")
+        if image:
+            parts.append(f"<img src='{_src(image[0])}' alt='{e(heading, quote=True)}' style='max-width:100%'>")
     parts.append("<h2>Images</h2>")
     for subject in _ordered([str(r["subject"]) for r in records]):
         parts.append(f"<h3>{e(subject)}</h3>")
@@ -316,7 +321,7 @@ def write_report(
     out: str | os.PathLike,
     title: str,
     settings: Mapping[str, Any],
-    extra_sections: Sequence[tuple[str, str]] = (),
+    extra_sections: Sequence[tuple[str, ...]] = (),
 ) -> dict[str, Any]:
     """Write the five report files into ``out`` (all or none) and return the summary."""
     if not records:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from dti.errors import DTIError
-from dti.fileio import write_text
 
 SUBJECT_A, SUBJECT_B = "ruby", "berry"
 GUIDANCE = 4.0
@@ -50,11 +49,14 @@ def run_demo(
     import torch
 
     from dti.blend import blend
+    from dti.evaluate.mini import MiniJudgeScorer
+    from dti.evaluate.protocol import class_prompt
+    from dti.evaluate.report import metric_key, write_report
+    from dti.fileio import save_image, save_images
     from dti.generate import Recipe, interpolation_grid, interpolation_images, render, save_png
     from dti.images import grid
     from dti.loading import load, unload
     from dti.mini import world
-    from dti.mini.judge import Judge
     from dti.mini.model import PACKAGED
     from dti.models import load_adapter
     from dti.run_folder import check_output
@@ -67,19 +69,17 @@ def run_demo(
         raise DTIError(f"no dti-mini model at {model}; reinstall dti or pass --model")
     check_output(out, overwrite)
     pipe = load_adapter(model, torch.float32, "cpu", quiet=True).pipe
-    judge = Judge.load()
+    scorer = MiniJudgeScorer()
+    image_key, text_key = metric_key("mini", "image"), metric_key("mini", "text")
     numbers: dict[str, Any] = {"model": str(model), "steps": steps, "subjects": {}}
     concepts = {}
     for name in (SUBJECT_A, SUBJECT_B):
         subject = _subject(name)
-        photos = out / "photos" / name
-        photos.mkdir(parents=True, exist_ok=True)
         references = world.reference_images(subject, 5)
-        for i, image in enumerate(references):
-            image.save(photos / f"{i:02d}.png")
+        save_images([(image, out / "photos" / name / f"{i:02d}.png", {}) for i, image in enumerate(references)])
         t0 = time.perf_counter()
         concept = train(
-            photos,
+            out / "photos" / name,
             f"<{name}>",
             subject.shape,
             pipe,
@@ -98,77 +98,82 @@ def run_demo(
         }
         concepts[name] = (concept, references)
     concept_a, refs_a = concepts[SUBJECT_A]
-    pairs = world.compositional_prompts(concept_a.token, _subject(SUBJECT_A).shape, prompts, seed=0)
-    images, rows = [], []
+    class_a = _subject(SUBJECT_A).shape
+    pairs = world.compositional_prompts(concept_a.token, class_a, prompts, seed=0)
+    images = []
     load(pipe, concept_a)
     try:
-        for i, (prompt, spec) in enumerate(pairs):
+        for i, (prompt, _) in enumerate(pairs):
             image = render(pipe, prompt, i, sampler_steps, GUIDANCE, None)
             save_png(
                 image, out / "generated" / f"prompt-{i}.png", Recipe(prompt, i, sampler_steps, GUIDANCE, "dti-mini", [concept_a.token])
             )
             images.append(image)
-            rows.append(
-                {
-                    "prompt": prompt,
-                    "text_fidelity": round(judge.text_fidelity([image], spec)[0], 3),
-                    "subject_similarity": round(judge.subject_similarity([image], refs_a)[0], 3),
-                }
-            )
     finally:
         unload(pipe, concept_a.token)
-    grid([[im] for im in images], row_labels=[p for p, _ in pairs]).save(out / "generated" / "contact_sheet.png")
-    numbers["generated"] = rows
+    texts = [class_prompt(p, concept_a.token, class_a) for p, _ in pairs]
+    records = [
+        {
+            "method": "dti",
+            "subject": SUBJECT_A,
+            "kind": "object",
+            "prompt": prompt,
+            "text_prompt": text,
+            "seed": i,
+            "image": f"generated/prompt-{i}.png",
+            "scores": {image_key: sim, text_key: fid},
+        }
+        for i, ((prompt, _), text, sim, fid) in enumerate(
+            zip(pairs, texts, scorer.image_similarity(images, refs_a), scorer.text_similarity(images, texts))
+        )
+    ]
+    save_image(grid([[im] for im in images], row_labels=[p for p, _ in pairs]), out / "generated" / "contact_sheet.png")
+    numbers["generated"] = [
+        {"prompt": r["prompt"], "text_fidelity": round(r["scores"][text_key], 3), "subject_similarity": round(r["scores"][image_key], 3)}
+        for r in records
+    ]
     concept_b, refs_b = concepts[SUBJECT_B]
     weights = [i / (blend_steps - 1) for i in range(blend_steps)]
     mix = blend(concept_a, concept_b, weights, "slerp")
     columns = interpolation_images(pipe, mix, "a {}", [0, 1], sampler_steps, GUIDANCE)
-    interpolation_grid(columns, weights, [0, 1]).save(out / "interpolation.png")
+    save_image(interpolation_grid(columns, weights, [0, 1]), out / "interpolation.png")
     numbers["interpolation"] = [  # the judge's view of each blend: closer to A or to B?
         {
             "weight": round(w, 3),
-            "to_a": round(sum(judge.subject_similarity(col, refs_a)) / len(col), 3),
-            "to_b": round(sum(judge.subject_similarity(col, refs_b)) / len(col), 3),
+            "to_a": round(sum(scorer.image_similarity(col, refs_a)) / len(col), 3),
+            "to_b": round(sum(scorer.image_similarity(col, refs_b)) / len(col), 3),
         }
         for w, col in zip(weights, columns)
     ]
     numbers["seconds"] = round(time.perf_counter() - start, 1)
-    write_text(out / "report.md", report(numbers))
+    settings = {"model": str(model), "steps": steps, "sampler_steps": sampler_steps, "guidance": GUIDANCE, "seeds": "one per prompt"}
+    write_report(records, {"mini": scorer.info}, out, "dti demo", settings, sections(numbers))
     return numbers
 
 
-def report(n: dict[str, Any]) -> str:
-    lines = ["# dti demo", "", f"Model: dti-mini ({n['model']}). Everything below ran offline in {n['seconds']} s.", ""]
-    lines += [
-        "## Learned words (Directional Textual Inversion)",
+def sections(n: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The demo's own parts of the report, after the scored compositions: the two learned words and the slerp path."""
+    words = [
+        f"Everything ran offline in {n['seconds']} s on dti-mini ({n['model']}).",
         "",
         "| word | subject | photos | train time | norm | vocabulary mean |",
         "|---|---|---|---|---|---|",
     ]
     for name, s in n["subjects"].items():
-        lines.append(
+        words.append(
             f"| `<{name}>` | {s['description']} | `photos/{name}/` | {s['seconds']} s ({n['steps']} steps) | "
             f"{s['norm']:.4f} | {s['vocab_mean']:.4f} |"
         )
-    lines += [
+    words += [
         "",
-        "Each run folder (`ruby/`, `berry/`) holds the concept, the diffusers and A1111 files, the log, "
-        "`norms.png` and sample images. DTI keeps the norm at the vocabulary mean by construction.",
-        "",
+        f"Each run folder (`{SUBJECT_A}/`, `{SUBJECT_B}/`) holds the concept, the diffusers and A1111 files, the log, "
+        "`norms.png` and sample images. DTI keeps the norm at the vocabulary mean by construction. The compositions "
+        "above are in `generated/`; their scores are the judge's: the fraction of the prompt's attributes rendered "
+        "(the word read as its class), and the cosine of the subject's appearance to the photos (1 = same instance).",
     ]
-    lines += ["## New compositions (`generated/`)", "", "| prompt | text fidelity | subject similarity |", "|---|---|---|"]
-    lines += [f"| {r['prompt']} | {r['text_fidelity']:.2f} | {r['subject_similarity']:.2f} |" for r in n["generated"]]
-    lines += [
-        "",
-        "Scores are the judge's (`dti.mini.judge`): the fraction of requested attributes rendered, and the "
-        "cosine of the subject's appearance to the photos (1 = same instance).",
-        "",
+    path = ["| weight | similarity to A | similarity to B |", "|---|---|---|"]
+    path += [f"| {s['weight']:.2f} | {s['to_a']:.2f} | {s['to_b']:.2f} |" for s in n["interpolation"]]
+    return [
+        ("Learned words (Directional Textual Inversion)", "\n".join(words)),
+        (f"Slerp from `<{SUBJECT_A}>` to `<{SUBJECT_B}>` (seeds 0 and 1)", "\n".join(path), "interpolation.png"),
     ]
-    lines += [
-        f"## Slerp from `<{SUBJECT_A}>` to `<{SUBJECT_B}>` (`interpolation.png`, seeds 0 and 1)",
-        "",
-        "| weight | similarity to A | similarity to B |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {s['weight']:.2f} | {s['to_a']:.2f} | {s['to_b']:.2f} |" for s in n["interpolation"]]
-    return "\n".join(lines) + "\n"
