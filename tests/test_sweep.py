@@ -409,3 +409,16 @@ def test_read_sweep_refuses_what_is_not_an_index(tmp_path):
     entry = RunEntry("a", "dti", None, None, "live", "dog", "<a>", "dog", Path("/p"), Path("/r"), Path("/r/c"), "done", 1.5)
     (tmp_path / "sweep.json").write_text(json.dumps({"format": "dti-sweep", "version": 1, "runs": [entry.to_json()]}))
     assert read_sweep(tmp_path).runs == (entry,)
+
+
+def test_command_flags_become_settings_for_every_run():
+    import argparse
+
+    from dti.evaluate import sweep_command
+
+    parser = argparse.ArgumentParser()
+    sweep_command.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o", "--pooling", "legacy", "--steps", "7"])
+    assert sweep_command.settings_of(args) == {"steps": 7, "pooling": "legacy"}
+    bare = parser.parse_args(["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o"])
+    assert sweep_command.settings_of(bare) == {}  # nothing given: the manifest's settings stand

@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=_int, dest="batch_size", help="photos per batch [default: the family's]")
     g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: the family's]")
     g.add_argument("--seed", type=_int, help="random seed [default: 0]")
+    g.add_argument(
+        "--pooling",
+        choices=("eos", "legacy"),
+        help="where CLIP pools the prompt: eos (the end token, dti's default) or legacy (transformers' argmax rule, as the paper's code)",
+    )
     g.add_argument("--no-validation", dest="validate", action="store_false", default=None, help="write no sample grids")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="torch device [default: auto]")
@@ -53,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """The `dti train` settings the flags give (those not given are left to the manifest)."""
-    names = ("steps", "batch_size", "resolution", "seed", "validate")
+    names = ("steps", "batch_size", "resolution", "seed", "pooling", "validate")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
