@@ -234,7 +234,7 @@ def train_manifest(
             flag = "--" + changed[0].replace("_", "-")
             raise DTIError(f"{flag} cannot change when a manifest run is resumed; resume with only --steps/--device/--quiet")
 
-    plans = [_plan(m, s, out, model_name if pipe is None else None, settings, resume) for s in m.subjects]
+    plans = [_plan(m, s, out, model_name, settings, resume, loaded=pipe is not None) for s in m.subjects]
     _check_shared([(p.subject.name, p.config) for p in plans], resolved=False)
     if pipe is None:
         _check_words_early(plans)
@@ -273,13 +273,14 @@ def _model_name(model: Any) -> str | None:
     return getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
 
 
-def _plan(m: Manifest, subject: Subject, out: Path, model: str | None, settings: dict[str, Any], resume: bool) -> _Plan:
+def _plan(m: Manifest, subject: Subject, out: Path, model: str | None, settings: dict[str, Any], resume: bool, loaded: bool) -> _Plan:
+    """``loaded``: ``model`` names a pipeline handed in (a resumed run keeps its recorded model name)."""
     folder = out / subject.name
     if resume and folder.is_dir() and (RunFolder(folder).config.is_file() or (folder / ".dti-overwrite" / "config.json").is_file()):
         run = RunFolder.for_resume(folder)
         c = TrainConfig.from_file(run.config)
         c = dataclasses.replace(c, output=str(folder), overwrite=False, **settings)
-        if model is not None and not _same_model(model, c.model):
+        if model is not None and not loaded and not _same_model(model, c.model):
             raise DTIError(f"{subject.name}: --model cannot change when a run is resumed (it trained on {c.model}); leave --model out")
         check(c)
         found = checkpoints.load_latest(run.checkpoints)
