@@ -293,8 +293,15 @@ def cmd_blend(args: argparse.Namespace) -> None:
     known = {x.name: x for x in world.subjects()}
     weights = [i / (args.weights - 1) for i in range(args.weights)]
     seeds = list(range(args.seeds))
-    rows = []
+    saved = json.loads((out / "blend.json").read_text()) if (out / "blend.json").exists() else None
+    if saved and (saved["weights"] != weights or saved["seeds"] != seeds):
+        sys.exit(f"error: {out / 'blend.json'} was made with other weights or seeds; remove it or match them")
+    rows = saved["rows"] if saved else []
+    pairs = saved["pairs"] if saved else []
     for pair in args.pairs:
+        if pair in pairs:
+            print(f"blend {pair}: done, skipped", flush=True)
+            continue
         a, b = pair.split(":")
         refs = {n: world.reference_images(known[n], 5) for n in (a, b)}
         for label, method, mode in (("DTI slerp", "dti", "slerp"), ("TI lerp", "ti", "lerp")):
@@ -318,7 +325,8 @@ def cmd_blend(args: argparse.Namespace) -> None:
             g = grid([[col[r] for col in columns] for r in range(len(columns[0]))], col_labels=[f"{w:.2f}" for w in weights])
             save_images([(g, out / "blend" / f"{a}-{b}-{label.replace(' ', '-')}.png", {})])
             print(f"blend {pair} {label} done", flush=True)
-    write_json(out / "blend.json", {"weights": weights, "seeds": seeds, "pairs": list(args.pairs), "rows": rows})
+        pairs.append(pair)
+        write_json(out / "blend.json", {"weights": weights, "seeds": seeds, "pairs": pairs, "rows": rows})
 
 
 def _records(out: Path) -> tuple[list[dict], dict[str, dict]]:
@@ -544,6 +552,26 @@ def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequen
     return "\n".join(lines) + "\n"
 
 
+def save_grids(out: Path, records: Sequence[dict], subject: str, docs: Path, rows: int = 8) -> None:
+    """One image grid per method for ``subject``: its first ``rows`` prompts x every seed."""
+    from PIL import Image
+
+    from dti.fileio import save_images
+    from dti.images import grid
+
+    for method in METHODS:
+        mine = [r for r in records if r["method"] == method and r["subject"] == subject and r["prompt_index"] < rows]
+        if not mine:
+            continue
+        seeds = sorted({r["seed"] for r in mine})
+        prompts = sorted({r["prompt_index"] for r in mine})
+        cell = {(r["prompt_index"], r["seed"]): r["image"] for r in mine}
+        labels = [next(r["prompt"] for r in mine if r["prompt_index"] == i) for i in prompts]
+        images = [[Image.open(out / cell[i, seed]).convert("RGB") for seed in seeds] for i in prompts]
+        g = grid(images, row_labels=labels, col_labels=[f"seed {x}" for x in seeds])
+        save_images([(g, docs / f"grid-{method}-{subject}.png", {})])
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from dti.fileio import write_json, write_text
 
@@ -560,6 +588,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     plot_norms(out, subjects, settings["vocab_mean_norm"], docs / "norms.png")
     if blend:
         plot_blend(blend, docs / "blend.png")
+        for path in sorted((out / "blend").glob("*.png")):
+            shutil.copyfile(path, docs / f"blend-{path.name}")
+    save_grids(out, records, subjects[0] if args.grid_subject not in subjects else args.grid_subject, docs)
     results = Path(args.results)
     body = markdown(summary, settings, blend, subjects)
     head = (
@@ -599,6 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--name", default=f"mini-{time.strftime('%Y-%m-%d')}", help="benchmarks/results/<name>.{md,json,jsonl}")
     rep.add_argument("--results", default="benchmarks/results")
     rep.add_argument("--docs", default="docs/benchmarks/mini")
+    rep.add_argument("--grid-subject", default="coral", help="the subject whose images are shown as grids")
     for q in (r, b, rep):
         q.add_argument("--out", default="runs/mini", help="the run's working folder")
         q.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared 2-core machine)")
