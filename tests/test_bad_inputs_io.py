@@ -224,6 +224,7 @@ BAD_GENERATE = [
     (["-n", "100000"], "1 to 256 images"),
     (["--steps", "0"], "--steps 0"),
     (["--steps", "-1"], "--steps -1"),
+    (["--steps", "5000"], "1 to 1000 sampler steps"),
     (["--guidance", "nan"], "--guidance nan"),
     (["--guidance", "inf"], "--guidance inf"),
     (["--guidance", "-1"], "--guidance -1"),
@@ -245,6 +246,22 @@ def test_cuda_without_a_gpu_is_refused(tiny_sd, capsys, tmp_path):
     out = tmp_path / "gen"
     line = assert_refused(["generate", "a photo", "--model", tiny_sd, "--out", out, "--device", "cuda"], capsys, "no CUDA GPU", [out])
     assert "--device cpu" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a photo", "--model", "no-model", "--out", ""],
+        ["interpolate", "a.safetensors", "b.safetensors", "--out", ""],
+        ["evaluate", "run", "--out", ""],
+        ["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", " "],
+        ["train", "photos", "--token", "<a>", "--init", "dog", "--model", "m", "--output", ""],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_refused(argv, capsys, "is empty", untouched=[tmp_path])
 
 
 def test_generate_flags_are_refused_before_the_model_loads(capsys, tmp_path):

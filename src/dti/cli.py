@@ -565,6 +565,14 @@ COMMANDS = {
 }
 
 
+def _refuse_empty_paths(args: argparse.Namespace) -> None:
+    """An empty output path (an unset shell variable, most likely) would mean the current folder: refuse it."""
+    for name in ("out", "output"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise DTIError(f"--{name} is empty; name the folder to write into, e.g. --{name} out/")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     parser = build_parser()
@@ -573,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return int(exc.code or 0)
     try:
+        _refuse_empty_paths(args)
         return COMMANDS[args.command](args)
     except DTIError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Pa
 
 
 MAX_RESOLUTION = 8192
+MAX_SAMPLER_STEPS = 1000  # the schedulers' own training timesteps: more steps than that repeat timesteps
 MAX_IMAGES = 256  # per run: all of them are kept in memory and laid out on one contact sheet
 CONTACT_CELL = 512  # the contact sheet shows larger images scaled down to this
 
@@ -87,8 +88,8 @@ def check_settings(
     The model's own multiple (its latent downsampling) is checked once it is loaded."""
     if n is not None and not 0 < n <= MAX_IMAGES:
         raise DTIError(f"-n {n} is not valid; generate 1 to {MAX_IMAGES} images per run (use --seed to continue a series)")
-    if steps is not None and steps <= 0:
-        raise DTIError(f"--steps {steps} is not valid; use a positive number of sampler steps (25 is typical)")
+    if steps is not None and not 0 < steps <= MAX_SAMPLER_STEPS:
+        raise DTIError(f"--steps {steps} is not valid; use 1 to {MAX_SAMPLER_STEPS} sampler steps (25 is typical)")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
         raise DTIError(f"--guidance {guidance} is not valid; use a finite number >= 0 (5.0 is typical, 1 turns guidance off)")
     if resolution is not None and (resolution <= 0 or resolution % 8 or resolution > MAX_RESOLUTION):
