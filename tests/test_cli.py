@@ -201,3 +201,23 @@ def test_interpolate_and_inspect_settings_refused_before_reading(argv, fragment,
     out = tmp_path / "out"
     extra = ["--out", out] if argv[0] == "interpolate" else []
     assert_refused([*argv, *extra], capsys, fragment, untouched=[out])
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["train", "photos", "--token", "<a>", "--init", "dog", "--model", "m", "--output", "runs/a"], "dti train --resume runs/a"),
+        (["train", "--resume", "runs/b"], "dti train --resume runs/b"),
+        (["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "s"], "same `dti sweep` command again"),
+    ],
+)
+def test_a_hard_interrupt_says_how_to_continue(argv, hint, capsys, monkeypatch):
+    from dti import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, argv[0], interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted;") and hint in err[0]

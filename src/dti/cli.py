@@ -565,6 +565,16 @@ COMMANDS = {
 }
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What to run after a hard interrupt: the same sweep, or the run's resume."""
+    if args.command == "sweep":
+        return "; run the same `dti sweep` command again to continue from the last checkpoints"
+    run = getattr(args, "resume", None) or getattr(args, "output", None)
+    if args.command == "train" and run:
+        return f"; continue from the last checkpoint with `dti train --resume {run}`"
+    return ""
+
+
 def _refuse_empty_paths(args: argparse.Namespace) -> None:
     """An empty output path (an unset shell variable, most likely) would mean the current folder: refuse it."""
     for name in ("out", "output"):
@@ -593,8 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunStopped as stopped:
         print(f"stopped: {stopped}", file=sys.stderr)
         return stopped.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C: no time to save, but the last checkpoint is there
+        print(f"interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except Exception as exc:
         if type(exc).__name__ == "SafetensorError" and "os error" in str(exc):  # safetensors' own I/O failure (a full disk)
