@@ -294,6 +294,7 @@ EVERY_FIELD = {
     "weight_decay": 0.05,
     "crossinit_lambda": 1e-4,
     "resolution": 128,
+    "crop_positions": 4,
     "encoders": ["text_encoder", "text_encoder_2"],
     "family_options": {"instruction": True, "max_sequence_length": 77},
     "templates": "style",

@@ -90,3 +90,38 @@ def test_latent_cache_encodes_each_crop_once(photos):
     distinct = {(s.image, s.top, s.left) for b in batches for s in data.batch(b)}
     assert cache.encodes == len(calls) == len(distinct) < 100
     assert abs(float(lat.mean()) - 1.0) < 0.05 and abs(float(lat.std()) - 0.5) < 0.05  # fresh samples from N(1, 0.5)
+
+
+def _wide(tmp_path, sizes=((160, 64), (64, 64), (64, 100))):
+    folder = tmp_path / "wide"
+    folder.mkdir(exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
+        Image.new("RGB", (w, h), (40 * i, 90, 200)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("positions, wide_offsets", [(1, [48]), (2, [0, 96]), (3, [0, 48, 96]), (5, [0, 24, 48, 72, 96])])
+def test_crop_positions_are_evenly_spaced_and_the_only_ones_drawn(tmp_path, positions, wide_offsets):
+    data = SubjectData.from_folder(_wide(tmp_path), 64, "<t>", snap=8, seed=0, positions=positions)
+    assert data.offsets(160) == wide_offsets and data.offsets(64) == [0]
+    crops = data.crops()
+    assert len(crops) == len(wide_offsets) + 1 + len(data.offsets(100))
+    allowed = {(c.image, c.top, c.left) for c in crops}
+    drawn = {(s.image, s.top, s.left) for s in data.batch(range(300))}
+    assert drawn == allowed  # every fixed crop is used, and nothing else
+
+
+def test_every_offset_without_positions_and_short_sides_merge(tmp_path):
+    data = SubjectData.from_folder(_wide(tmp_path), 64, "<t>", snap=8, seed=0)
+    assert data.offsets(160) == list(range(0, 97, 8)) and data.offsets(64) == [0]
+    assert {(s.image, s.top, s.left) for s in data.batch(range(2000))} == {(c.image, c.top, c.left) for c in data.crops()}
+    few = SubjectData.from_folder(_wide(tmp_path), 64, "<t>", snap=8, positions=8)
+    assert few.offsets(80) == [0, 8, 16]  # a side with 3 snapped offsets cannot hold 8 positions
+
+
+def test_crop_positions_are_refused_out_of_range():
+    from dti.config import TrainConfig, check
+
+    for bad in (-1, 65):
+        with pytest.raises(DTIError, match="--crop-positions"):
+            check(TrainConfig(photos="p", token="<t>", init="dog", model="m", crop_positions=bad))

@@ -162,6 +162,20 @@ def test_frozen_weights_build_no_gradients_and_latents_are_cached(dreambooth, ti
     trainer.detach()
 
 
+def test_fixed_crop_positions_are_all_encoded_before_the_first_step(photos, tiny_sd):
+    trainer = _trainer(load_pipe(tiny_sd), photos, steps=6, crop_positions=2)
+    before = trainer.cache.encodes
+    assert before == len(trainer.data.crops()) == 6  # the two non-square photos have two offsets each, the others one
+    encode = trainer.adapter.encode_pixels
+    trainer.cache._encode = lambda pixels: pytest.fail("a VAE encode after setup")  # training does no VAE work
+    try:
+        assert all(trainer.step() is not None for _ in range(6))
+    finally:
+        trainer.cache._encode = encode
+        trainer.detach()
+    assert trainer.cache.encodes == before
+
+
 def test_bf16_keeps_trainable_rows_fp32(photos, tiny_sd):
     from dti.models import load_adapter
 

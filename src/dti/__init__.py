@@ -10,6 +10,7 @@ from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig
 from dti.errors import DTIError
 from dti.loading import load, unload
+from dti.multi import train_manifest
 from dti.optim import RiemannianSGD
 from dti.stopping import RunStopped
 from dti.trainer import resume, train
@@ -25,5 +26,6 @@ __all__ = [
     "load",
     "resume",
     "train",
+    "train_manifest",
     "unload",
 ]

@@ -95,6 +95,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue the interrupted run in folder RUN from its last checkpoint, with its own settings "
         "(only --steps, --device, --quiet and the checkpoint flags may be given)",
     )
+    g = p.add_argument_group("several subjects at once")
+    g.add_argument(
+        "--manifest",
+        metavar="TOML",
+        help="train every subject of a manifest in one process, sharing the loaded model: one run folder per subject, "
+        "OUTPUT/<subject>/, as `dti train` writes it; flags given here apply to every subject; with --resume OUTPUT, continue them",
+    )
+    g.add_argument(
+        "--data-root", dest="data_root", help="with --manifest: the folder its photo folders are relative to (overrides its root)"
+    )
+    g.add_argument(
+        "--mix",
+        choices=("auto", "batch", "group"),
+        help="with --manifest: batch = one denoiser pass over all subjects' samples (fastest; equal to single runs to ~1e-6), "
+        "group = one pass per subject (bit-identical to single runs) [default: auto = batch where the model family can]",
+    )
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
@@ -134,6 +150,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="use --lr as given instead of multiplying it by batch size x grad accumulation",
     )
     g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: the family's; 768 for SDXL, native otherwise]")
+    g.add_argument(
+        "--crop-positions",
+        type=_int,
+        dest="crop_positions",
+        help="N fixed crop offsets per photo, VAE-encoded once before the first step (no VAE work while training; "
+        "less translation augmentation); 0 = every offset [default: 0]",
+    )
     g.add_argument(
         "--templates",
         choices=("object", "style", "bare"),
@@ -189,6 +212,11 @@ def _run_train(args: argparse.Namespace) -> int:
     values = vars(args).copy()
     for key in ("command", "func"):
         values.pop(key, None)
+    if "manifest" in values:
+        return _run_manifest(values)
+    for key in ("data_root", "mix"):
+        if key in values:
+            raise DTIError(f"--{key.replace('_', '-')} goes with --manifest; drop it or pass --manifest")
     if "resume" in values:
         return _run_resume(values)
     config_path = values.pop("config", None)
@@ -211,6 +239,30 @@ def _run_train(args: argparse.Namespace) -> int:
     concept = train(photos, token, init, model, output, config=base, **values)
     enc = ", ".join(f"{name}: norm {float(e.norms.mean()):.4f}" for name, e in concept.encoders.items())
     print(f"learned {concept.token} ({concept.n_vectors} vector(s); {enc}) -> {output}")
+    return 0
+
+
+def _run_manifest(values: dict) -> int:
+    from pathlib import Path
+
+    from dti.multi import train_manifest
+
+    path = values.pop("manifest")
+    if any(values.get(key) for key in ("photos", "token", "init", "config")):
+        raise DTIError("--manifest names every subject's photos, token and init; drop the photo folder, --token, --init and --config")
+    resume, output = values.pop("resume", None), values.pop("output", None)
+    if resume and output and Path(resume).resolve() != Path(output).resolve():
+        raise DTIError("with --manifest, --resume names the --output folder of the run to continue; pass just --resume OUTPUT")
+    output = resume or output
+    if not output:
+        raise DTIError("--output is missing; name the folder that gets one run folder per subject, e.g. --output runs/")
+    model = _model_alias(values.pop("model", None))
+    if "family_options" in values:
+        values["family_options"] = dict(values["family_options"])
+    data_root, mix = values.pop("data_root", None), values.pop("mix", "auto")
+    concepts = train_manifest(path, model, output, data_root, resume=bool(resume), mix=mix, **values)
+    for name, concept in concepts.items():
+        print(f"learned {concept.token} ({name}) -> {Path(output) / name}")
     return 0
 
 
@@ -570,6 +622,8 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "sweep":
         return "; run the same `dti sweep` command again to continue from the last checkpoints"
     run = getattr(args, "resume", None) or getattr(args, "output", None)
+    if args.command == "train" and run and getattr(args, "manifest", None):
+        return f"; continue from the last checkpoints with `dti train --manifest {args.manifest} --resume {run}`"
     if args.command == "train" and run:
         return f"; continue from the last checkpoint with `dti train --resume {run}`"
     return ""

@@ -64,6 +64,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     crossinit_lambda: float = 1e-5
     resolution: int | None = None
+    crop_positions: int = 0  # 0: every crop offset; N: N fixed offsets per photo, VAE-encoded once up front
     encoders: list[str] | None = None  # text encoders that learn the word; None: all (the others keep the initializer's rows)
     family_options: dict[str, Any] | None = None  # the family's shared train/generate choices, e.g. SANA {"instruction": true}
     templates: str | list[str] | None = None  # object | style | bare | a list with {}; None: the model's hint, else object
@@ -314,6 +315,7 @@ MAGNITUDES = ("mean", "min", "max")
 # Upper sanity limits: a value past these is a typo, not a run (the paper trains 400-500 steps on
 # 3-6 photos at 512-1024 px).
 MAX_STEPS = 1_000_000  # days of training even on the smallest family; 4e6 for 400 is a slip
+MAX_CROP_POSITIONS = 64  # fixed crop offsets per photo: more is every offset at 768 px in all but very wide photos
 MAX_BATCH = 1024  # batch_size and grad_accum: a subject has 3-6 photos; 1024 crops at 512 px already exceed any GPU
 MAX_RESOLUTION = 4096  # the largest native size of a supported family (SANA 4K)
 MAX_SAMPLER_STEPS = 1000  # the schedulers' training timesteps; DDIM/DDPM refuse more inference steps
@@ -410,6 +412,8 @@ def check(config: TrainConfig) -> None:
         raise DTIError("--validation-prompt is an empty list; give at least one prompt with {}, or leave it out for the defaults")
     for prompt in c.validation_prompts or []:
         check_prompt_template(prompt, "--validation-prompt")
+    if not 0 <= c.crop_positions <= MAX_CROP_POSITIONS:
+        raise DTIError(f"--crop-positions {c.crop_positions} is not valid; use 0 (every offset) or 1 to {MAX_CROP_POSITIONS}")
     if c.keep_checkpoints < 1 or c.max_bad_steps < 1:
         raise DTIError("--keep-checkpoints and --max-bad-steps must be at least 1")
     check_token_text_like(c.token)

@@ -4,7 +4,11 @@ Each photo is EXIF-transposed, resized once (shorter side to the resolution, bic
 memory; a training sample is a random square crop of it with a random "photo of a {}" prompt.
 Crop offsets are snapped to the VAE's downsampling factor, so the set of distinct crops is small
 and each one is VAE-encoded once: the cache keeps the latent distribution (mean, std), and every
-use draws a fresh sample from it, exactly as encoding again would.
+use draws a fresh sample from it, exactly as encoding again would. A 4:3 photo at 768 px still has
+33 distinct offsets along its long side (a 16:9 one 75), each encoded when first drawn, so a run's
+early steps pay VAE encodes. ``positions=N`` restricts the offsets to N evenly spaced ones (the
+ends included): fewer distinct crops (less translation augmentation, the trade-off), all encoded
+before the first step, after which training does no VAE work at all.
 """
 
 from __future__ import annotations
@@ -272,11 +276,13 @@ class SubjectData:
         templates: Sequence[str] = OBJECT_TEMPLATES,
         snap: int = 8,
         seed: int = 0,
+        positions: int = 0,
     ) -> None:
         if not images:
             raise DTIError("no photos given; pass a folder holding 3-6 photos of the subject")
         self.resolution = resolution
         self.snap = snap
+        self.positions = positions
         self.templates = tuple(templates)
         self.placeholder = placeholder
         self.original_sizes: list[tuple[int, int]] = []  # (height, width) before resizing
@@ -305,11 +311,31 @@ class SubjectData:
         _, h, w = self.pixels[image].shape
 
         def offset(extent: int) -> int:
+            if self.positions:
+                return rng.choice(self.offsets(extent))
             slack = extent - self.resolution
             return rng.randrange(0, slack // self.snap + 1) * self.snap if slack > 0 else 0
 
         top, left = offset(h), offset(w)
         return Sample(image, top, left, rng.choice(self.templates).format(self.placeholder))
+
+    def offsets(self, extent: int) -> list[int]:
+        """The crop offsets along a side of ``extent`` pixels: every snapped one, or ``positions``
+        evenly spaced ones (the ends included; duplicates merged where the side is short)."""
+        steps = max(0, extent - self.resolution) // self.snap
+        if not self.positions:
+            return [k * self.snap for k in range(steps + 1)]
+        if self.positions == 1:
+            return [steps // 2 * self.snap]
+        return sorted({round(k * steps / (self.positions - 1)) * self.snap for k in range(self.positions)})
+
+    def crops(self) -> list[Sample]:
+        """Every distinct crop ``sample`` can return (the prompt left empty), photo by photo."""
+        out = []
+        for image, pixels in enumerate(self.pixels):
+            _, h, w = pixels.shape
+            out += [Sample(image, top, left, "") for top in self.offsets(h) for left in self.offsets(w)]
+        return out
 
     def batch(self, indices: Iterable[int]) -> list[Sample]:
         return [self.sample(i) for i in indices]

@@ -76,7 +76,9 @@ class Trainer:
         if c.batch_size % self.ranks.world:
             raise DTIError(f"--batch-size {c.batch_size} must split evenly over the {self.ranks.world} processes; use a multiple")
         templates = TEMPLATE_SETS[c.templates] if isinstance(c.templates, str) else tuple(c.templates)
-        self.data = SubjectData(photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed)
+        self.data = SubjectData(
+            photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed, positions=c.crop_positions
+        )
         self.cache = LatentCache(adapter.encode_pixels)
         self.attached: list[EncoderSlot] = []
         self.rows: dict[str, TrainableRows] = {}
@@ -138,6 +140,9 @@ class Trainer:
         if self.adapter.denoiser.dtype == torch.float16:  # fp16 activations: scale the loss so gradients do not underflow
             self.scaler = torch.amp.GradScaler(self.adapter.device.type, init_scale=2.0**12)
         self.records = [self.record(0, None)]
+        if c.crop_positions:  # every crop the run can draw, encoded before the first step
+            for crop in self.data.crops():
+                self.cache.distribution(self.data, crop)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config

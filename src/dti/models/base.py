@@ -191,9 +191,12 @@ class Adapter(abc.ABC):
         """Denoiser keyword arguments from the pipeline's own prompt encoding, with gradients."""
 
     @abc.abstractmethod
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
+    def loss(
+        self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
+    ) -> torch.Tensor:
         """The family's own training loss for a batch of (unscaled) latents and prompts; every random
-        draw comes from ``draws`` (one generator per sample, see :mod:`dti.draws`)."""
+        draw comes from ``draws`` (one generator per sample, see :mod:`dti.draws`). ``reduction="none"``
+        gives one loss per sample (the mean over its elements), for K concepts in one batch (:mod:`dti.multi`)."""
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did."""

@@ -66,7 +66,9 @@ class DDPMAdapter(LatentVAEMixin, Adapter):
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         """The denoiser's prediction for ``noisy`` at integer ``timesteps``."""
 
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
+    def loss(
+        self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
+    ) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
         noise = draws.randn(x0.shape[1:]).to(x0.device)
         t = draws.randint(self.noise_scheduler.config.num_train_timesteps).to(x0.device)
@@ -81,4 +83,6 @@ class DDPMAdapter(LatentVAEMixin, Adapter):
         else:
             raise ValueError(f"unknown prediction_type {kind!r}")
         pred = self.predict(noisy.to(self.denoiser.dtype), t, self.condition(prompts, crops))
+        if reduction == "none":  # one loss per sample
+            return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")

@@ -61,7 +61,9 @@ class FlowMatchingAdapter(Adapter):
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         """The denoiser's velocity for ``noisy`` at scheduler ``timesteps`` (sigma x 1000)."""
 
-    def loss(self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws) -> torch.Tensor:
+    def loss(
+        self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
+    ) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
         noise = draws.randn(x0.shape[1:]).to(x0.device)
         sigmas, timesteps = self.sample_sigmas(draws)
@@ -69,4 +71,6 @@ class FlowMatchingAdapter(Adapter):
         noisy = (1.0 - s) * x0 + s * noise
         target = noise - x0
         pred = self.predict(noisy.to(self.denoiser.dtype), timesteps.to(x0.device), self.condition(prompts, crops))
+        if reduction == "none":  # one loss per sample
+            return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
