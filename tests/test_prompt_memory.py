@@ -94,3 +94,21 @@ def test_the_memory_is_bounded(clip_tok):
         clip_tok([f"photo {j} of <my-cat>" for j in range(i, i + 10)])
     assert len(clip_tok.__dict__["_dti_calls"]) == CALL_MEMORY
     att.detach()
+
+
+def test_tokenize_is_remembered_too_and_never_stale(clip_tok, monkeypatch):
+    model = _tiny_clip()
+    a = attach(clip_tok, model, "<a>", _rows(model, 2))
+    plain = CLIPTokenizerFast.tokenize
+    calls = []
+    monkeypatch.setattr(CLIPTokenizerFast, "tokenize", lambda self, text, **kw: calls.append(text) or plain(self, text, **kw))
+    first = clip_tok.tokenize("a photo of <a>")
+    assert first == ["a</w>", "photo</w>", "of</w>", "<a>", "<a>_1"]
+    first.append("changed")
+    assert clip_tok.tokenize("a photo of <a>") == ["a</w>", "photo</w>", "of</w>", "<a>", "<a>_1"] and len(calls) == 1
+    b = attach(clip_tok, model, "<b>", _rows(model))  # new words: everything is tokenized afresh
+    assert clip_tok.tokenize("a photo of <a> <b>")[-1] == "<b>" and len(calls) == 2
+    clip_tok.tokenize("a photo of <a>")
+    assert len(calls) == 3
+    b.detach()
+    a.detach()

@@ -199,6 +199,20 @@ def _remembered_call(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs: 
     return out
 
 
+def _remembered_tokens(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs: dict) -> list[str]:
+    """``cls.tokenize`` on the expanded text, once per text (diffusers' ``maybe_convert_prompt`` tokenizes
+    every prompt of every step to look for multi-vector words); a fresh list each time."""
+    memory = tokenizer.__dict__.get("_dti_calls")
+    if memory is None or args or not isinstance(text, str) or not all(isinstance(v, _PLAIN) for v in kwargs.values()):
+        return cls.tokenize(tokenizer, _expand(tokenizer, text), *args, **kwargs)
+    key = ("tokenize", text, tuple(sorted(kwargs.items())), len(tokenizer))
+    if key not in memory:
+        if len(memory) >= CALL_MEMORY:
+            memory.pop(next(iter(memory)))
+        memory[key] = cls.tokenize(tokenizer, _expand(tokenizer, text), **kwargs)
+    return list(memory[key])
+
+
 def _expand(tokenizer: Any, text: Any) -> Any:
     words = tokenizer.__dict__.get("_dti_words") or {}
     if isinstance(text, str):
@@ -221,7 +235,7 @@ def _expanding_class(cls: type) -> type:
             return _remembered_call(cls, self, text, args, kwargs)
 
         def tokenize(self, text, *args, **kwargs):
-            return cls.tokenize(self, _expand(self, text), *args, **kwargs)
+            return _remembered_tokens(cls, self, text, args, kwargs)
 
         def encode(self, text, *args, **kwargs):
             return cls.encode(self, _expand(self, text), *args, **kwargs)
