@@ -435,13 +435,23 @@ class _TextScorer(_HFScorer):
 
         self.tokenizer = _load(self.METRIC, "tokenizer", AutoTokenizer, self._where)
 
+    MODEL_CLASS: str = ""  # the transformers class of the joint model
+
+    def _load_model(self, where: str) -> Any:
+        import transformers
+
+        return _load(self.METRIC, "weights", getattr(transformers, self.MODEL_CLASS), where)
+
+    def _embed_batch(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixel_values))
+
+    def _text_batch(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _features(self.model.get_text_features(**inputs))
+
     def prepare_prompt(self, prompt: str) -> str:
         return prompt
 
     def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def _text_batch(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -465,17 +475,10 @@ class SiglipScorer(_TextScorer):
     METRIC = "siglip"
     DEFAULT = "google/siglip-base-patch16-512"
     MODEL_NAME = "SigLIP"
+    MODEL_CLASS = "SiglipModel"
     MODEL_TYPES = ("siglip",)
     IMAGE_METRIC = "SigLIP image cosine"
     TEXT_METRIC = "SigLIP"
-
-    def _load_model(self, where: str) -> Any:
-        from transformers import SiglipModel
-
-        return _load(self.METRIC, "weights", SiglipModel, where)
-
-    def _embed_batch(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixel_values))
 
     def prepare_prompt(self, prompt: str) -> str:
         """The paper's code reads the prompt as a sentence: a final "." unless it has one."""
@@ -493,9 +496,6 @@ class SiglipScorer(_TextScorer):
             return_tensors="pt",
         )
         return {"input_ids": enc["input_ids"]}
-
-    def _text_batch(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _features(self.model.get_text_features(**inputs))
 
     def _scale(self) -> str:
         return "text: sigmoid probability in [0, 1]; image: cosine in [-1, 1]"
@@ -525,25 +525,15 @@ class ClipScorer(_TextScorer):
     METRIC = "clip"
     DEFAULT = "openai/clip-vit-base-patch32"
     MODEL_NAME = "CLIP"
+    MODEL_CLASS = "CLIPModel"
     MODEL_TYPES = ("clip",)
     IMAGE_METRIC = "CLIP-I"
     TEXT_METRIC = "CLIP-T"
-
-    def _load_model(self, where: str) -> Any:
-        from transformers import CLIPModel
-
-        return _load(self.METRIC, "weights", CLIPModel, where)
-
-    def _embed_batch(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixel_values))
 
     def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         max_length = min(int(self.tokenizer.model_max_length), int(self.model.config.text_config.max_position_embeddings))
         enc = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def _text_batch(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _features(self.model.get_text_features(**inputs))
 
     def _notes(self) -> str:
         return (

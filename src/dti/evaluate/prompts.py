@@ -16,8 +16,9 @@ from dti.errors import DTIError
 
 SUBJECT = "{}"
 
-#: DreamBooth's object prompts (prompts_and_classes.txt), "{0} {1}" written as one "{}".
-OBJECT_PROMPTS: tuple[str, ...] = (
+# DreamBooth's two lists (prompts_and_classes.txt), "{0} {1}" written as one "{}": both open with the
+# same 10 settings and close with the same 5 appearance changes; 10 prompts in between differ.
+_SETTINGS: tuple[str, ...] = (
     "a {} in the jungle",
     "a {} in the snow",
     "a {} on the beach",
@@ -28,6 +29,18 @@ OBJECT_PROMPTS: tuple[str, ...] = (
     "a {} with a mountain in the background",
     "a {} with a blue house in the background",
     "a {} on top of a purple rug in a forest",
+)
+_APPEARANCES: tuple[str, ...] = (
+    "a red {}",
+    "a purple {}",
+    "a shiny {}",
+    "a wet {}",
+    "a cube shaped {}",
+)
+
+#: DreamBooth's object prompts.
+OBJECT_PROMPTS: tuple[str, ...] = (
+    *_SETTINGS,
     "a {} with a wheat field in the background",
     "a {} with a tree and autumn leaves in the background",
     "a {} with the Eiffel Tower in the background",
@@ -38,25 +51,12 @@ OBJECT_PROMPTS: tuple[str, ...] = (
     "a {} on top of the sidewalk in a crowded street",
     "a {} on top of a dirt road",
     "a {} on top of a white rug",
-    "a red {}",
-    "a purple {}",
-    "a shiny {}",
-    "a wet {}",
-    "a cube shaped {}",
+    *_APPEARANCES,
 )
 
 #: DreamBooth's live-subject prompts (pets: the reference code treats classes cat and dog as live).
 LIVE_PROMPTS: tuple[str, ...] = (
-    "a {} in the jungle",
-    "a {} in the snow",
-    "a {} on the beach",
-    "a {} on a cobblestone street",
-    "a {} on top of pink fabric",
-    "a {} on top of a wooden floor",
-    "a {} with a city in the background",
-    "a {} with a mountain in the background",
-    "a {} with a blue house in the background",
-    "a {} on top of a purple rug in a forest",
+    *_SETTINGS,
     "a {} wearing a red hat",
     "a {} wearing a santa hat",
     "a {} wearing a rainbow scarf",
@@ -67,11 +67,7 @@ LIVE_PROMPTS: tuple[str, ...] = (
     "a {} wearing pink glasses",
     "a {} wearing a yellow shirt",
     "a {} in a purple wizard outfit",
-    "a red {}",
-    "a purple {}",
-    "a shiny {}",
-    "a wet {}",
-    "a cube shaped {}",
+    *_APPEARANCES,
 )
 
 #: Ours: each prompt asks for two or more things at once (clothing or accessory, action, setting,
