@@ -31,8 +31,8 @@ Peak memory: ``torch.cuda.max_memory_allocated`` of one step (and of one floor c
 process's max RSS (``getrusage``, whole run, build included) on the CPU. Time to first step: load
 (tiny: ``from_pretrained``; full size: random initialisation, which stands in for reading
 weights) + ``Trainer.setup`` + the first ``Trainer.step`` (which encodes its crops with the VAE,
-and compiles with ``--compile``: ``compile_repeated_blocks()`` where the denoiser defines
-repeated blocks, else ``torch.compile`` of the whole denoiser).
+and compiles with ``--compile``: what ``dti train --compile`` compiles, the repeated blocks of the
+denoiser and of every text encoder, see ``dti.compiling``; the floor then runs the compiled denoiser too).
 
 The synthetic subject (default) is 4 noise photos of exactly the resolution, so every crop is
 the same and, after the first steps, ``LatentCache`` always hits: (b) is the steady-state step.
@@ -140,13 +140,15 @@ def build_pipe(args: argparse.Namespace, dtype: torch.dtype, device: torch.devic
     return pipe, times
 
 
-def compile_denoiser(denoiser: torch.nn.Module) -> str:
-    """Regional compilation where the model names its repeated blocks, else the whole denoiser."""
-    if getattr(denoiser, "_repeated_blocks", None):
-        denoiser.compile_repeated_blocks()
-        return f"compile_repeated_blocks ({', '.join(denoiser._repeated_blocks)})"
-    denoiser.compile()
-    return "torch.compile(denoiser)"
+def compile_mode(adapter: Any) -> str:
+    """What ``--compile`` compiles in training (``dti.compiling``): each network's repeated blocks."""
+    from dti.compiling import repeated_blocks
+
+    parts = []
+    for net in (adapter.denoiser, *(slot.text_encoder for slot in adapter.encoders)):
+        names = sorted({type(b).__name__ for b in repeated_blocks(net)}) or [f"{type(net).__name__} (whole)"]
+        parts.append(", ".join(names))
+    return "regional: " + "; ".join(parts)
 
 
 # ------------------------------------------------------------------ floor
@@ -439,6 +441,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             precision=args.precision,
             device=args.device,
             gradient_checkpointing=args.gradient_checkpointing,
+            compile=args.compile,
             validate=False,
             progress=False,
             checkpoint_every=0,
@@ -450,10 +453,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer.setup()
         setup_s = time.perf_counter() - t_setup
         floor = Floor(adapter)
-        if args.compile:
-            t0 = time.perf_counter()
-            result["compile_mode"] = compile_denoiser(adapter.denoiser)
-            times["compile_call_s"] = time.perf_counter() - t0
+        if args.compile:  # compiled by the trainer's own setup (config.compile), as `dti train --compile` does
+            result["compile_mode"] = compile_mode(adapter)
         nonfinite = 0
         with floor.capturing():
             t0 = clock.now()

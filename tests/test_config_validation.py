@@ -302,6 +302,7 @@ EVERY_FIELD = {
     "precision": "fp32",
     "device": "cpu",
     "gradient_checkpointing": True,
+    "compile": True,
     "pooling": "legacy",
     "log_every": 2,
     "snapshot_every": 3,

@@ -173,6 +173,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", help="trade compute for memory in the UNet"
     )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the denoiser's and the text encoders' repeated blocks (regional: one compile per block type); "
+        "the first step pays the compilation",
+    )
     g = p.add_argument_group("outputs")
     g.add_argument("--log-every", type=_int, dest="log_every", help="steps between train_log.jsonl records [default: 1]")
     g.add_argument("--snapshot-every", type=_int, dest="snapshot_every", help="steps between concept snapshots, 0 = none [default: 0]")

@@ -72,6 +72,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
+    compile: bool = False  # regional torch.compile of the denoiser's and text encoders' repeated blocks
     pooling: str = "eos"  # eos: pool CLIP at the end token; legacy: transformers' argmax rule
     log_every: int = 1
     snapshot_every: int = 0

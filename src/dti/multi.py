@@ -60,7 +60,17 @@ from dti.trainer import (
 )
 
 #: Settings that change the shared model pass: one value for every subject of a manifest run.
-SHARED_SETTINGS = ("model", "precision", "device", "resolution", "family_options", "gradient_checkpointing", "pooling", "grad_accum")
+SHARED_SETTINGS = (
+    "model",
+    "precision",
+    "device",
+    "resolution",
+    "family_options",
+    "gradient_checkpointing",
+    "compile",
+    "pooling",
+    "grad_accum",
+)
 MIXES = ("auto", "batch", "group")
 #: What a resumed manifest run may change (as ``dti.resume``): nothing that changes the result.
 RESUME_SETTINGS = ("steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps")

@@ -100,6 +100,7 @@ class Trainer:
         self.adapter.options.update(c.family_options or {})
         if c.gradient_checkpointing:
             self.adapter.denoiser.enable_gradient_checkpointing()
+        self._undo_compile = None
         counts = set()
         slots = self.adapter.encoders
         trained = set(c.encoders or [slot.name for slot in slots])
@@ -139,6 +140,10 @@ class Trainer:
         self.optimizer = self._optimizer()
         if self.adapter.denoiser.dtype == torch.float16:  # fp16 activations: scale the loss so gradients do not underflow
             self.scaler = torch.amp.GradScaler(self.adapter.device.type, init_scale=2.0**12)
+        if c.compile:  # after attaching: the blocks compiled never hold the learned rows
+            from dti.compiling import compile_regions
+
+            self._undo_compile = compile_regions([self.adapter.denoiser, *(slot.text_encoder for slot in slots)])
         self.records = [self.record(0, None)]
         if c.crop_positions:  # every crop the run can draw, encoded before the first step
             for crop in self.data.crops():
@@ -161,6 +166,9 @@ class Trainer:
         for slot in self.attached:
             detach(slot.tokenizer, slot.text_encoder, self.config.token)
         self.attached.clear()
+        if getattr(self, "_undo_compile", None) is not None:
+            self._undo_compile()
+            self._undo_compile = None
 
     # ------------------------------------------------------------------ one step
     def _regularizer(self) -> torch.Tensor | None:
