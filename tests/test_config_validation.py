@@ -469,3 +469,33 @@ def test_the_command_refuses_a_bad_config_before_the_model(tmp_path, capsys, nam
 def test_the_command_refuses_a_missing_config(tmp_path, capsys):
     argv = ["train", "--config", tmp_path / "nope.toml", "--output", tmp_path / "out"]
     assert_refused(argv, capsys, "cannot read --config", untouched=[tmp_path])
+
+
+@pytest.mark.parametrize(
+    "settings, flag",
+    [
+        (dict(method="ti", kappa=0.1), "--kappa"),
+        (dict(method="crossinit", kappa=0.0), "--kappa"),
+        (dict(method="ti", beta=0.5), "--beta"),
+        (dict(method="dti", optimizer="adamw", beta=0.5), "--beta"),
+        (dict(method="dti", crossinit_lambda=1e-3), "--crossinit-lambda"),
+        (dict(method="dti", weight_decay=0.1), "--weight-decay"),
+        (dict(validate=False, validation_steps=10), "--validation-steps"),
+    ],
+)
+def test_settings_a_run_ignores_are_named_in_one_warning(settings, flag):
+    lines = dti.config.ignored_settings(TrainConfig(**settings))
+    assert (len(lines) == 1 and lines[0].startswith(flag) and "no effect" in lines[0]) or "ignores" in lines[0]
+
+
+def test_settings_that_count_give_no_warning():
+    counted = [dict(), dict(method="ti", weight_decay=0.1), dict(kappa=0.0, beta=0.5), dict(method="crossinit", crossinit_lambda=1)]
+    for settings in counted:
+        assert dti.config.ignored_settings(TrainConfig(**settings)) == [], settings
+
+
+def test_train_warns_before_it_reads_anything(tmp_path, capsys):
+    with pytest.raises(DTIError, match="does not exist"):
+        dti.trainer.train(tmp_path / "missing", "<t>", "dog", "m", method="ti", kappa=0.1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: --kappa has no effect with --method ti (it is DTI's von Mises-Fisher prior)"]

@@ -441,6 +441,28 @@ def _check_magnitude(spec: str | float) -> None:
         raise DTIError(f"--magnitude {spec} must be a finite number in (0, {MAX_MAGNITUDE:g}]; vocabulary norms are ~0.4-1, or use mean")
 
 
+def ignored_settings(config: TrainConfig) -> list[str]:
+    """One line per setting the run was given that cannot change it, given the method, optimizer and
+    validation choices (e.g. ``--kappa`` with ``--method ti``): a warning, not a refusal, since a
+    settings file shared across methods is a normal thing to have."""
+    c, d = config, TrainConfig()
+    rsgd = c.method == "dti" and c.optimizer in (None, "rsgd")
+    out = []
+    if c.kappa is not None and c.method != "dti":
+        out.append(f"--kappa has no effect with --method {c.method} (it is DTI's von Mises-Fisher prior)")
+    if c.beta != d.beta and not rsgd:
+        out.append("--beta has no effect without RiemannianSGD (it is its gradient-normalization EMA); it needs --method dti")
+    if c.crossinit_lambda != d.crossinit_lambda and c.method != "crossinit":
+        out.append(f"--crossinit-lambda has no effect with --method {c.method}")
+    if rsgd and (c.weight_decay != d.weight_decay or tuple(c.adam_betas) != tuple(d.adam_betas)):
+        out.append("--weight-decay and adam_betas are AdamW's; RiemannianSGD (--method dti) ignores them (or pass --optimizer adamw)")
+    validation = ("validation_every", "validation_prompts", "validation_seeds", "validation_steps", "validation_guidance")
+    changed = [name for name in validation if getattr(c, name) != getattr(d, name)]
+    if not c.validate and changed:
+        out.append(f"--{changed[0].replace('_', '-')} has no effect with --no-validation")
+    return out
+
+
 def resolve(
     config: TrainConfig, family_defaults: dict[str, Any], native_resolution: int, hints: dict[str, Any] | None = None
 ) -> TrainConfig:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dti import __version__, checkpoints, sphere
 from dti.concept import MAX_ROW_NORM, Concept, EncoderVectors
-from dti.config import TrainConfig, check, check_settings, resolve
+from dti.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
 from dti.devices import resolve_device
 from dti.distributed import Ranks
@@ -587,6 +587,9 @@ def train(
             raise DTIError(f"--{name} is missing; see `dti train --help`")
     check(c)
     ranks = Ranks()
+    if ranks.main:
+        for line in ignored_settings(c):
+            warn(line)
     lock = None
     if c.output and ranks.main:
         out = Path(c.output)
