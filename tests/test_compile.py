@@ -30,6 +30,8 @@ def _rows(pipe, photos, compile_):
     config = resolve(TrainConfig(photos=str(photos), token="<t>", init="dog", model="tiny", **settings), adapter.defaults, 64)
     trainer = Trainer(config, adapter, load_photos(photos), None)
     trainer.setup()
+    blocks = [b for net in (pipe.unet, pipe.text_encoder) for b in repeated_blocks(net)]
+    assert blocks and all((b._compiled_call_impl is not None) == compile_ for b in blocks)  # compiled exactly when asked
     losses = [trainer.step(), trainer.step()]
     rows = {k: v.vectors().detach().clone() for k, v in trainer.rows.items()}
     trainer.detach()
