@@ -262,14 +262,14 @@ def test_sigterm_saves_every_concept_and_the_run_resumes_as_if_never_stopped(pip
     path = manifest(tmp_path, folders)
     fast = dict(validate=False, progress=False, checkpoint_every=0)
     whole = train_manifest(path, pipe, tmp_path / "whole", **fast)
-    real = MultiTrainer.step
+    real = MultiTrainer.launch
 
-    def step(self):
+    def launch(self):
         if self.trainers[0].step_count == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self)
 
-    monkeypatch.setattr(MultiTrainer, "step", step)
+    monkeypatch.setattr(MultiTrainer, "launch", launch)
     out = tmp_path / "runs"
     with pytest.raises(RunStopped) as info:
         train_manifest(path, pipe, out, **fast)

@@ -325,14 +325,14 @@ def test_huge_learning_rates_end_in_one_line_not_a_traceback(tiny_sd, photos, tm
 def test_library_interrupt_raises_run_stopped(tiny_sd, photos, tmp_path, monkeypatch):
     """The Python API sees the same clean stop (here a SIGTERM delivered during step 2)."""
     pipe = load_pipe(tiny_sd)
-    real = Trainer.step
+    real = Trainer.launch
 
-    def step(self, step=None):
+    def launch(self, step):
         if self.step_count == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, step)
 
-    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(Trainer, "launch", launch)
     with pytest.raises(RunStopped) as info:
         dti.train(photos, "<t>", "dog", pipe, tmp_path / "run", steps=5, validate=False, **FAST)
     assert info.value.exit_code == 143 and "step 2 of 5" in str(info.value)
@@ -394,14 +394,14 @@ def test_a_stopped_overwrite_keeps_the_old_results_until_it_is_resumed(tiny_sd, 
     run = tmp_path / "run"
     old = dti.train(photos, "<my-tok>", "dog", pipe, run, steps=2, validate=False, **FAST)
     (run / "notes.md").write_text("user")
-    real = Trainer.step
+    real = Trainer.launch
 
-    def step(self, step=None):
+    def launch(self, step):
         if self.step_count == 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, step)
 
-    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(Trainer, "launch", launch)
     with pytest.raises(RunStopped, match=f"dti train --resume {run}"):
         dti.train(photos, "<my-tok>", "cat", pipe, run, steps=6, validate=False, overwrite=True, **FAST)
     monkeypatch.undo()

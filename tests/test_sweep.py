@@ -217,17 +217,17 @@ def test_a_killed_sweep_continues_where_it_stopped(clean, manifest, pipe, tmp_pa
     reference, _ = clean
     vocab = len(pipe.tokenizer)
     out = tmp_path / "out"
-    real_step = trainer.Trainer.step
+    real_launch = trainer.Trainer.launch
     sent = []
 
-    def step(self, index=None):
-        loss = real_step(self, index)
+    def launch(self, index):
+        row = real_launch(self, index)
         if self.config.token == "<beta>" and self.step_count == 2 and not sent:
             sent.append(self.step_count)
             os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: stop after this step
-        return loss
+        return row
 
-    monkeypatch.setattr(trainer.Trainer, "step", step)
+    monkeypatch.setattr(trainer.Trainer, "launch", launch)
     assert threading.current_thread() is threading.main_thread()
     with pytest.raises(RunStopped) as stopped:
         sweep(manifest, "dti", pipe, out, quiet=True)

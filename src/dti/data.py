@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, features
 
+from dti.devices import to_device
 from dti.draws import SampleDraws, photo_order, stream_seed
 from dti.errors import DTIError, warn
 
@@ -370,5 +371,5 @@ class LatentCache:
         if any(d[1] is None for d in dists):
             return mean
         std = torch.stack([d[1] for d in dists])
-        eps = draws.randn(mean.shape[1:]).to(mean.device)
+        eps = to_device(draws.randn(mean.shape[1:]), mean.device)
         return mean + std * eps

@@ -39,3 +39,12 @@ def resolve_device(device: str) -> torch.device:
         if callable(available) and not available():
             raise DTIError(f"--device {device}: torch has no usable {dev.type} device here; use --device cpu")
     return dev
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host tensor bound for a CUDA GPU goes through pinned memory without
+    blocking, so the host does not wait for the GPU's queue (an ordinary ``.to("cuda")`` from
+    pageable memory synchronizes the stream). For the per-step draws: noise and timesteps."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

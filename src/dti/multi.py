@@ -106,8 +106,13 @@ class MultiTrainer:
 
     # ------------------------------------------------------------------ one step of every active concept
     def step(self) -> dict[str, float | None]:
+        """Each active concept's next optimizer step, read on the host at once (one sync for all);
+        returns their losses (None: skipped). :meth:`fit` reads the device only now and then."""
+        return {name: t.settle(s, row.tolist()) for name, t, s, row in self.launch()}
+
+    def launch(self) -> list[tuple[str, Trainer, int, torch.Tensor]]:
         """Each active concept's next optimizer step (its own step number: resumed concepts may stand
-        at different steps); returns their losses (None: skipped). One host sync for all."""
+        at different steps), decided on the device: (name, trainer, step, its update row)."""
         pairs = self.active()
         active = [t for _, t in pairs]
         steps = [t.step_count + 1 for t in active]
@@ -136,12 +141,12 @@ class MultiTrainer:
                     scaled, logged = t.objective(self.adapter.loss(b.latents, b.prompts, b.crops, b.draws))
                     scaled.backward()
                     totals[k] = totals[k] + logged
-        synced = torch.stack([t.gathered(total) for t, total in zip(active, totals)]).tolist()  # the one host sync
-        return {n: t.apply(s, value, bool(ok)) for (n, t), s, (value, ok) in zip(pairs, steps, synced)}
+        return [(n, t, s, t.update(s, total)) for (n, t), s, total in zip(pairs, steps, totals)]
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop: StopRequests | None = None) -> dict[str, Concept]:
-        """Train every concept to its last step; a finished concept's results are written at once."""
+        """Train every concept to its last step; a finished concept's results are written at once.
+        As in :meth:`Trainer.fit`, the host reads the device only when some concept's step is due."""
         for t in self.trainers:
             t.begin_log()
         for name, t in zip(self.names, self.trainers):
@@ -150,24 +155,18 @@ class MultiTrainer:
         left = sum(t.config.steps - t.step_count for _, t in self.active())
         progress = any(t.config.progress for t in self.trainers)
         bar = tqdm(total=left, desc=f"dti x{len(self.trainers)}", unit="concept-step", disable=not progress, dynamic_ncols=True)
+        pending: list[tuple[str, Trainer, int, torch.Tensor]] = []
         try:
             while self.active():
-                losses = self.step()
-                for name, loss in losses.items():
-                    t = self.trainers[self.names.index(name)]
-                    try:
-                        t.after_step(t.step_count, loss)
-                    except RunStopped as failed:  # this concept's numerics; the others train on
-                        self.stopped[name] = str(failed)
-                        warn(f"{name}: {failed}")
-                        continue
-                    if t.step_count >= t.config.steps:
-                        self._complete(name, t)
-                bar.update(len(losses))
-                shown = {n: "skipped" if v is None else f"{v:.4f}" for n, v in losses.items()}
-                bar.set_postfix_str(" ".join(f"{n}={v}" for n, v in shown.items())[:80])
-                if stop is not None and stop.requested is not None and self.active():
-                    self._stop_signal(stop)
+                started = self.launch()
+                pending += started
+                bar.update(len(started))
+                asked = stop is not None and stop.requested is not None
+                if any(t.sync_due(s, asked) for _, t, s, _ in started):
+                    self.flush(pending, bar)
+                    pending.clear()
+                    if stop is not None and stop.requested is not None and self.active():
+                        self._stop_signal(stop)
         finally:
             bar.close()
         if self.stopped:
@@ -177,6 +176,29 @@ class MultiTrainer:
             done = f"; the others finished ({', '.join(finished)})" if finished else ""
             raise RunStopped(f"{len(self.stopped)} concept(s) stopped ({names}){done}; {names.split(', ')[0]}: {first}", 1)
         return {n: self.concepts[n] for n in self.names}
+
+    def flush(self, pending: list[tuple[str, Trainer, int, torch.Tensor]], bar: Any = None) -> None:
+        """Read the launched steps' rows (one host sync) and do each concept's host work in order; a
+        concept whose numerics stop it is set aside, the others train on."""
+        if not pending:
+            return
+        rows = torch.stack([row for *_, row in pending]).tolist()
+        shown = {}
+        for (name, t, s, _), row in zip(pending, rows):
+            if name in self.stopped:  # its later steps were held back on the device
+                continue
+            loss = t.settle(s, row)
+            try:
+                t.after_step(s, loss, None, row[3:])
+            except RunStopped as failed:  # this concept's numerics; the others train on
+                self.stopped[name] = str(failed)
+                warn(f"{name}: {failed}")
+                continue
+            shown[name] = "skipped" if loss is None else f"{loss:.4f}"
+            if s >= t.config.steps:
+                self._complete(name, t)
+        if bar is not None:
+            bar.set_postfix_str(" ".join(f"{n}={v}" for n, v in shown.items())[:80])
 
     def _complete(self, name: str, t: Trainer) -> None:
         concept = t.concept(t.config.steps)

@@ -14,7 +14,7 @@ scale, which is why ``kappa`` acts relative to the data gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -78,7 +78,7 @@ class RiemannianSGD(torch.optim.Optimizer):
                 if not state:
                     state["step"] = 0
                     state["sq_norm_avg"] = torch.zeros((*p.shape[:-1], 1), dtype=p.dtype, device=p.device)
-                state["step"] += 1
+                state["step"] = step_count(state["step"], p.device) + 1
                 g = p.grad
                 if kappa > 0.0 and prior is not None:
                     g = g - kappa * prior
@@ -91,3 +91,49 @@ class RiemannianSGD(torch.optim.Optimizer):
                 # Rows with no update keep their exact bits (a re-normalization would nudge them).
                 p.copy_(torch.where(moved, sphere.retract(p - lr * g / scale), p))
         return loss
+
+
+def step_count(value: torch.Tensor | int | float, device: torch.device) -> torch.Tensor:
+    """A step counter as a 0-dim tensor on the parameter's device (float64, so ``beta ** t`` is what
+    the Python float would be; float32 on MPS), so that :func:`guarded_step` can hold it back
+    without a host sync. An older checkpoint's int is converted."""
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype)
+    return torch.tensor(float(value), dtype=dtype, device=device)
+
+
+def guarded_step(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    allowed: torch.Tensor,
+    usable: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``optimizer.step()`` kept only where ``allowed`` (a 0-dim bool tensor) holds and every updated
+    parameter is ``usable``; otherwise the parameters and every tensor of the optimizer's state are
+    put back exactly. Decided on the device: nothing here waits for it. Returns whether the step
+    was kept (0-dim bool, on the device).
+
+    The optimizer's state must be all tensors (RiemannianSGD's is; torch's AdamW needs
+    ``capturable=True`` on CUDA so its step counter lives on the device), and a state created by
+    this step is put back as zeros, which is what both optimizers start from."""
+    params = list(params)
+    with torch.no_grad():
+        old_params = [p.detach().clone() for p in params]
+        old_state = [{k: v.clone() for k, v in optimizer.state[p].items()} if p in optimizer.state else {} for p in params]
+        optimizer.step()
+        kept = allowed.clone()
+        for p in params:
+            kept = kept & usable(p)
+        for p, old in zip(params, old_params):
+            p.copy_(torch.where(kept, p, old))
+        for p, old in zip(params, old_state):
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    kind = type(value).__name__
+                    raise TypeError(f"guarded_step needs tensor optimizer state; {type(optimizer).__name__}'s {key!r} is {kind}")
+                before = old.get(key)
+                before = torch.zeros_like(value) if before is None else before.to(value.device)
+                state[key] = torch.where(kept.to(value.device), value, before)
+    return kept

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dti import __version__, checkpoints, sphere
+from dti import __version__, checkpoints, offload, sphere
 from dti.concept import MAX_ROW_NORM, Concept, EncoderVectors
 from dti.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
@@ -34,7 +34,7 @@ from dti.images import grid
 from dti.loading import attach_vectors
 from dti.lock import RunLock
 from dti.models import Adapter, CropInfo, EncoderSlot, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
-from dti.optim import RiemannianSGD
+from dti.optim import RiemannianSGD, guarded_step
 from dti.plots import plot_norms
 from dti.run_folder import WEBUI_DIR, RunFolder
 from dti.stopping import RunStopped, StopRequests
@@ -61,6 +61,14 @@ class MicroBatch:
     prompts: list[str]
     crops: list[CropInfo]
     draws: SampleDraws
+
+
+SYNC_EVERY = 25  # steps the host lets a GPU run ahead before reading the loss (see Trainer.fit)
+
+
+def default_sync_every(device: torch.device) -> int:
+    """Steps between the host's reads of the device: CUDA runs ahead meanwhile; on the CPU a read costs nothing."""
+    return 1 if device.type == "cpu" else SYNC_EVERY
 
 
 class Trainer:
@@ -91,6 +99,10 @@ class Trainer:
         self.bad_in_row = 0
         self.scaler: torch.amp.GradScaler | None = None
         self.extra_state: dict[str, Any] = {}  # saved with checkpoints, e.g. the photos' fingerprint
+        self._bad_dev: tuple[torch.Tensor, torch.Tensor] | None = None  # see update()
+        device = adapter.device
+        self._row_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.sync_every = default_sync_every(device)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -136,6 +148,8 @@ class Trainer:
         self.trained = [slot.name for slot in slots if slot.name in trained]
         self.kinds = {slot.name: slot.kind for slot in slots}
         self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
+        # on the device once: a host tensor used in a step would be a blocking copy every step
+        self.init_dirs_dev = {name: d.to(self.adapter.device) for name, d in self.init_dirs.items()}
         self.webui_name = webui_name(c.token, {slot.name: slot.tokenizer for slot in slots}, warn_user=self.ranks.main)
         self.optimizer = self._optimizer()
         if self.adapter.denoiser.dtype == torch.float16:  # fp16 activations: scale the loss so gradients do not underflow
@@ -145,9 +159,11 @@ class Trainer:
 
             self._undo_compile = compile_regions([self.adapter.denoiser, *(slot.text_encoder for slot in slots)])
         self.records = [self.record(0, None)]
-        if c.crop_positions:  # every crop the run can draw, encoded before the first step
-            for crop in self.data.crops():
-                self.cache.distribution(self.data, crop)
+        if c.crop_positions:  # every crop the run can draw, encoded before the first step; then the VAE can go
+            with offload.vae_home(self.adapter):
+                for crop in self.data.crops():
+                    self.cache.distribution(self.data, crop)
+            offload.park(self.adapter)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -158,7 +174,9 @@ class Trainer:
             ]
             return RiemannianSGD(groups, lr=lr, kappa=c.kappa, beta=c.beta, eps=c.eps)
         params = [self.rows[name].param for name in self.trained]
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(c.adam_betas), weight_decay=c.weight_decay)
+        # capturable: the step counter stays on the GPU, so a skipped step is undone there (guarded_step)
+        capturable = self.adapter.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(c.adam_betas), weight_decay=c.weight_decay, capturable=capturable)
 
     def detach(self) -> None:
         from dti.attach import detach
@@ -166,6 +184,7 @@ class Trainer:
         for slot in self.attached:
             detach(slot.tokenizer, slot.text_encoder, self.config.token)
         self.attached.clear()
+        offload.unpark(self.adapter)
         if getattr(self, "_undo_compile", None) is not None:
             self._undo_compile()
             self._undo_compile = None
@@ -177,7 +196,7 @@ class Trainer:
         terms = []
         if c.method == "dti" and c.optimizer == "adamw" and c.kappa > 0:
             for name in self.trained:
-                rows, mu = self.rows[name], self.init_dirs[name].to(self.rows[name].param.device)
+                rows, mu = self.rows[name], self.init_dirs_dev[name]
                 terms.append(-c.kappa * (mu * sphere.normalize(rows.param)).sum())
         if c.method == "crossinit" and c.crossinit_lambda > 0:
             for name in self.trained:
@@ -188,11 +207,18 @@ class Trainer:
         return [self.rows[name].param for name in self.trained]
 
     def step(self, step: int | None = None) -> float | None:
-        """Take optimizer step ``step`` (default: the next one); its samples and noise are those of
-        (seed, step, rank) alone. Returns the loss (averaged over processes), or None when the loss
-        or a gradient was not finite and the step was skipped (the rows unchanged)."""
-        c = self.config
+        """Take optimizer step ``step`` (default: the next one) and read its result on the host; its
+        samples and noise are those of (seed, step, rank) alone. Returns the loss (averaged over
+        processes), or None when the loss or a gradient was not finite and the step was skipped
+        (the rows unchanged). :meth:`fit` uses :meth:`launch` and reads the device only now and then."""
         step = self.step_count + 1 if step is None else step
+        return self.settle(step, self.launch(step).tolist())
+
+    def launch(self, step: int) -> torch.Tensor:
+        """Optimizer step ``step``, decided on the device: forward, backward, averaged gradients and the
+        update, or its undoing when the loss or a gradient is not finite. Returns the step's
+        :meth:`update` row, still on the device (nothing here waits for the device)."""
+        c = self.config
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.adapter.device)
         for micro in range(c.grad_accum):
@@ -200,8 +226,7 @@ class Trainer:
             scaled, logged = self.objective(self.adapter.loss(batch.latents, batch.prompts, batch.crops, batch.draws))
             scaled.backward()
             total = total + logged
-        value, ok = self.gathered(total).tolist()  # the step's one host sync
-        return self.apply(step, value, bool(ok))
+        return self.update(step, total)
 
     # The step's phases, also driven by :class:`dti.multi.MultiTrainer` (K concepts, one batch).
     def micro_batch(self, step: int, micro: int) -> MicroBatch:
@@ -236,35 +261,60 @@ class Trainer:
         finite = torch.stack([total.isfinite(), *(g.isfinite().all() for g in grads)]).all()
         return torch.stack([total.float(), finite.float()])
 
-    def apply(self, step: int, value: float, ok: bool) -> float | None:
-        """Finish step ``step`` given its synced loss and finiteness: the optimizer step, or a
-        skip (counted as bad) when something was not finite or a row blew up."""
+    def update(self, step: int, total: torch.Tensor) -> torch.Tensor:
+        """After step ``step``'s backward passes (``total``: its logged loss): the optimizer step, or a
+        skip when the loss or a gradient is not finite or an update would push a row past a usable
+        norm. Returns ``[loss, applied, bad, *record values]`` on the device. Without a loss scaler
+        nothing here syncs: the skip is a ``torch.where`` between the updated and the old rows and
+        optimizer state, and after ``max_bad_steps`` bad steps in a row every later update is held
+        back on the device too, so a run that stops stops exactly where the host will find it."""
+        synced = self.gathered(total)
         self.step_count = step
+        if self.scaler is not None:  # GradScaler decides on the host (its step reads found_inf)
+            applied, bad = self._update_scaled(synced)
+        else:
+            if self._bad_dev is None:  # (bad steps in a row, the run has stopped), as the device counts them
+                self._bad_dev = torch.tensor(self.bad_in_row, device=synced.device), torch.tensor(False, device=synced.device)
+            count, halted = self._bad_dev
+            applied = guarded_step(self.optimizer, self.trainable(), (synced[1] > 0) & ~halted, usable_rows)
+            bad = ~applied
+            count = torch.where(applied, torch.zeros_like(count), count + 1)
+            self._bad_dev = count, halted | (count >= self.config.max_bad_steps)  # the host stops at this step
+        flags = torch.stack([applied, bad]).to(synced.dtype)
+        return torch.cat([synced[:1].to(self._row_dtype), flags.to(self._row_dtype), self.record_values()])
+
+    def _update_scaled(self, synced: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp16's update through the GradScaler (one host sync): an overflow lowers the scale and skips
+        the step without counting it as bad."""
+        assert self.scaler is not None
+        value, ok = synced.tolist()
+        device = synced.device
+        no, yes = torch.tensor(False, device=device), torch.tensor(True, device=device)
         if not ok:
             self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.update()  # lowers the scale; an overflow of fp16 gradients is not a bad step
-                if math.isfinite(value):
-                    return None
-            self.skipped += 1
-            self.bad_in_row += 1
-            return None
+            self.scaler.update()  # lowers the scale; an overflow of fp16 gradients is not a bad step
+            return no, (no if math.isfinite(value) else yes)
         free = self.trainable()
         before = [p.detach().clone() for p in free]
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if free and not bool(torch.stack([usable_rows(p) for p in free]).all()):  # a row blew up (huge lr): undo
             with torch.no_grad():
                 for p, old in zip(free, before):
                     p.copy_(old)
+            return no, yes
+        return yes, no
+
+    def settle(self, step: int, row: Sequence[float]) -> float | None:
+        """The host's part of step ``step`` once its :meth:`update` row is read: the skip counters.
+        Returns the loss, or None for a skipped step."""
+        applied, bad = row[1] > 0, row[2] > 0
+        if bad:
             self.skipped += 1
             self.bad_in_row += 1
-            return None
-        self.bad_in_row = 0
-        return value
+        elif applied:
+            self.bad_in_row = 0
+        return float(row[0]) if applied else None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -303,6 +353,7 @@ class Trainer:
         self.records = list(state["records"])
         self.skipped = int(state.get("skipped", 0))
         self.bad_in_row = int(state.get("bad_in_row", 0))
+        self._bad_dev = None
 
     # ------------------------------------------------------------------ results
     def concept(self, step: int) -> Concept:
@@ -340,12 +391,24 @@ class Trainer:
         }
         return Concept(c.token, encoders, meta)
 
-    def record(self, step: int, loss: float | None) -> dict[str, Any]:
-        norms, angles = {}, {}
+    def record_values(self) -> torch.Tensor:
+        """The rows' norms and angles to their initializer (radians), on the device: per encoder,
+        its norms then its angles (what :meth:`record` reads)."""
+        parts = []
         for name, rows in self.rows.items():
-            vectors = rows.vectors().cpu()
-            norms[name] = [round(float(n), 6) for n in vectors.norm(dim=-1)]
-            angles[name] = [round(math.degrees(float(a)), 4) for a in sphere.angle(vectors, self.init_dirs[name])]
+            vectors = rows.vectors()
+            parts += [vectors.norm(dim=-1).to(self._row_dtype), sphere.angle(vectors, self.init_dirs_dev[name]).to(self._row_dtype)]
+        return torch.cat(parts)
+
+    def record(self, step: int, loss: float | None, values: Sequence[float] | None = None) -> dict[str, Any]:
+        """Step ``step``'s log record, from :meth:`record_values` read on the host (now, if not given)."""
+        values = list(self.record_values().tolist() if values is None else values)
+        norms, angles, at = {}, {}, 0
+        for name, rows in self.rows.items():
+            n = rows.param.shape[0]
+            norms[name] = [round(float(v), 6) for v in values[at : at + n]]
+            angles[name] = [round(math.degrees(float(a)), 4) for a in values[at + n : at + 2 * n]]
+            at += 2 * n
         skipped = {"skipped": True} if loss is None and step > 0 else {}
         return {
             "step": step,
@@ -360,10 +423,11 @@ class Trainer:
         """The validation grid: rows = prompts, columns = seeds, through the pipeline's own ``__call__``."""
         c = self.config
         prompts = [p.format(c.token) for p in c.validation_prompts]
-        rows = [
-            [render(self.adapter.pipe, p, s, c.validation_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
-            for p in prompts
-        ]
+        with offload.vae_home(self.adapter):
+            rows = [
+                [render(self.adapter.pipe, p, s, c.validation_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
+                for p in prompts
+            ]
         return grid(rows, row_labels=prompts, col_labels=[f"seed {s}" for s in c.validation_seeds])
 
     def _save_samples(self, step: int) -> None:
@@ -376,20 +440,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self, stop: StopRequests | None = None) -> Concept:
-        """Steps from where the trainer stands (0, or a loaded checkpoint's step) to the last."""
+        """Steps from where the trainer stands (0, or a loaded checkpoint's step) to the last. Steps are
+        launched without waiting for the device; the host reads their results every ``sync_every``
+        steps and at each step that writes something (log flush, snapshot, samples, checkpoint, the
+        end) or sees a stop request."""
         c = self.config
         self.begin_log()
         quiet = not (c.progress and self.ranks.main)
         bar = tqdm(total=c.steps, initial=self.step_count, desc=f"dti {c.method}", disable=quiet, dynamic_ncols=True)
+        pending: list[tuple[int, torch.Tensor]] = []
         try:
             for step in range(self.step_count + 1, c.steps + 1):
-                loss = self.step(step)
-                self.after_step(step, loss, bar)
-                if stop is not None and step < c.steps and self.ranks.any_(stop.requested is not None):
-                    self._stop_signal(step, stop)
+                pending.append((step, self.launch(step)))
+                bar.update(1)
+                asked = stop is not None and stop.requested is not None
+                if self.sync_due(step, asked):
+                    self.flush(pending, bar)
+                    pending.clear()
+                    if stop is not None and step < c.steps and self.ranks.any_(stop.requested is not None):
+                        self._stop_signal(step, stop)
         finally:
             bar.close()
         return self.concept(c.steps)
+
+    def sync_due(self, step: int, stop_asked: bool = False) -> bool:
+        """Whether the host reads the device after step ``step``: on the cadence, at the last step, at a
+        step that saves something, and (one process) when a stop was asked. Every process of a
+        data-parallel run answers alike, so their collectives meet."""
+        c = self.config
+        every = lambda n: bool(n) and step % n == 0  # noqa: E731
+        saves = every(c.snapshot_every) or every(c.checkpoint_every) or (c.validate and every(c.validation_every))
+        return every(max(self.sync_every, 1)) or step >= c.steps or saves or (stop_asked and self.ranks.world == 1)
+
+    def flush(self, pending: Sequence[tuple[int, torch.Tensor]], bar: Any = None) -> None:
+        """Read the launched steps' rows (one host sync) and do their host work in order."""
+        if not pending:
+            return
+        rows = torch.stack([row for _, row in pending]).tolist()
+        for (step, _), row in zip(pending, rows):
+            self.after_step(step, self.settle(step, row), bar, row[3:])
 
     def begin_log(self) -> None:
         """A fresh run's log starts with its step-0 record."""
@@ -397,15 +486,15 @@ class Trainer:
         if run is not None and self.step_count == 0:
             run.rewrite_log(self.records[:1])
 
-    def after_step(self, step: int, loss: float | None, bar: Any = None) -> dict[str, Any]:
-        """Record step ``step``; write its log line, snapshot, samples and checkpoint as the
-        settings ask; stop the run (:class:`RunStopped`) after ``max_bad_steps`` bad steps in a row."""
+    def after_step(self, step: int, loss: float | None, bar: Any = None, values: Sequence[float] | None = None) -> dict[str, Any]:
+        """Record step ``step`` (``values``: its :meth:`record_values`, read); write its log line,
+        snapshot, samples and checkpoint as the settings ask; stop the run (:class:`RunStopped`)
+        after ``max_bad_steps`` bad steps in a row."""
         c = self.config
         run = self.run if self.ranks.main else None
-        rec = self.record(step, loss)
+        rec = self.record(step, loss, values)
         self.records.append(rec)
         if bar is not None:
-            bar.update(1)
             first = next(iter(rec["norms"].values()))
             bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", norm=f"{first[0]:.3f}")
         if run is not None:
@@ -432,6 +521,7 @@ class Trainer:
         return self.concept(step).save(self.run.snapshot(step))
 
     def _stop_numerics(self, step: int) -> None:
+        self.step_count = step  # steps launched after it were held back on the device: the state is step's
         c, good = self.config, step - self.bad_in_row
         path = self._save_stopped(good)
         where = f"; the last good concept (step {good}) is {path}" if path else ""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from dti.devices import to_device
 from dti.models.base import Adapter, CropInfo
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ class DDPMAdapter(LatentVAEMixin, Adapter):
         self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
     ) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
-        noise = draws.randn(x0.shape[1:]).to(x0.device)
-        t = draws.randint(self.noise_scheduler.config.num_train_timesteps).to(x0.device)
+        noise = to_device(draws.randn(x0.shape[1:]), x0.device)
+        t = to_device(draws.randint(self.noise_scheduler.config.num_train_timesteps), x0.device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
         kind = self.noise_scheduler.config.prediction_type
         if kind == "epsilon":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from dti.devices import to_device
 from dti.models.base import Adapter, CropInfo
 
 if TYPE_CHECKING:
@@ -65,12 +66,12 @@ class FlowMatchingAdapter(Adapter):
         self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
     ) -> torch.Tensor:
         x0 = self.scale_latents(latents.to(self.device, torch.float32))
-        noise = draws.randn(x0.shape[1:]).to(x0.device)
+        noise = to_device(draws.randn(x0.shape[1:]), x0.device)
         sigmas, timesteps = self.sample_sigmas(draws)
-        s = sigmas.to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
+        s = to_device(sigmas, x0.device).view(-1, *([1] * (x0.ndim - 1)))
         noisy = (1.0 - s) * x0 + s * noise
         target = noise - x0
-        pred = self.predict(noisy.to(self.denoiser.dtype), timesteps.to(x0.device), self.condition(prompts, crops))
+        pred = self.predict(noisy.to(self.denoiser.dtype), to_device(timesteps, x0.device), self.condition(prompts, crops))
         if reduction == "none":  # one loss per sample
             return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
