@@ -176,6 +176,40 @@ def test_fixed_crop_positions_are_all_encoded_before_the_first_step(photos, tiny
     assert trainer.cache.encodes == before
 
 
+def test_with_fixed_crops_the_vae_waits_off_the_device_and_comes_back(photos, tiny_sd, tmp_path, monkeypatch):
+    """The VAE leaves the device once the crops are encoded, is back only to decode the validation
+    samples, and the caller gets the pipeline back with its VAE on its device. (A CPU run parks
+    nowhere, so the test parks it at a stand-in place, recording moves instead of making them.)"""
+    from dti import offload
+
+    pipe = load_pipe(tiny_sd)
+    moves: list[str] = []
+    real_to, real_decode = pipe.vae.to, pipe.vae.decode
+
+    def to(*args, **kwargs):
+        if args and args[0] == "parked-here":
+            moves.append("park")
+            return pipe.vae
+        if args and isinstance(args[0], torch.device):
+            moves.append("home")
+        return real_to(*args, **kwargs)
+
+    def decode(*args, **kwargs):
+        moves.append("decode")
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.vae, "to", to)
+    monkeypatch.setattr(pipe.vae, "decode", decode)
+    monkeypatch.setattr(offload, "parking", lambda adapter: "parked-here")
+    settings = dict(steps=4, validation_every=2, validation_steps=2, validation_seeds=[0], resolution=64, progress=False)
+    dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "run", crop_positions=2, **settings)
+    decodes = ["decode"] * 2  # two validation prompts, one seed
+    assert moves == ["park", "home", *decodes, "park", "home", *decodes, "park", "home"]  # setup, step 2, the end's samples, detach
+    moves.clear()
+    dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "again", **settings)  # random crops: the VAE is needed, stays
+    assert "park" not in moves and moves.count("decode") == 4
+
+
 def test_bf16_keeps_trainable_rows_fp32(photos, tiny_sd):
     from dti.models import load_adapter
 
