@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The GPU session's run of benchmarks/step.py (issue 12): one script, under 10 minutes on one
-# H100/H200-class GPU, every JSON and log into $OUT. Not run on the project's CPU machines.
+# The GPU session's runs for issue 12: two stages, each under 10 minutes (one device call each) on
+# one H100/H200-class GPU, every JSON and log into $OUT. Not run on the project's CPU machines.
 #
-#   bash benchmarks/gpu_step.sh            # OUT defaults to ./gpu-step-out
+#   bash benchmarks/gpu_step.sh            # stage "step" (default); OUT defaults to ./gpu-step-out
+#   STAGE=train bash benchmarks/gpu_step.sh
 #
-# What it measures (full-size architectures, random weights, nothing downloaded):
+# Stage "step" (benchmarks/step.py; full-size architectures, random weights, nothing downloaded):
 #   1. sd   tiny, CUDA, 2 steps              smoke test (seconds): the harness works on this machine
 #   2. sd   512 px, batch 4, bf16, eager     (SD 1.5 UNet + CLIP-L)
 #   3. sdxl 768 px, batch 4, bf16, eager     (the paper's main setting: SDXL UNet + CLIP-L + bigG)
 #   4. sdxl 768 px, batch 4, bf16, --compile (regional: unet.compile_repeated_blocks(), ~20 s to compile)
+#   Each JSON also holds step_deferred_ms (steps launched back to back, read once, as Trainer.fit
+#   runs them) and syncs_per_launched_step (CUDA sync debug mode: how many host syncs remain in a
+#   launched step, and which lines make them).
+# Stage "train":
+#   5. sdxl 768 px, batch 4, bf16, --compile, 400 steps through `dti train` (benchmarks/gpu_train.py):
+#      load from disk to saved concept, target <= 75 s
+#   6. K = 1, 8 concepts at once vs sequential, full-size SDXL 768 px, batch 1 per concept (benchmarks/multi.py), target >= 2x
 # Expected from ENVIRONMENT.md (H200): SDXL UNet fwd+bwd at this size ~220-250 ms eager, ~125 ms
 # compiled; SD 1.5 ~100 ms. Each run has its own time limit, so one hang cannot eat the session.
 #
@@ -43,8 +51,20 @@ bench() {  # bench NAME LIMIT_SECONDS ARGS...
   [ "$rc" -eq 0 ] || { echo "!!! $name exited $rc" | tee -a "$OUT/summary.txt"; status=1; }
 }
 
-bench sd-tiny-cuda 60 --family sd --tiny --steps 2 --warmup 1
-bench sd-full-512-b4-bf16 120 --family sd --resolution 512 --batch 4 --precision bf16 --steps 10 --warmup 3
-bench sdxl-full-768-b4-bf16 150 --family sdxl --resolution 768 --batch 4 --precision bf16 --steps 10 --warmup 3
-bench sdxl-full-768-b4-bf16-compile 220 --family sdxl --resolution 768 --batch 4 --precision bf16 --compile --steps 10 --warmup 3
+if [ "${STAGE:-step}" = step ]; then
+  bench sd-tiny-cuda 60 --family sd --tiny --steps 2 --warmup 1
+  bench sd-full-512-b4-bf16 120 --family sd --resolution 512 --batch 4 --precision bf16 --steps 10 --warmup 3
+  bench sdxl-full-768-b4-bf16 150 --family sdxl --resolution 768 --batch 4 --precision bf16 --steps 10 --warmup 3
+  bench sdxl-full-768-b4-bf16-compile 220 --family sdxl --resolution 768 --batch 4 --precision bf16 --compile --steps 10 --warmup 3
+else
+  echo "=== sdxl 400 steps, compile: benchmarks/gpu_train.py" | tee -a "$OUT/summary.txt"
+  timeout 300 "$PY" benchmarks/gpu_train.py --family sdxl --device cuda --steps 400 --batch 4 --resolution 768 --compile \
+    --crop-positions 2 --workdir "${TMPDIR:-/tmp}" --json "$OUT/train-sdxl-400-compile-$DATE.json" 2>&1 | tail -n 3 | tee -a "$OUT/summary.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  echo "=== multi K=1,8 sdxl 768: benchmarks/multi.py" | tee -a "$OUT/summary.txt"
+  timeout 240 "$PY" benchmarks/multi.py --family sdxl --device cuda --full --resolution 768 --batch 1 --precision bf16 --ks 1,8 \
+    --steps 3 --warmup 1 --reps 1 --mixes batch --json "$OUT/multi-sdxl-768-$DATE.json" --md "$OUT/multi-sdxl-768-$DATE.md" \
+    2>&1 | tail -n 12 | tee -a "$OUT/summary.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 exit "$status"

@@ -19,8 +19,13 @@ Then, in one run:
     (``LatentCache.sample``), each text encoder's forward, the rest of the prompt encoding,
     denoiser forward, denoiser backward (until the conditioning's gradient is complete), the
     text encoders' backward (until the trainable rows' gradient is), the rest of the loss (noise,
-    timesteps, MSE), the host sync (gradient finiteness check + ``.tolist()``), the optimizer step.
+    timesteps, MSE), the update around the optimizer (gradient finiteness, the device-side guard
+    that can undo a bad step, the record's norms and angles), the optimizer step, and the host
+    sync (``Trainer.step`` reading the step's row with ``.tolist()``).
     On CUDA every boundary synchronizes, so these runs are separate from (b)'s clean timing.
+(d) deferred: ``--steps`` steps launched back to back (``Trainer.launch``) and read once, as
+    ``Trainer.fit`` runs them on a GPU (it reads every ``SYNC_EVERY`` steps): the mean per step.
+    On the CPU it equals (b); on CUDA the difference is what the per-step host sync cost.
 
 Each repetition runs floor, step and instrumented step in turn, in an order rotated each time
 (so load on a shared machine, and any after-effect of the call before, hit all three alike);
@@ -44,6 +49,7 @@ The JSON (``--json``) holds ``floor_ms``, ``step_ms``, ``step_over_floor``, ``pa
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import json
@@ -76,8 +82,9 @@ PART_NAMES = (
     "denoiser_bwd",
     "text_encoders_bwd",
     "loss_other",
-    "host_sync",
+    "update",
     "optimizer",
+    "host_sync",
     "other",
 )
 
@@ -310,6 +317,7 @@ class StepProbe:
             stack.enter_context(patched(a, "condition", self._timed(a.condition, "condition_start", "condition_end")))
             stack.enter_context(patched(a, "predict", predict))
             stack.enter_context(patched(t.optimizer, "step", self._timed(t.optimizer.step, "optimizer_start", "optimizer_end")))
+            stack.enter_context(patched(t, "update", self._timed(t.update, "update_start", "update_end")))
             try:
                 yield
             finally:
@@ -327,8 +335,8 @@ class StepProbe:
         self.mark("end")
         m = self.marks
         finite = loss is not None
-        if not finite:  # skipped step: no optimizer call
-            m["optimizer_start"] = m["optimizer_end"] = m["end"]
+        if "optimizer_start" not in m:  # fp16's skipped step: no optimizer call
+            m["optimizer_start"] = m["optimizer_end"] = m["update_end"]
         encoders = sum(self.encoder_time.values())
         condition = m["condition_end"] - m["condition_start"]
         predict = m["predict_end"] - m["predict_start"]
@@ -341,11 +349,33 @@ class StepProbe:
             "loss_other": (m["loss_end"] - m["loss_start"]) - condition - predict,
             "denoiser_bwd": m["denoiser_bwd_end"] - m["bwd_start"],
             "text_encoders_bwd": m["bwd_end"] - m["denoiser_bwd_end"],
-            "host_sync": m["optimizer_start"] - m["bwd_end"],
+            "update": (m["optimizer_start"] - m["bwd_end"]) + (m["update_end"] - m["optimizer_end"]),
             "optimizer": m["optimizer_end"] - m["optimizer_start"],
-            "other": (m["bwd_start"] - m["loss_end"]) + (m["end"] - m["optimizer_end"]),
+            "host_sync": m["end"] - m["update_end"],
+            "other": m["bwd_start"] - m["loss_end"],
         }
         return parts, m["end"] - m["start"], finite
+
+
+def count_syncs(trainer: Any, steps: int) -> dict[str, Any]:
+    """The host syncs ``steps`` launched steps make, by CUDA's sync debug mode: the count per step
+    and where they come from (file:line of the Python caller), dti's own and the pipeline's."""
+    import warnings
+
+    where: collections.Counter[str] = collections.Counter()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(steps):
+                trainer.launch(trainer.step_count + 1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            where[f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"] += 1
+    return {"per_step": round(sum(where.values()) / steps, 2), "sources": dict(where.most_common())}
 
 
 # ------------------------------------------------------------------ the run
@@ -507,6 +537,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.steps):
             for fn in turns[i % 3 :] + turns[: i % 3]:
                 fn()
+        # (d) launched back to back, read once
+        t0 = clock.now()
+        start = trainer.step_count
+        rows = [(start + k + 1, trainer.launch(start + k + 1)) for k in range(args.steps)]
+        read = torch.stack([row for _, row in rows]).tolist()
+        deferred_s = (clock.now() - t0) / args.steps
+        nonfinite += sum(trainer.settle(s, r) is None for (s, _), r in zip(rows, read))
+        syncs = count_syncs(trainer, 3) if device.type == "cuda" else None
         encodes_timed = trainer.cache.encodes - encodes_before
         cond_shapes = floor.conditioning_shapes()
         trainer.detach()
@@ -525,6 +563,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "floor_ms": floor_ms,
             "step_ms": step_ms,
             "step_over_floor": round(step_ms / floor_ms, 4),
+            "step_deferred_ms": round(deferred_s * 1000, 3),
+            "step_deferred_over_floor": round(deferred_s * 1000 / floor_ms, 4),
+            "syncs_per_launched_step": syncs,
             # median over the repetitions of step_i / floor_i (each pair ran in the same repetition): steadier under drifting load
             "step_over_floor_paired": round(statistics.median(s / f for s, f in zip(step_times, floor_times)), 4),
             "parts_ms": parts_ms,
@@ -571,7 +612,8 @@ def summary(r: dict[str, Any]) -> str:
         [
             f"{head} ({gpu}; torch {r['torch']}, diffusers {r['diffusers']}, transformers {r['transformers']})",
             f"  floor (denoiser fwd+bwd to the conditioning) {r['floor_ms']:.1f} ms | dti step {r['step_ms']:.1f} ms | "
-            f"step / floor {r['step_over_floor']:.2f} (paired {r['step_over_floor_paired']:.2f})",
+            f"step / floor {r['step_over_floor']:.2f} (paired {r['step_over_floor_paired']:.2f}) | "
+            f"deferred reads {r['step_deferred_ms']:.1f} ms ({r['step_deferred_over_floor']:.2f})",
             f"  parts (instrumented step {r['parts_step_ms']:.1f} ms): " + ", ".join(f"{k} {v:.1f}" for k, v in top),
             f"  denoiser fwd+bwd inside the step {r['parts_ms']['denoiser_fwd_bwd']:.1f} ms, outside it "
             f"{r['outside_denoiser_ms']:.1f} ms; peak memory {r['peak_memory_mb']:.0f} MB "

@@ -57,6 +57,9 @@ def test_step_benchmark_tiny(step_module, tmp_path, family, encoders):
     for key in ("floor_ms", "step_ms", "peak_memory_mb", "first_step_s"):
         assert math.isfinite(data[key]) and data[key] > 0, key
     assert data["step_over_floor"] == pytest.approx(data["step_ms"] / data["floor_ms"], rel=1e-3)
+    assert data["step_deferred_ms"] > 0 and data["step_deferred_over_floor"] == pytest.approx(
+        data["step_deferred_ms"] / data["floor_ms"], rel=1e-3
+    )
     assert len(data["floor_ms_all"]) == len(data["step_ms_all"]) == 2
     assert data["nonfinite_steps"] == 0
     assert data["vae_encodes_in_timed_steps"] == 0  # the synthetic subject's crops are all cached before timing
@@ -70,7 +73,7 @@ def test_step_benchmark_tiny(step_module, tmp_path, family, encoders):
     assert set(parts) == expected
     assert all(math.isfinite(v) for v in parts.values())
     # every measured stage took time; gaps ("other", "encode_prompt_other") may round to ~0 but not go far below
-    for name in ("data", "latents", "denoiser_fwd", "denoiser_bwd", "text_encoders_bwd", "host_sync", "optimizer", "loss_other"):
+    for name in ("data", "latents", "denoiser_fwd", "denoiser_bwd", "text_encoders_bwd", "update", "host_sync", "optimizer", "loss_other"):
         assert parts[name] > 0, name
     for e in encoders:
         assert parts[f"text_encoder_fwd:{e}"] > 0, e
@@ -105,3 +108,19 @@ def test_full_size_configs_assemble(step_module):
         counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6 for name in full_configs.PUBLISHED_MILLIONS[family]}
         for name, published in full_configs.PUBLISHED_MILLIONS[family].items():
             assert counts[name] == pytest.approx(published, rel=0.01), (family, name)
+
+
+def test_the_whole_run_timer_trains_through_the_real_command_line(tmp_path):
+    """benchmarks/gpu_train.py (the GPU's 400-step timing) on the tiny pipeline: it builds, saves,
+    trains through `dti train` in a fresh process and reports the concept it wrote."""
+    spec = importlib.util.spec_from_file_location("dti_bench_gpu_train", REPO / "benchmarks" / "gpu_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "train.json"
+    argv = ["--family", "sd", "--tiny", "--device", "cpu", "--steps", "2", "--batch", "1", "--precision", "fp32"]
+    argv += ["--no-validation", "--crop-positions", "2", "--workdir", str(tmp_path), "--json", str(out)]
+    result = module.main(argv)
+    assert json.loads(out.read_text()) == result
+    assert result["logged_steps"] == 2 and math.isfinite(result["last_loss"]) and result["concept_bytes"] > 0
+    assert result["wall_s"] > 0 and result["target_s"] is None
+    assert "--crop-positions" in result["dti_train"] and list(tmp_path.iterdir()) == [out]  # the model folder is gone
