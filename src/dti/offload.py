@@ -1,8 +1,8 @@
 """The VAE off the accelerator while a run trains on pre-encoded crops (``--crop-positions``).
 
 With a fixed set of crop positions every latent is encoded before the first step, so the loop
-never runs the autoencoder: it waits in host memory (SDXL's fp32 VAE is 0.33 GB, SANA's DC-AE
-1.3 GB) and comes back for the validation samples and when the run ends. The pipeline is handed
+never runs the autoencoder: it waits in host memory (in bf16 SDXL's VAE is 0.16 GiB, SANA's DC-AE 0.58 GiB: benchmarks/memory.py)
+and comes back for the validation samples and when the run ends. The pipeline is handed
 back to the caller as it came, VAE on its device.
 """
 
