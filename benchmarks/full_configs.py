@@ -18,7 +18,7 @@ sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma), so the text-side cost is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -418,15 +418,13 @@ def components(family: str) -> list[str]:
     return [k for k in FAMILIES[family] if k not in ("pipeline", "extra")]
 
 
-def build_pipeline(family: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0) -> Any:
-    """The family's diffusers pipeline at full size with random weights (seeded), on ``device`` in
-    ``dtype``: ``dti.models.adapter_for(pipe)`` trains through it as through a loaded one."""
-    import diffusers
-
-    spec = FAMILIES[family]
-    torch.manual_seed(seed)
+def pipeline_parts(
+    spec: dict[str, Any], dtype: torch.dtype, device: str | torch.device, finish: Callable[[torch.nn.Module], Any] | None = None
+) -> dict[str, Any]:
+    """A family spec's pipeline components: tokenizers, scheduler, and each network built on ``device``
+    in ``dtype``, frozen, in eval mode (then passed through ``finish``, when given)."""
     parts: dict[str, Any] = dict(spec.get("extra", {}))
-    for name in components(family):
+    for name in (k for k in spec if k not in ("pipeline", "extra")):
         kind, config = spec[name]
         if name.startswith("tokenizer"):
             parts[name] = _tokenizer(kind, config)
@@ -434,8 +432,19 @@ def build_pipeline(family: str, dtype: torch.dtype = torch.float32, device: str 
             parts[name] = _scheduler(spec[name])
         else:
             with init_on(device, dtype):
-                parts[name] = _module(kind, config).eval().requires_grad_(False)
-    pipe = getattr(diffusers, spec["pipeline"])(**parts)
+                module = _module(kind, config).eval().requires_grad_(False)
+            parts[name] = finish(module) if finish is not None else module
+    return parts
+
+
+def build_pipeline(family: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0) -> Any:
+    """The family's diffusers pipeline at full size with random weights (seeded), on ``device`` in
+    ``dtype``: ``dti.models.adapter_for(pipe)`` trains through it as through a loaded one."""
+    import diffusers
+
+    spec = FAMILIES[family]
+    torch.manual_seed(seed)
+    pipe = getattr(diffusers, spec["pipeline"])(**pipeline_parts(spec, dtype, device))
     level = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()  # "modules that should be kept in float32: []" per model
     try:

@@ -219,25 +219,18 @@ def build_fake_pipeline(family: str, dtype: torch.dtype, spec: dict[str, Any] | 
 
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    from full_configs import FAMILIES, _module, _scheduler, _tokenizer, init_on
+    from full_configs import FAMILIES, pipeline_parts
 
     spec = spec or FAMILIES[family]
-    parts: dict[str, Any] = dict(spec.get("extra", {}))
+
+    def cast(module: torch.nn.Module) -> torch.nn.Module:
+        cast_floating(module, dtype)
+        return module
+
     level = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()
     try:
-        for name in (k for k in spec if k not in ("pipeline", "extra")):
-            kind, config = spec[name]
-            if name.startswith("tokenizer"):
-                parts[name] = _tokenizer(kind, config)
-            elif name == "scheduler":
-                parts[name] = _scheduler(spec[name])
-            else:
-                with init_on("cpu", dtype):
-                    module = _module(kind, config).eval().requires_grad_(False)
-                cast_floating(module, dtype)
-                parts[name] = module
-        pipe = getattr(diffusers, spec["pipeline"])(**parts)
+        pipe = getattr(diffusers, spec["pipeline"])(**pipeline_parts(spec, dtype, "cpu", cast))
     finally:
         diffusers.utils.logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)

@@ -80,6 +80,23 @@ def load_pipe(folder: Path):
     return load_adapter(folder).pipe
 
 
+def nan_loss_at(monkeypatch, bad) -> dict[str, int]:
+    """The DDPM loss is NaN at the given loss calls (1-based; a container read at each call, so a
+    test may change it): a bad step. Returns the call counter (reset it with ``calls["n"] = 0``)."""
+    from dti.models.ddpm import DDPMAdapter
+
+    real = DDPMAdapter.loss
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = real(self, *args, **kwargs)
+        return loss * float("nan") if calls["n"] in bad else loss
+
+    monkeypatch.setattr(DDPMAdapter, "loss", flaky)
+    return calls
+
+
 @pytest.fixture()
 def base_args(photos, tiny_sd, tmp_path):
     """A quick, valid `dti train` command line on the tiny SD pipeline (tests vary one flag at a time)."""

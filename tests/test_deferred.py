@@ -19,26 +19,12 @@ import torch
 
 import dti
 import dti.trainer
-from conftest import load_pipe
+from conftest import load_pipe, nan_loss_at
 from dti.concept import Concept
-from dti.models.ddpm import DDPMAdapter
 from dti.optim import RiemannianSGD, guarded_step
 from dti.stopping import RunStopped
 
 FAST = dict(resolution=64, progress=False, validate=False)
-
-
-def nan_at(monkeypatch, bad: set[int]) -> None:
-    """The loss is NaN at the given loss calls (1-based): a bad step."""
-    real = DDPMAdapter.loss
-    calls = {"n": 0}
-
-    def flaky(self, *args, **kwargs):
-        calls["n"] += 1
-        loss = real(self, *args, **kwargs)
-        return loss * float("nan") if calls["n"] in bad else loss
-
-    monkeypatch.setattr(DDPMAdapter, "loss", flaky)
 
 
 def run_files(run: Path) -> dict[str, object]:
@@ -72,7 +58,7 @@ def same(a, b) -> None:
 
 def train(monkeypatch, pipe, photos, run, every: int, bad: set[int], **settings):
     monkeypatch.setattr(dti.trainer, "default_sync_every", lambda device: every)
-    nan_at(monkeypatch, bad)
+    nan_loss_at(monkeypatch, bad)
     try:
         return dti.train(photos, "<my-tok>", "dog", pipe, run, **{**FAST, **settings})
     finally:

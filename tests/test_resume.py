@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import dti
-from conftest import REPO, load_pipe
+from conftest import REPO, load_pipe, nan_loss_at
 from dti.cli import main
 from dti.concept import Concept
 from dti.config import TrainConfig, resolve
@@ -279,18 +279,8 @@ def test_overwrite_replaces_only_on_success_and_only_dti_files(tiny_sd, tiny_sdx
 
 # ---------------------------------------------------------------------- numerics
 def test_non_finite_steps_are_skipped_then_the_run_stops_resumably(tiny_sd, photos, tmp_path, capsys, monkeypatch):
-    from dti.models.ddpm import DDPMAdapter
-
-    real = DDPMAdapter.loss
-    calls = {"n": 0}
-
-    def flaky(self, *args, **kwargs):
-        calls["n"] += 1
-        loss = real(self, *args, **kwargs)
-        return loss * float("nan") if calls["n"] in bad else loss
-
-    monkeypatch.setattr(DDPMAdapter, "loss", flaky)
     bad = {3}  # one bad step: skipped, counted, the run goes on
+    calls = nan_loss_at(monkeypatch, bad)
     once = tmp_path / "once"
     assert main([str(a) for a in cli_args(photos, tiny_sd, once, "--steps", "5", "--no-validation")]) == 0
     concept = Concept.load(once)
@@ -298,7 +288,9 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_resumably(tiny_sd, phot
     log = [json.loads(line) for line in (once / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r.get("skipped")] == [3] and log[3]["norms"] == log[2]["norms"]
 
-    calls["n"], bad = 0, set(range(4, 100))  # from step 4 on: stop after 3 in a row
+    calls["n"] = 0
+    bad.clear()
+    bad.update(range(4, 100))  # from step 4 on: stop after 3 in a row
     run = tmp_path / "run"
     code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "20", "--max-bad-steps", "3", "--no-validation")])
     err = capsys.readouterr().err
