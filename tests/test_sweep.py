@@ -253,6 +253,63 @@ def test_a_killed_sweep_continues_where_it_stopped(clean, manifest, pipe, tmp_pa
     assert read_sweep(out).model == read_sweep(reference).model  # the pipeline's own folder
 
 
+@pytest.mark.parametrize("mix", ["group", "batch"])
+def test_a_batched_sweep_trains_each_methods_subjects_at_once_into_the_same_runs(clean, manifest, pipe, tmp_path, monkeypatch, mix):
+    """--batched: each method's subjects in one MultiTrainer (no single-run trainer.train at all);
+    the index and the concepts are the unbatched sweep's: bit-identical with group, to float
+    rounding with batch (one denoiser pass over both subjects' samples)."""
+    import dti.multi
+
+    reference, want = clean
+    batches: list[list[str]] = []
+    real = dti.multi.train_manifest
+
+    def train_manifest(m, *args, **kwargs):
+        batches.append([s.name for s in m.subjects])
+        return real(m, *args, **kwargs)
+
+    monkeypatch.setattr(dti.multi, "train_manifest", train_manifest)
+    Calls(monkeypatch, forbid=True)
+    out = tmp_path / "out"
+    runs = sweep(manifest, "dti,ti,ti-rescaled", pipe, out, quiet=True, batched=mix)
+    assert batches == [["alpha", "beta"], ["alpha", "beta"]]  # dti's two subjects at once, then ti's
+    assert [(r.subject, r.method, r.status) for r in runs] == [(r.subject, r.method, r.status) for r in want]
+    assert all(r.seconds is not None and r.seconds > 0 for r in runs if r.derived_from is None)
+    for r in runs:
+        if r.derived_from is None:
+            got, ref = vectors(r.concept), vectors(reference / r.method / r.subject / "concept.safetensors")
+            for name in got:
+                if mix == "group":
+                    assert torch.equal(got[name], ref[name]), (r.subject, r.method, name)
+                else:
+                    torch.testing.assert_close(got[name], ref[name], rtol=0, atol=1e-5)
+    assert sorted(p.name for p in (out / "dti" / "alpha").iterdir()) == sorted(p.name for p in (reference / "dti" / "alpha").iterdir())
+    again = sweep(manifest, "dti,ti,ti-rescaled", pipe, out, quiet=True, batched=mix)  # finished: nothing trains
+    assert batches == [["alpha", "beta"], ["alpha", "beta"]] and [r.status for r in again] == [r.status for r in runs]
+
+
+def test_a_batched_sweep_records_a_subject_whose_numerics_stop_it_and_finishes_the_others(manifest, pipe, tmp_path, monkeypatch):
+    from dti.data import LatentCache
+
+    real = LatentCache.sample
+
+    def poisoned(self, data, samples, draws):
+        latents = real(self, data, samples, draws)
+        return latents * float("nan") if data.placeholder == "<beta>" else latents
+
+    monkeypatch.setattr(LatentCache, "sample", poisoned)
+    runs = sweep(manifest, "dti", pipe, tmp_path / "out", settings={"max_bad_steps": 2}, quiet=True, batched="group")
+    assert [(r.subject, r.status) for r in runs] == [("alpha", "done"), ("beta", "failed")]
+    assert "in a row" in runs[1].error and "\n" not in runs[1].error
+    assert read_sweep(tmp_path / "out").runs == tuple(runs)
+
+
+def test_batched_takes_only_a_mix(manifest, pipe, tmp_path):
+    with pytest.raises(DTIError, match="--batched 'fast' is not a mix; use one of auto, batch, group"):
+        sweep(manifest, "dti", pipe, tmp_path / "out", quiet=True, batched="fast")
+    assert not (tmp_path / "out").exists()
+
+
 def command(argv: list[object]) -> int:
     parser = argparse.ArgumentParser(prog="dti")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -422,3 +479,7 @@ def test_command_flags_become_settings_for_every_run():
     assert sweep_command.settings_of(args) == {"steps": 7, "pooling": "legacy"}
     bare = parser.parse_args(["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o"])
     assert sweep_command.settings_of(bare) == {}  # nothing given: the manifest's settings stand
+    assert bare.batched is None
+    flags = ["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o"]
+    assert parser.parse_args([*flags, "--batched"]).batched == "auto"
+    assert parser.parse_args([*flags, "--batched", "group"]).batched == "group"

@@ -347,8 +347,13 @@ def sweep(
     quiet: bool = False,
     device: str = "auto",
     precision: str = "auto",
+    batched: str | None = None,
 ) -> list[RunEntry]:
     """Train every subject x method of ``manifest`` into ``OUT/<method>/<subject>/``; returns the runs.
+
+    ``batched`` (``auto``, ``batch`` or ``group``, as ``dti train --manifest --mix``): train each
+    method's subjects at once in one :class:`~dti.multi.MultiTrainer` instead of one after the
+    other (the runs' folders are the same; settings of the shared model pass must agree).
 
     ``model`` is a hub id, a local folder or a loaded pipeline (loaded once, shared by every run,
     left as found). ``settings`` are `dti train` settings for every run (over the manifest's).
@@ -367,6 +372,11 @@ def sweep(
         raise DTIError(f"--out {out} is a file; choose a folder for the sweep")
     own = own_settings(settings)
     precision, device = own.get("precision", precision), own.get("device", device)
+    if batched is not None:
+        from dti.multi import MIXES
+
+        if batched not in MIXES:
+            raise DTIError(f"--batched {batched!r} is not a mix; use one of {', '.join(MIXES)}")
     entries = plan(found, methods, name, out, own, precision)
     for subject in found.subjects:
         list_images(subject.photos)  # an empty photo folder is refused now, not hours in
@@ -382,7 +392,11 @@ def sweep(
         todo = [e for e in entries if e.derived_from is None and not e.done]
         pipe = _load(model, device, precision, entries, quiet) if todo else None
         index.write(entries)  # only now: a sweep refused above leaves nothing behind
-        return _Sweeper(index, entries, pipe, progress and not quiet, quiet).run()
+        sweeper = _Sweeper(index, entries, pipe, progress and not quiet, quiet)
+        sweeper.batched = batched
+        sweeper.settings = {**own, "precision": precision}
+        sweeper.manifest = found
+        return sweeper.run()
     finally:
         lock.release()
         if created:
@@ -493,6 +507,9 @@ class _Sweeper:
 
     def __init__(self, index: _Index, entries: list[RunEntry], pipe: Any, progress: bool, quiet: bool) -> None:
         self.index, self.entries, self.pipe, self.progress, self.quiet = index, list(entries), pipe, progress, quiet
+        self.batched: str | None = None  # a mix: each method's subjects trained at once (train_batch)
+        self.settings: dict[str, Any] = {}  # the sweep's own settings (what train_manifest adds over the manifest)
+        self.manifest: Manifest | None = None
 
     def say(self, i: int, entry: RunEntry, text: str) -> None:
         if not self.quiet:
@@ -502,9 +519,12 @@ class _Sweeper:
         from dti.stopping import RunStopped
 
         try:
+            batched = self.train_batches() if self.batched is not None else set()
             for i, entry in enumerate(self.entries):
                 if entry.derived_from is not None:
                     self.entries[i] = self.derive(i, entry)
+                elif i in batched:
+                    continue
                 elif entry.done:
                     self.say(i, entry, f"done already, skipped ({entry.run})")
                 else:
@@ -540,6 +560,59 @@ class _Sweeper:
             settings = dict(entry.settings)
             trainer.train(entry.photos, entry.token, entry.init, self.pipe, entry.run, progress=self.progress, **settings)
         return dataclasses.replace(entry, status="done", seconds=round(time.perf_counter() - start, 3), error=None)
+
+    def train_batches(self) -> set[int]:
+        """Each method's unfinished runs trained at once: the new ones in one manifest run, the
+        interrupted ones continued in another; each run's ``seconds`` is its share of the batch's
+        time. Returns the entries it trained (done or failed)."""
+        from dti.multi import train_manifest
+        from dti.stopping import RunStopped
+
+        assert self.manifest is not None and self.batched is not None
+        methods = list(dict.fromkeys(e.method for e in self.entries if e.derived_from is None))
+        handled: set[int] = set()
+        for name in methods:
+            for resume in (True, False):
+                batch = [
+                    (i, e)
+                    for i, e in enumerate(self.entries)
+                    if e.method == name and e.derived_from is None and not e.done and (run_state(e.run) == "partial") == resume
+                ]
+                if not batch:
+                    continue
+                subjects = tuple(self.manifest[e.subject] for _, e in batch)
+                for i, e in batch:
+                    self.say(i, e, f"{'continuing' if resume else 'training'} with {len(batch) - 1} other(s) at once -> {e.run}")
+                settings = {} if resume else {**self.settings, **METHODS[name].settings}
+                start = time.perf_counter()
+                error = None
+                try:
+                    train_manifest(
+                        dataclasses.replace(self.manifest, subjects=subjects),
+                        self.pipe,
+                        batch[0][1].run.parent,
+                        resume=resume,
+                        mix=self.batched,
+                        progress=self.progress,
+                        **settings,
+                    )
+                except RunStopped as stopped:
+                    if stopped.exit_code in (130, 143):
+                        saved = str(stopped).split("; continue with")[0]  # its `dti train --manifest` hint would drop the method
+                        message = f"{saved}; rerun the same `dti sweep` to continue the whole sweep"
+                        raise RunStopped(message, stopped.exit_code) from None
+                    error = str(stopped)
+                except DTIError as exc:
+                    error = str(exc)
+                share = round((time.perf_counter() - start) / len(batch), 3)
+                for i, e in batch:
+                    handled.add(i)
+                    if run_state(e.run) == "done":
+                        self.entries[i] = dataclasses.replace(e, status="done", seconds=share, error=None)
+                    else:
+                        self.entries[i] = self.fail(i, e, error or "not finished")
+                self.index.write(self.entries)
+        return handled
 
     def fail(self, i: int, entry: RunEntry, message: str) -> RunEntry:
         self.say(i, entry, f"failed: {message}")

@@ -53,6 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="torch device [default: auto]")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="model weights' precision")
+    p.add_argument(
+        "--batched",
+        nargs="?",
+        const="auto",
+        choices=("auto", "batch", "group"),
+        help="train each method's subjects at once in one process (as `dti train --manifest`; --batched group is bit-identical "
+        "to one run at a time, batch runs the denoiser once over all subjects' samples); the runs' files are the same",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars (the one line per run stays)")
 
 
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         device=args.device,
         precision=args.precision,
+        batched=args.batched,
     )
     failed = [r for r in runs if r.status == "failed"]
     done = sum(r.status == "done" for r in runs)
