@@ -304,6 +304,34 @@ def test_a_batched_sweep_records_a_subject_whose_numerics_stop_it_and_finishes_t
     assert read_sweep(tmp_path / "out").runs == tuple(runs)
 
 
+def test_a_killed_batched_sweep_continues_its_batch(clean, manifest, pipe, tmp_path, monkeypatch):
+    """SIGTERM at step 2 of the dti batch: both subjects keep a checkpoint, the rerun continues
+    them together and ends with the one-at-a-time sweep's concepts, bit for bit (group)."""
+    from dti.multi import MultiTrainer
+
+    reference, _ = clean
+    real = MultiTrainer.launch
+
+    def launch(self):
+        if self.trainers[0].step_count == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(MultiTrainer, "launch", launch)
+    out = tmp_path / "out"
+    with pytest.raises(RunStopped) as stopped:
+        sweep(manifest, "dti", pipe, out, quiet=True, batched="group")
+    message = str(stopped.value)
+    assert stopped.value.exit_code == 143 and "rerun the same `dti sweep`" in message and "dti train --manifest" not in message
+    assert [r.status for r in read_sweep(out).runs] == ["pending", "pending"]
+    monkeypatch.undo()
+    runs = sweep(manifest, "dti", pipe, out, quiet=True, batched="group")
+    assert [r.status for r in runs] == ["done", "done"]
+    for subject in ("alpha", "beta"):
+        got, want = vectors(out / "dti" / subject / "concept.safetensors"), vectors(reference / "dti" / subject / "concept.safetensors")
+        assert all(torch.equal(got[n], want[n]) for n in got), subject
+
+
 def test_batched_takes_only_a_mix(manifest, pipe, tmp_path):
     with pytest.raises(DTIError, match="--batched 'fast' is not a mix; use one of auto, batch, group"):
         sweep(manifest, "dti", pipe, tmp_path / "out", quiet=True, batched="fast")
