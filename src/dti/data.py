@@ -330,6 +330,10 @@ class SubjectData:
             return [steps // 2 * self.snap]
         return sorted({round(k * steps / (self.positions - 1)) * self.snap for k in range(self.positions)})
 
+    def prompts(self) -> list[str]:
+        """Every prompt ``sample`` can give: each template with the placeholder."""
+        return [t.format(self.placeholder) for t in self.templates]
+
     def crops(self) -> list[Sample]:
         """Every distinct crop ``sample`` can return (the prompt left empty), photo by photo."""
         out = []

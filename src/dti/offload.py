@@ -17,9 +17,14 @@ import torch
 PARK = torch.device("cpu")
 
 
+def parking_for(device: torch.device) -> torch.device | None:
+    """Where a module of a run on ``device`` waits, or None when it already lives there (a CPU run)."""
+    return None if device.type == PARK.type else PARK
+
+
 def parking(adapter: Any) -> torch.device | None:
-    """Where the VAE waits during training, or None when it already lives there (a CPU run)."""
-    return None if adapter.device.type == PARK.type else PARK
+    """Where the VAE waits during training."""
+    return parking_for(adapter.device)
 
 
 def park(adapter: Any) -> bool:

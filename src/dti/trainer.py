@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dti import __version__, checkpoints, offload, sphere
+from dti import __version__, checkpoints, frozen, offload, sphere
 from dti.concept import MAX_ROW_NORM, Concept, EncoderVectors
 from dti.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
@@ -146,6 +146,11 @@ class Trainer:
             attach_vectors(slot, c.token, self.rows[slot.name], c.pooling)
             self.attached.append(slot)
         self.trained = [slot.name for slot in slots if slot.name in trained]
+        # encoders that do not learn the word: each prompt's output kept once, the encoder off the device
+        crop = CropInfo(self.data.original_sizes[0], (0, 0), (c.resolution, c.resolution))
+        frozen.keep_outputs(
+            self.adapter, [s for s in slots if s.name not in trained], [s for s in slots if s.name in trained], self.data.prompts(), crop
+        )
         self.kinds = {slot.name: slot.kind for slot in slots}
         self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
         # on the device once: a host tensor used in a step would be a blocking copy every step
@@ -157,7 +162,8 @@ class Trainer:
         if c.compile:  # after attaching: the blocks compiled never hold the learned rows
             from dti.compiling import compile_regions
 
-            self._undo_compile = compile_regions([self.adapter.denoiser, *(slot.text_encoder for slot in slots)])
+            encoders = [slot.text_encoder for slot in slots if not frozen.served(self.adapter, slot.name)]
+            self._undo_compile = compile_regions([self.adapter.denoiser, *encoders])
         self.records = [self.record(0, None)]
         if c.crop_positions:  # every crop the run can draw, encoded before the first step; then the VAE can go
             with offload.vae_home(self.adapter):
@@ -185,6 +191,7 @@ class Trainer:
             detach(slot.tokenizer, slot.text_encoder, self.config.token)
         self.attached.clear()
         offload.unpark(self.adapter)
+        frozen.release(self.adapter)
         if getattr(self, "_undo_compile", None) is not None:
             self._undo_compile()
             self._undo_compile = None
@@ -423,7 +430,7 @@ class Trainer:
         """The validation grid: rows = prompts, columns = seeds, through the pipeline's own ``__call__``."""
         c = self.config
         prompts = [p.format(c.token) for p in c.validation_prompts]
-        with offload.vae_home(self.adapter):
+        with offload.vae_home(self.adapter), frozen.all_home(self.adapter):
             rows = [
                 [render(self.adapter.pipe, p, s, c.validation_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
                 for p in prompts
