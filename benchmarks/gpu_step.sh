@@ -15,7 +15,8 @@
 #   launched step, and which lines make them).
 # Stage "train":
 #   5. sdxl 768 px, batch 4, bf16, --compile, 400 steps through `dti train` (benchmarks/gpu_train.py):
-#      load from disk to saved concept, target <= 75 s
+#      load from disk to saved concept, target <= 75 s (--no-validation: the end-of-run sample grid
+#      runs the compiled UNet at a new batch shape, one more compilation, not part of the training)
 #   6. K = 1, 8 concepts at once vs sequential, full-size SDXL 768 px, batch 1 per concept (benchmarks/multi.py), target >= 2x
 # Expected from ENVIRONMENT.md (H200): SDXL UNet fwd+bwd at this size ~220-250 ms eager, ~125 ms
 # compiled; SD 1.5 ~100 ms. Each run has its own time limit, so one hang cannot eat the session.
@@ -58,7 +59,7 @@ if [ "${STAGE:-step}" = step ]; then
   bench sdxl-full-768-b4-bf16-compile 220 --family sdxl --resolution 768 --batch 4 --precision bf16 --compile --steps 10 --warmup 3
 else
   echo "=== sdxl 400 steps, compile: benchmarks/gpu_train.py" | tee -a "$OUT/summary.txt"
-  timeout 300 "$PY" benchmarks/gpu_train.py --family sdxl --device cuda --steps 400 --batch 4 --resolution 768 --compile \
+  timeout 300 "$PY" benchmarks/gpu_train.py --family sdxl --device cuda --steps 400 --batch 4 --resolution 768 --compile --no-validation \
     --crop-positions 2 --workdir "${TMPDIR:-/tmp}" --json "$OUT/train-sdxl-400-compile-$DATE.json" 2>&1 | tail -n 3 | tee -a "$OUT/summary.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   echo "=== multi K=1,8 sdxl 768: benchmarks/multi.py" | tee -a "$OUT/summary.txt"

@@ -87,8 +87,17 @@ SAFETY = 1.10  # fragmentation and what else the estimate misses
 CARDS_GIB = {"16 GB": 16.0, "24 GB": 24.0}
 MARGIN_RULE = f"fits a card when peak x {SAFETY:.2f} + {CONTEXT_GIB:.1f} GiB (CUDA context, cuBLAS) <= the card's 16 / 24 GiB"
 #: (family, resolution) of the table; batches and checkpointing are crossed with these
-TABLE = (("sdxl", 768), ("sdxl", 1024), ("sana", 1024), ("sd", 512))
 BATCHES = (1, 2, 4)
+# (family, resolution, batches): the three, SD 1.5, and the big-T5 families at the batches they can afford
+TABLE = (
+    ("sdxl", 768, BATCHES),
+    ("sdxl", 1024, BATCHES),
+    ("sana", 1024, BATCHES),
+    ("sd", 512, BATCHES),
+    ("pixart", 1024, (1, 2)),
+    ("sd3", 1024, (1, 2)),
+    ("flux", 1024, (1, 2)),
+)
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
 
@@ -227,11 +236,22 @@ def build_fake_pipeline(family: str, dtype: torch.dtype, spec: dict[str, Any] | 
         cast_floating(module, dtype)
         return module
 
+    import full_configs
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    real_scheduler = full_configs._scheduler
+
+    def scheduler(spec: Any) -> Any:  # real tables: FlowMatchEulerDiscrete's __init__ reads one with .item()
+        with unset_fake_temporarily():
+            return real_scheduler(spec)
+
     level = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()
+    full_configs._scheduler = scheduler
     try:
         pipe = getattr(diffusers, spec["pipeline"])(**pipeline_parts(spec, dtype, "cpu", cast))
     finally:
+        full_configs._scheduler = real_scheduler
         diffusers.utils.logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -588,7 +608,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append("| " + " | ".join(_cell(r[k]) for k, _ in COLUMNS) + " |")
     if result.get("smallest"):
-        batches = [k for k in result["smallest"][0] if k.startswith("batch ")]
+        batches = list(dict.fromkeys(k for e in result["smallest"] for k in e if k.startswith("batch ")))
         lines += [
             "",
             "## The cheapest memory savers that fit (by the margin rule)",
@@ -600,7 +620,7 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---|---|" + "---|" * len(batches),
         ]
         for e in result["smallest"]:
-            lines.append(f"| {e['family']} | {e['resolution']} | {e['card']} | " + " | ".join(e[b] for b in batches) + " |")
+            lines.append(f"| {e['family']} | {e['resolution']} | {e['card']} | " + " | ".join(e.get(b, "-") for b in batches) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -614,7 +634,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--all",
         action="store_true",
-        help=f"the whole table: {', '.join(f'{f} {r} px' for f, r in TABLE)} x batch 1/2/4 x checkpointing x VAE",
+        help=f"the whole table: {', '.join(f'{f} {r} px' for f, r, _ in TABLE)} x batch 1/2(/4) x checkpointing x VAE",
     )
     p.add_argument("--calibrate", action="store_true", help="also estimate ENVIRONMENT.md's measured configuration (always with --all)")
     p.add_argument("--json", default=None, help="write the result here")
@@ -649,10 +669,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["components_gib"] = {}
     if args.all:
         built: dict[str, Estimator] = {}
-        for family, resolution in TABLE:
+        for family, resolution, batches in TABLE:
             est = built.setdefault(family, Estimator(family))
             result["components_gib"][family] = est.component_gib()
-            rows += rows_for(est, resolution, BATCHES, (False, True), (True, False))
+            rows += rows_for(est, resolution, batches, (False, True), (True, False))
             print(f"{family} {resolution} px done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         result["calibration"] = calibration_row(built.get("sdxl"))
         result["smallest"] = smallest_fitting(rows)
