@@ -118,3 +118,35 @@ def base_args(photos, tiny_sd, tmp_path):
         "--no-validation",
         "--quiet",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Every tiny family's pipeline folder, built on first use (``tiny_models("flux")``)."""
+    from dti.testing import build_tiny
+
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = build_tiny(name, root / name)
+        return built[name]
+
+    return get
+
+
+def sigterm_in_multi_step(monkeypatch, after: int = 1) -> None:
+    """A SIGTERM delivered as a MultiTrainer launches the step after its first concept's step ``after``."""
+    import signal
+
+    from dti.multi import MultiTrainer
+
+    real = MultiTrainer.launch
+
+    def launch(self):
+        if self.trainers[0].step_count == after:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(MultiTrainer, "launch", launch)

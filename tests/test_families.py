@@ -17,25 +17,12 @@ from dti.cli import main
 from dti.concept import Concept, EncoderVectors
 from dti.config import TrainConfig, resolve
 from dti.models import ADAPTERS, CropInfo, adapter_for, load_adapter
-from dti.testing import BUILDERS, build_tiny
+from dti.testing import BUILDERS
 from dti.tokens import initializer_ids
 from dti.trainer import Trainer, load_photos
 
 FAMILIES = sorted(BUILDERS)
 RES = 64  # every tiny family trains and renders at 64 px in these tests
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = build_tiny(name, root / name)
-        return built[name]
-
-    return get
 
 
 @pytest.fixture(params=FAMILIES)

@@ -14,24 +14,10 @@ from dti import frozen, offload
 from dti.config import TrainConfig, resolve
 from dti.models import CropInfo, adapter_for, load_adapter
 from dti.multi import MultiTrainer
-from dti.testing import build_tiny
 from dti.trainer import Trainer, load_photos
 
 RES = 64
 CASES = {"flux": ["text_encoder"], "sd3": ["text_encoder", "text_encoder_2"], "sdxl": ["text_encoder_2"]}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frozen")
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = build_tiny(name, root / name)
-        return cache[name]
-
-    return get
 
 
 def trainer_for(pipe, photos, adapter=None, **settings):
@@ -57,8 +43,8 @@ def encode(adapter, prompt):
 
 @pytest.mark.parametrize("family", sorted(CASES))
 @pytest.mark.parametrize("batch", [1, 2])
-def test_a_frozen_encoder_runs_once_per_prompt_and_the_run_is_the_same(family, batch, built, photos, monkeypatch, one_thread):
-    pipe = load_adapter(built(family)).pipe
+def test_a_frozen_encoder_runs_once_per_prompt_and_the_run_is_the_same(family, batch, tiny_models, photos, monkeypatch, one_thread):
+    pipe = load_adapter(tiny_models(family)).pipe
     trained = CASES[family]
     reference_cond = encode(adapter_for(pipe), "a photo of a dog")
     with monkeypatch.context() as m:  # the reference: every step runs every encoder
@@ -93,8 +79,8 @@ def test_a_frozen_encoder_runs_once_per_prompt_and_the_run_is_the_same(family, b
     assert reference_cond.keys() == again.keys() and all(torch.equal(reference_cond[k], again[k]) for k in again)
 
 
-def test_validation_samples_run_the_frozen_encoder_on_the_device(built, photos, tmp_path, monkeypatch, one_thread):
-    pipe = load_adapter(built("flux")).pipe
+def test_validation_samples_run_the_frozen_encoder_on_the_device(tiny_models, photos, tmp_path, monkeypatch, one_thread):
+    pipe = load_adapter(tiny_models("flux")).pipe
     moves = []
     t5 = pipe.text_encoder_2
     real_to = t5.to
@@ -113,10 +99,10 @@ def test_validation_samples_run_the_frozen_encoder_on_the_device(built, photos, 
     assert moves[0] == "cpu" and len(moves) >= 3 and not memo.parked  # parked at setup, home for samples and at the end
 
 
-def test_a_concept_that_trains_the_encoder_keeps_it_on_the_device(built, photos, monkeypatch, one_thread):
+def test_a_concept_that_trains_the_encoder_keeps_it_on_the_device(tiny_models, photos, monkeypatch, one_thread):
     """K concepts on one model: <a> trains every encoder, <b> only CLIP. T5 is never kept nor parked
     (its gradient must flow for <a>), and each concept equals its single run."""
-    pipe = load_adapter(built("flux")).pipe
+    pipe = load_adapter(tiny_models("flux")).pipe
     specs = [dict(token="<a>"), dict(token="<b>", encoders=["text_encoder"], seed=3)]
     alone = [run(trainer_for(pipe, photos, **spec))[0] for spec in specs]
     monkeypatch.setattr(offload, "parking_for", lambda device: torch.device("cpu"))

@@ -10,8 +10,6 @@ inside a bigger batch: equal to 1e-6 (measured: 0 for rsgd rows, ~2e-8 for AdamW
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 from PIL import Image
 
 import dti
-from conftest import load_pipe
+from conftest import load_pipe, sigterm_in_multi_step
 from dti.concept import Concept
 from dti.config import TrainConfig, resolve
 from dti.data import LatentCache
@@ -266,14 +264,7 @@ def test_sigterm_saves_every_concept_and_the_run_resumes_as_if_never_stopped(pip
     path = manifest(tmp_path, folders)
     fast = dict(validate=False, progress=False, checkpoint_every=0)
     whole = train_manifest(path, pipe, tmp_path / "whole", **fast)
-    real = MultiTrainer.launch
-
-    def launch(self):
-        if self.trainers[0].step_count == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(self)
-
-    monkeypatch.setattr(MultiTrainer, "launch", launch)
+    sigterm_in_multi_step(monkeypatch)
     out = tmp_path / "runs"
     with pytest.raises(RunStopped) as info:
         train_manifest(path, pipe, out, **fast)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import sigterm_in_multi_step
 from dti import trainer
 from dti.concept import Concept
 from dti.config import TrainConfig, resolve
@@ -307,17 +308,8 @@ def test_a_batched_sweep_records_a_subject_whose_numerics_stop_it_and_finishes_t
 def test_a_killed_batched_sweep_continues_its_batch(clean, manifest, pipe, tmp_path, monkeypatch):
     """SIGTERM at step 2 of the dti batch: both subjects keep a checkpoint, the rerun continues
     them together and ends with the one-at-a-time sweep's concepts, bit for bit (group)."""
-    from dti.multi import MultiTrainer
-
     reference, _ = clean
-    real = MultiTrainer.launch
-
-    def launch(self):
-        if self.trainers[0].step_count == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(self)
-
-    monkeypatch.setattr(MultiTrainer, "launch", launch)
+    sigterm_in_multi_step(monkeypatch)
     out = tmp_path / "out"
     with pytest.raises(RunStopped) as stopped:
         sweep(manifest, "dti", pipe, out, quiet=True, batched="group")
