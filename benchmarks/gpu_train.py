@@ -68,11 +68,9 @@ def write_photos(folder: Path, size: int) -> None:
 def command(args: argparse.Namespace, model: Path, photos: Path, run: Path) -> list[str]:
     cmd = [sys.executable, "-m", "dti", "train", str(photos), "--model", str(model), "--token", "<bench>"]
     cmd += ["--init", "dog", "--steps", str(args.steps), "--out", str(run), "--device", args.device, "--quiet"]
-    cmd += ["--batch-size", str(args.batch), "--checkpoint-every", "0"]
+    cmd += ["--batch-size", str(args.batch), "--checkpoint-every", "0", "--precision", args.precision]
     if args.resolution:
         cmd += ["--resolution", str(args.resolution)]
-    if not args.tiny or args.precision != "fp32":
-        cmd += ["--precision", args.precision]
     if args.compile:
         cmd.append("--compile")
     if args.crop_positions:
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "concept_bytes": concept.stat().st_size,
             "last_loss": log[-1]["loss"],
             "logged_steps": len(log) - 1,
-            "dti_train": [Path(c).name if c == sys.executable else c for c in cmd[1:]],
+            "dti_train": cmd[1:],
             "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": ["python", "benchmarks/gpu_train.py", *(args.argv or sys.argv[1:])],

@@ -100,19 +100,24 @@ def rows(t: Any) -> dict[str, torch.Tensor]:
     return {name: r.param.detach().float().cpu().clone() for name, r in t.rows.items()}
 
 
+def timed(step: Any, args: argparse.Namespace, device: torch.device) -> float:
+    """Seconds of ``args.steps`` calls of ``step`` after ``args.warmup`` untimed ones."""
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def time_sequential(s: Subjects, args: argparse.Namespace, device: torch.device) -> tuple[float, list[dict[str, torch.Tensor]]]:
     """Seconds of the K runs' timed steps (each run's warm-up untimed), and each run's final rows."""
     total, finals = 0.0, []
     for i in range(len(s.configs)):
         t = s.trainer(i)
-        for _ in range(args.warmup):
-            t.step()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            t.step()
-        sync(device)
-        total += time.perf_counter() - t0
+        total += timed(t.step, args, device)
         finals.append(rows(t))
         t.detach()
     return total, finals
@@ -124,15 +129,7 @@ def time_multi(s: Subjects, args: argparse.Namespace, device: torch.device, mix:
     trainers = [s.trainer(i) for i in range(len(s.configs))]
     multi = MultiTrainer(trainers, [f"s{i}" for i in range(len(trainers))], mix)
     try:
-        for _ in range(args.warmup):
-            multi.step()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            multi.step()
-        sync(device)
-        seconds = time.perf_counter() - t0
-        return seconds, [rows(t) for t in trainers]
+        return timed(multi.step, args, device), [rows(t) for t in trainers]
     finally:
         multi.detach()
 

@@ -46,7 +46,7 @@ class Memo:
     @staticmethod
     def signature(args: Sequence[Any], kwargs: dict[str, Any]) -> Any | None:
         """The call's options as a key, or None when a call cannot be kept (a tensor besides the ids)."""
-        if len(args) > 1 or any(isinstance(v, torch.Tensor) for v in kwargs.values()):
+        if len(args) > 1 or any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k != "input_ids"):
             return None
         return (len(args), tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "input_ids")))
 

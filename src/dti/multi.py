@@ -165,7 +165,8 @@ class MultiTrainer:
                 if any(t.sync_due(s, asked) for _, t, s, _ in started):
                     self.flush(pending, bar)
                     pending.clear()
-                    if stop is not None and stop.requested is not None and self.active():
+                    if asked and self.active():
+                        assert stop is not None
                         self._stop_signal(stop)
         finally:
             bar.close()

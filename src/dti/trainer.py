@@ -287,8 +287,8 @@ class Trainer:
             bad = ~applied
             count = torch.where(applied, torch.zeros_like(count), count + 1)
             self._bad_dev = count, halted | (count >= self.config.max_bad_steps)  # the host stops at this step
-        flags = torch.stack([applied, bad]).to(synced.dtype)
-        return torch.cat([synced[:1].to(self._row_dtype), flags.to(self._row_dtype), self.record_values()])
+        flags = torch.stack([applied, bad]).to(self._row_dtype)
+        return torch.cat([synced[:1].to(self._row_dtype), flags, self.record_values()])
 
     def _update_scaled(self, synced: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fp16's update through the GradScaler (one host sync): an overflow lowers the scale and skips
