@@ -4,7 +4,7 @@
 
 The textual-inversion scripts of diffusers and kohya make the whole ``49408 x d`` input-embedding
 table trainable, hand it to AdamW, and after every step copy the original rows back. dti routes
-the new token's ids to a small fp32 block (``dti.tokens.ExtendedEmbedding``) and steps only that
+the new token's ids to a small fp32 block (``dti.text.vocab.ExtendedEmbedding``) and steps only that
 block. Both variants run the same text-encoder forward/backward on the same prompts; we time one
 training step of the text side (forward, backward, optimizer, restore) and count the bytes of
 gradient + optimizer state. The UNet's share is identical in both and left out.
@@ -21,10 +21,10 @@ import time
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dti import sphere
-from dti.optim import RiemannianSGD
+from dti.core import sphere
+from dti.core.optim import RiemannianSGD
 from dti.testing import clip_tokenizer
-from dti.tokens import TrainableRows, attach
+from dti.text.vocab import TrainableRows, attach
 
 SIZES = {  # the released configs' shapes
     "clip-l": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768),

@@ -20,7 +20,7 @@ Each case is classified as:
 
 Before each case the relevant folders are snapshotted (names, sizes, sha256) and compared after.
 Everything runs offline on the tiny pipelines of ``dti.testing.build_tiny`` (cached under
-/tmp/hostile-cache); most cases run in-process through ``dti.cli.main`` (2 shared CPU cores), only
+/tmp/hostile-cache); most cases run in-process through ``dti.commands.main`` (2 shared CPU cores), only
 signals and concurrency use subprocesses. Results: ``benchmarks/results/hostile-<date>.json`` and
 ``.md`` (or --out FILE for the JSON; the summary goes next to it). ``--keep`` keeps every case's
 workspace under /tmp/hostile-work (otherwise only non-good ones are kept).
@@ -131,7 +131,7 @@ SIGNATURE_WORDS = ("positional argument", "keyword argument", "required position
 
 
 def run_cli(argv: list[str]) -> Result:
-    """``dti.cli.main(argv)`` in-process, output captured; an exception escaping main() is a traceback."""
+    """``dti.commands.main(argv)`` in-process, output captured; an exception escaping main() is a traceback."""
     return run_cli_guarded(argv)
 
 
@@ -954,7 +954,7 @@ def pipe_state(pipe: Any) -> tuple:
             (slot.name, len(slot.tokenizer), tuple(emb.weight.shape), float(emb.weight.detach().double().sum()), type(emb).__name__)
         )
     with contextlib.suppress(Exception):
-        from dti.loading import loaded_tokens
+        from dti.use.loading import loaded_tokens
 
         state.append(("loaded", tuple(loaded_tokens(pipe))))
     return tuple(state)
@@ -968,7 +968,7 @@ def pipe_unchanged(fam: str = "sd") -> Callable[..., list]:
         base["state"] = pipe_state(pipe_for(fam))
 
     def post(ws: Path, res: Result) -> list:
-        from dti.loading import loaded_tokens, unload
+        from dti.use.loading import loaded_tokens, unload
 
         now = pipe_state(pipe_for(fam))
         issues = []
@@ -1018,8 +1018,8 @@ def half_write_safetensors(after: int = 0):
     """save_file writes half its bytes, then the disk is full."""
     import safetensors.torch as st
 
-    import dti.concept
-    import dti.formats
+    import dti.concepts.concept
+    import dti.concepts.formats
 
     real = st.save_file
     count = [0]
@@ -1033,7 +1033,7 @@ def half_write_safetensors(after: int = 0):
             f.write(data[: len(data) // 2])
         raise enospc(filename)
 
-    with patched(dti.concept, "save_file", fake), patched(dti.formats, "save_file", fake), patched(st, "save_file", fake):
+    with patched(dti.concepts.concept, "save_file", fake), patched(dti.concepts.formats, "save_file", fake), patched(st, "save_file", fake):
         yield
 
 
@@ -1122,9 +1122,9 @@ def open_denied(name: str):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(fp))
         return real(fp, *a, **k)
 
-    import dti.data
+    import dti.training.data
 
-    with patched(Image, "open", fake), patched(dti.data.Image, "open", fake):
+    with patched(Image, "open", fake), patched(dti.training.data.Image, "open", fake):
         yield
 
 
@@ -2809,7 +2809,7 @@ def define_disk() -> None:
         argv=T(),
         mention=("space",),
         may_change=("run/*",),
-        patch=lambda ws: raising(__import__("dti.run_folder").run_folder.RunFolder, "append_log", enospc("train_log.jsonl")),
+        patch=lambda ws: raising(__import__("dti.training.run_folder").run_folder.RunFolder, "append_log", enospc("train_log.jsonl")),
         note="appending to train_log.jsonl fails with ENOSPC",
     )
     add("fault-generate-png-half-write", A, R, argv=G("@ws/gen"), patch=lambda ws: half_write_png(), mention=("space",))
@@ -3257,7 +3257,7 @@ def define_convert() -> None:
     def readable(ws: Path, res: Result) -> list:
         if res.code != 0:
             return []
-        import dti.formats
+        import dti.concepts.formats
 
         issues = []
         for line in res.stdout.splitlines():
@@ -3266,7 +3266,7 @@ def define_convert() -> None:
                     p = Path(path)
                     p = p if p.is_absolute() else ws / p
                     try:
-                        dti.formats.read(p if p.suffix else p.parent if p.name.startswith("learned") else p)
+                        dti.concepts.formats.read(p if p.suffix else p.parent if p.name.startswith("learned") else p)
                     except Exception as exc:
                         issues.append(("data-loss", f"dti cannot read back what it wrote ({p.name}): {str(exc)[:100]}"))
         return issues
@@ -3565,7 +3565,7 @@ def define_api() -> None:
         "any",
         api=lambda ws, x: dti.train(**kw(ws, model=pipe_for("sd"))),
         post=pp,
-        patch=lambda ws: raising(__import__("dti.trainer").trainer, "plot_norms", KeyboardInterrupt()),
+        patch=lambda ws: raising(__import__("dti.training.loop").trainer, "plot_norms", KeyboardInterrupt()),
         may_change=("run/*",),
         desc="loaded pipe, KeyboardInterrupt while writing outputs: the pipe must be restored",
     )
@@ -3589,7 +3589,7 @@ def define_api() -> None:
         prep=lambda ws: copy_run(P["run"], ws / "run"),
         may_change=("run/*",),
         desc="dti.resume(<finished run>)",
-        note="the CLI says 'nothing to do'; the API raises dti.trainer.RunFinished",
+        note="the CLI says 'nothing to do'; the API raises dti.training.loop.RunFinished",
     )
     add(
         "api-resume-lr",
@@ -4191,12 +4191,12 @@ class Reached(BaseException):
 
 @contextlib.contextmanager
 def demo_guard():
-    import dti.trainer
+    import dti.training.loop
 
     def fake(*a: Any, **k: Any) -> Any:
         raise Reached()
 
-    with patched(dti.trainer, "train", fake):
+    with patched(dti.training.loop, "train", fake):
         yield
 
 
@@ -4302,7 +4302,7 @@ def run_case(case: Case, keep: bool) -> dict:
 
 def run_cli_guarded(argv: list[str]) -> Result:
     """run_cli, with the demo guard's Reached turned into 'accepted'."""
-    from dti.cli import main
+    from dti.commands import main
 
     res = Result()
     with Capture() as cap, warnings.catch_warnings():

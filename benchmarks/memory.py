@@ -287,9 +287,9 @@ class Estimator:
         if str(HERE) not in sys.path:
             sys.path.insert(0, str(HERE))
 
-        from dti.loading import attach_vectors
         from dti.models import adapter_for
-        from dti.tokens import TrainableRows, initializer_ids, vocabulary_rows
+        from dti.text.vocab import TrainableRows, initializer_ids, vocabulary_rows
+        from dti.use.loading import attach_vectors
 
         self.family, self.dtype, self.token = family, dtype, token
         self.mode: Any = fake_mode() if fake else contextlib.nullcontext()
@@ -339,7 +339,7 @@ class Estimator:
     # -------------------------------------------------------------- runs
     def step(self, batch: int, resolution: int, checkpointing: bool) -> dict[str, Any]:
         """Peak of ``adapter.loss`` + backward (VAE not resident; add its weights for a resident VAE)."""
-        from dti.draws import SampleDraws
+        from dti.core.draws import SampleDraws
         from dti.models import CropInfo
 
         self._checkpointing(checkpointing)

@@ -150,8 +150,8 @@ def train_settings(method: str, s: dict[str, Any]) -> dict[str, Any]:
 
 def learned(pipe: Any, photos: Path, subject: Any, method: str, folder: Path, s: dict[str, Any]):
     """The subject's concept for ``method``: trained now, or read back from a finished run folder."""
-    from dti.concept import Concept
-    from dti.trainer import train
+    from dti.concepts.concept import Concept
+    from dti.training.loop import train
 
     done = folder / "concept.safetensors"
     if done.exists() and (folder / "bench-seconds.json").exists():
@@ -162,7 +162,7 @@ def learned(pipe: Any, photos: Path, subject: Any, method: str, folder: Path, s:
     settings = dict(steps=s["steps"], validate=False, progress=False, **train_settings(method, s))
     concept = train(photos, f"<{subject.name}>", subject.shape, pipe, folder, **settings)
     seconds = time.perf_counter() - t0
-    from dti.fileio import write_json
+    from dti.core.files import write_json
 
     write_json(folder / "bench-seconds.json", {"seconds": seconds})
     return concept, seconds
@@ -172,10 +172,10 @@ def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, An
     """Every method on one subject; writes subjects/<name>.jsonl and then the marker subjects/<name>.json."""
     import random
 
-    from dti.evaluate.protocol import class_prompt
-    from dti.fileio import save_images, write_json, write_text
-    from dti.loading import load, unload
+    from dti.core.files import save_images, write_json, write_text
+    from dti.evaluation.protocol import class_prompt
     from dti.mini import world
+    from dti.use.loading import load, unload
 
     token = f"<{subject.name}>"
     refs = world.reference_images(subject, 5)
@@ -247,8 +247,8 @@ def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, An
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from dti.evaluate.mini import MiniJudgeScorer
-    from dti.fileio import write_json
+    from dti.core.files import write_json
+    from dti.evaluation.scorers.mini import MiniJudgeScorer
     from dti.mini import world
 
     out = Path(args.out)
@@ -279,13 +279,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_blend(args: argparse.Namespace) -> None:
     """DTI slerp vs TI lerp between pairs of learned subjects: judge similarity to A and to B per weight."""
-    from dti.blend import blend
-    from dti.concept import Concept
-    from dti.evaluate.mini import MiniJudgeScorer
-    from dti.fileio import save_images, write_json
-    from dti.images import grid
-    from dti.loading import load, unload
+    from dti.concepts.blend import blend
+    from dti.concepts.concept import Concept
+    from dti.core.files import save_images, write_json
+    from dti.core.images import grid
+    from dti.evaluation.scorers.mini import MiniJudgeScorer
     from dti.mini import world
+    from dti.use.loading import load, unload
 
     out = Path(args.out)
     pipe = load_pipe(args.threads)
@@ -347,7 +347,7 @@ def _by(records: Sequence[dict], method: str, key: str) -> dict[tuple, float]:
 
 def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
     """Means with intervals over images and over subject means; paired DTI - X differences both ways."""
-    from dti.evaluate.stats import bootstrap, paired_difference
+    from dti.evaluation.stats import bootstrap, paired_difference
 
     subjects = sorted(meta)
     summary: dict[str, Any] = {"methods": {}, "differences": {}, "by_kind": {}, "ceiling": {}}
@@ -407,7 +407,7 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
 def blend_summary(data: dict) -> dict[str, Any]:
     """Per path and weight: similarity to A and to B with intervals over pairs x seeds; at the middle,
     the paired DTI - TI difference of min(sim A, sim B) (a blend that is both, not one or the other)."""
-    from dti.evaluate.stats import bootstrap, paired_difference
+    from dti.evaluation.stats import bootstrap, paired_difference
 
     rows = data["rows"]
     out: dict[str, Any] = {"curves": {}, "middle": {}}
@@ -446,7 +446,7 @@ def plot_norms(out: Path, subjects: Sequence[str], mean: float, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dti.run_folder import read_log
+    from dti.training.run_folder import read_log
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for method, colour in (("ti", "tab:red"), ("ti-unscaled", "tab:orange"), ("dti", "tab:blue")):
@@ -556,8 +556,8 @@ def save_grids(out: Path, records: Sequence[dict], subject: str, docs: Path, row
     """One image grid per method for ``subject``: its first ``rows`` prompts x every seed."""
     from PIL import Image
 
-    from dti.fileio import save_images
-    from dti.images import grid
+    from dti.core.files import save_images
+    from dti.core.images import grid
 
     for method in METHODS:
         mine = [r for r in records if r["method"] == method and r["subject"] == subject and r["prompt_index"] < rows]
@@ -573,7 +573,7 @@ def save_grids(out: Path, records: Sequence[dict], subject: str, docs: Path, row
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from dti.fileio import write_json, write_text
+    from dti.core.files import write_json, write_text
 
     out = Path(args.out)
     settings = json.loads((out / "settings.json").read_text())
@@ -604,10 +604,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "blend": blend, "subjects": meta})
     write_text(results / f"{args.name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     try:
-        from dti.evaluate.mini import MiniJudgeScorer
-        from dti.evaluate.report import write_report
+        from dti.evaluation.report import write_report
+        from dti.evaluation.scorers.mini import MiniJudgeScorer
     except ImportError:
-        print("dti.evaluate.report is not there: left the JSONL and images for the lead to render", flush=True)
+        print("dti.evaluation.report is not there: left the JSONL and images for the lead to render", flush=True)
     else:
         write_report(records, {"mini": MiniJudgeScorer().info}, out / "report", "dti-mini: TI vs DTI", settings, [("Details", body)])
         print(f"report: {out / 'report' / 'report.html'}", flush=True)

@@ -57,7 +57,7 @@ def accuracy(probe: Any, ln: Any, vectors: Any, positions: Any) -> list[float]:
 
 
 def learned_vectors(runs: Path) -> dict[str, dict[str, Any]]:
-    from dti.concept import Concept
+    from dti.concepts.concept import Concept
 
     found: dict[str, dict[str, Any]] = {}
     for method in METHODS:
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from transformers import CLIPTextModelWithProjection
 
-    from dti.evaluate.stats import bootstrap
-    from dti.fileio import write_json
+    from dti.core.files import write_json
+    from dti.evaluation.stats import bootstrap
     from dti.mini.model import PACKAGED
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

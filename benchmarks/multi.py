@@ -1,4 +1,4 @@
-"""K concepts trained at once in one process (dti.multi) against K sequential runs (issue 12, part 3).
+"""K concepts trained at once in one process (dti.training.multi) against K sequential runs (issue 12, part 3).
 
     python benchmarks/multi.py [--family sd,sdxl] [--ks 1,2,4,8] [--device cpu|cuda] [--full]
         [--batch N] [--resolution PX] [--precision auto|fp32|bf16|fp16] [--steps N] [--warmup N]
@@ -8,10 +8,10 @@ For each family and each K: K subjects (noise photos of exactly the resolution, 
 subject, so after the warm-up every crop's latents are cached: the steady-state step), each with
 its own seed and the same settings (method dti, per-concept batch ``--batch``):
 
-- sequential: K ordinary :class:`~dti.trainer.Trainer` runs one after another on the loaded model,
+- sequential: K ordinary :class:`~dti.training.loop.Trainer` runs one after another on the loaded model,
   each ``--steps`` steps after ``--warmup`` (what K `dti train` runs do, less their K model loads:
   the load is timed once and reported apart, ``load_s``);
-- batch: one :class:`~dti.multi.MultiTrainer` step = one denoiser pass over the K concepts'
+- batch: one :class:`~dti.training.multi.MultiTrainer` step = one denoiser pass over the K concepts'
   batches stacked (K x ``--batch`` samples), per-sample losses, one backward, K optimizer steps;
 - group: one MultiTrainer step = K loss calls and backwards (bit-identical to K single runs).
 
@@ -67,8 +67,8 @@ class Subjects:
     """K trainers' configs and photos (built once per K; trainers are made fresh per timing)."""
 
     def __init__(self, args: argparse.Namespace, adapter: Any, k: int, root: Path) -> None:
-        from dti.config import TrainConfig, resolve
-        from dti.trainer import load_photos
+        from dti.training.config import TrainConfig, resolve
+        from dti.training.loop import load_photos
 
         self.adapter = adapter
         self.configs, self.photos = [], []
@@ -89,7 +89,7 @@ class Subjects:
             self.photos.append(load_photos(folder))
 
     def trainer(self, i: int) -> Any:
-        from dti.trainer import Trainer
+        from dti.training.loop import Trainer
 
         t = Trainer(self.configs[i], self.adapter, self.photos[i], None)
         t.setup()
@@ -124,7 +124,7 @@ def time_sequential(s: Subjects, args: argparse.Namespace, device: torch.device)
 
 
 def time_multi(s: Subjects, args: argparse.Namespace, device: torch.device, mix: str) -> tuple[float, list[dict[str, torch.Tensor]]]:
-    from dti.multi import MultiTrainer
+    from dti.training.multi import MultiTrainer
 
     trainers = [s.trainer(i) for i in range(len(s.configs))]
     multi = MultiTrainer(trainers, [f"s{i}" for i in range(len(trainers))], mix)
@@ -155,7 +155,7 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device, work
     from step import build_pipe
 
     from dti.models import adapter_for, resolve_dtype
-    from dti.multi import per_sample_losses
+    from dti.training.multi import per_sample_losses
 
     dtype = resolve_dtype(args.precision, device)
     pipe, times = build_pipe(argparse.Namespace(tiny=not args.full, family=family), dtype, device, work)

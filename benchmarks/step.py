@@ -12,7 +12,7 @@ Then, in one run:
 (a) floor: the denoiser's forward + backward to its conditioning input alone. The conditioning
     tensors a real step fed the denoiser (and the same noisy latents and timesteps) are copied as
     leaves that require grad; weights stay frozen; same batch, resolution, dtype; an MSE loss.
-(b) step: ``dti.trainer.Trainer.step()`` after ``setup()`` on the same pipeline.
+(b) step: ``dti.training.loop.Trainer.step()`` after ``setup()`` on the same pipeline.
 (c) parts of the step, timed inside the real ``Trainer.step`` by wrapping the adapter's and the
     trainer's own callables and by autograd hooks (no copy of the step's code): data (zero_grad,
     sample indices, ``SubjectData.batch``, per-sample generators, crop infos), latents
@@ -37,7 +37,7 @@ process's max RSS (``getrusage``, whole run, build included) on the CPU. Time to
 (tiny: ``from_pretrained``; full size: random initialisation, which stands in for reading
 weights) + ``Trainer.setup`` + the first ``Trainer.step`` (which encodes its crops with the VAE,
 and compiles with ``--compile``: what ``dti train --compile`` compiles, the repeated blocks of the
-denoiser and of every text encoder, see ``dti.compiling``; the floor then runs the compiled denoiser too).
+denoiser and of every text encoder, see ``dti.training.compiling``; the floor then runs the compiled denoiser too).
 
 The synthetic subject (default) is 4 noise photos of exactly the resolution, so every crop is
 the same and, after the first steps, ``LatentCache`` always hits: (b) is the steady-state step.
@@ -148,8 +148,8 @@ def build_pipe(args: argparse.Namespace, dtype: torch.dtype, device: torch.devic
 
 
 def compile_mode(adapter: Any) -> str:
-    """What ``--compile`` compiles in training (``dti.compiling``): each network's repeated blocks."""
-    from dti.compiling import repeated_blocks
+    """What ``--compile`` compiles in training (``dti.training.compiling``): each network's repeated blocks."""
+    from dti.training.compiling import repeated_blocks
 
     parts = []
     for net in (adapter.denoiser, *(slot.text_encoder for slot in adapter.encoders)):
@@ -427,10 +427,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    from dti.config import TrainConfig, resolve
-    from dti.data import Sample
     from dti.models import adapter_for, resolve_dtype
-    from dti.trainer import Trainer, load_photos
+    from dti.training.config import TrainConfig, resolve
+    from dti.training.data import Sample
+    from dti.training.loop import Trainer, load_photos
 
     device = torch.device(args.device)
     dtype = resolve_dtype(args.precision, device)

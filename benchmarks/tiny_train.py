@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def step_times(model: Path, photos: Path, steps: int, method: str) -> tuple[float, float]:
-    from dti.config import TrainConfig, resolve
     from dti.models import load_adapter
-    from dti.trainer import Trainer, load_photos
+    from dti.training.config import TrainConfig, resolve
+    from dti.training.loop import Trainer, load_photos
 
     adapter = load_adapter(model, quiet=True)
     config = TrainConfig(photos=str(photos), token="<t>", init="dog", model=str(model), method=method, resolution=64, progress=False)
@@ -51,7 +51,7 @@ def end_to_end(model: Path, photos: Path, out: Path, steps: int) -> float:
     script = f"""
 import torch
 from diffusers import StableDiffusionXLPipeline
-from dti.tokens import pool_at_end_token
+from dti.text.vocab import pool_at_end_token
 pipe = StableDiffusionXLPipeline.from_pretrained({str(model)!r})
 for f, tok, enc in [("learned_embeds.safetensors", pipe.tokenizer, pipe.text_encoder),
                     ("learned_embeds_2.safetensors", pipe.tokenizer_2, pipe.text_encoder_2)]:
@@ -66,7 +66,7 @@ img.save({str(out)!r} + "/generated.png")
         [
             sys.executable,
             "-m",
-            "dti.cli",
+            "dti.commands",
             "train",
             str(photos),
             "--token",

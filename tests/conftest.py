@@ -140,7 +140,7 @@ def sigterm_in_multi_step(monkeypatch, after: int = 1) -> None:
     """A SIGTERM delivered as a MultiTrainer launches the step after its first concept's step ``after``."""
     import signal
 
-    from dti.multi import MultiTrainer
+    from dti.training.multi import MultiTrainer
 
     real = MultiTrainer.launch
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from dti.cli import main
+from dti.commands import main
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

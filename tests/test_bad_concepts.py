@@ -15,11 +15,11 @@ from safetensors.torch import load_file, save_file
 
 import dti
 from conftest import load_pipe
-from dti import sphere
-from dti.cli import main
-from dti.concept import FORMAT_NAME, Concept, EncoderVectors
-from dti.errors import DTIError
-from dti.formats import check_trigger_word, planned_paths, read, write
+from dti.commands import main
+from dti.concepts.concept import FORMAT_NAME, Concept, EncoderVectors
+from dti.concepts.formats import check_trigger_word, planned_paths, read, write
+from dti.core import sphere
+from dti.core.errors import DTIError
 from refusal import assert_refused, snapshot
 
 WIDTH = 32  # the tiny pipelines' text-encoder width
@@ -261,7 +261,7 @@ def test_dti_load_refuses_bad_files_and_bad_concepts(case, tmp_path, sd_pipe):
     if rows is not None:  # an in-memory Concept is checked too
         with pytest.raises(DTIError, match="(?i)" + fragment.split()[-1]):
             dti.load(sd_pipe, Concept("<m>", {"text_encoder": EncoderVectors(rows())}))
-    assert dti.loading.loaded_tokens(sd_pipe) == []
+    assert dti.use.loading.loaded_tokens(sd_pipe) == []
 
 
 # ------------------------------------------------------------------ .pt: damaged vs refused
@@ -300,7 +300,7 @@ def test_tokens_that_no_prompt_can_hold_are_refused(token, tmp_path, good, capsy
     assert_refused(["interpolate", good, good, "--token", token, "--out", out, "--no-grid"], capsys, "single word", untouched=[out])
     with pytest.raises(DTIError, match="single word"):
         dti.load(sd_pipe, good, token=token)
-    assert dti.loading.loaded_tokens(sd_pipe) == []
+    assert dti.use.loading.loaded_tokens(sd_pipe) == []
 
 
 def test_a_file_token_with_spaces_needs_a_token_to_load(tmp_path, sd_pipe):
@@ -380,7 +380,7 @@ def test_overwrite_replaces_and_a_diffusers_folder_loses_its_stale_encoder(tmp_p
 
 
 def test_a_failed_overwrite_leaves_the_old_output_whole(tmp_path, monkeypatch):
-    import dti.formats as formats
+    import dti.concepts.formats as formats
 
     xl = Concept("<xl>", {"text_encoder": EncoderVectors(good_rows(1)), "text_encoder_2": EncoderVectors(good_rows(1, 48))}, {})
     folder = tmp_path / "d"

@@ -22,10 +22,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.data import GRAY_BACKGROUND, SubjectData, check_photos, list_images, load_image, to_rgb
-from dti.devices import resolve_device
-from dti.errors import DTIError, warn
-from dti.fileio import atomic_write_all, check_writable, current_umask, save_image, write_text
+from dti.core.devices import resolve_device
+from dti.core.errors import DTIError, warn
+from dti.core.files import atomic_write_all, check_writable, current_umask, save_image, write_text
+from dti.training.data import GRAY_BACKGROUND, SubjectData, check_photos, list_images, load_image, to_rgb
 from refusal import assert_refused
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -274,8 +274,8 @@ def test_generate_flags_are_refused_before_the_model_loads(capsys, tmp_path):
 
 
 def test_model_specific_resolution_multiple(tiny_sd):
-    from dti.generate import check_model_resolution
     from dti.models import load_adapter
+    from dti.use.generate import check_model_resolution
 
     adapter = load_adapter(tiny_sd)
     multiple = adapter.resolution_multiple
@@ -362,7 +362,7 @@ def test_full_disk_leaves_no_image_and_keeps_the_old_ones(tiny_sd, capsys, tmp_p
     assert "seed-0001.png" in line and not out.exists()  # the folder it had to create is gone too
 
     monkeypatch.setattr(Image.Image, "save", real_save)
-    from dti.cli import main
+    from dti.commands import main
 
     assert main([str(a) for a in argv]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -517,7 +517,7 @@ def test_check_photos_warnings():
 
 
 def test_contact_sheet_cells_are_capped():
-    from dti.images import grid
+    from dti.core.images import grid
 
     sheet = grid([[noise((1024, 768)), noise((1024, 768))]], row_labels=["p"], col_labels=["a", "b"], max_cell=256)
     assert sheet.height < 300 and sheet.width < 2 * 256 + 300
@@ -562,7 +562,7 @@ def test_model_index_may_hold_non_ascii_text(tiny_sd, tmp_path):
 def test_files_written_together_replace_all_or_none(tmp_path, monkeypatch):
     import os
 
-    from dti.fileio import atomic_write_all
+    from dti.core.files import atomic_write_all
 
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("old a")

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from dti import sphere
-from dti.blend import blend
-from dti.concept import Concept, EncoderVectors
-from dti.errors import DTIError
+from dti.concepts.blend import blend
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.core import sphere
+from dti.core.errors import DTIError
 
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.cli import build_parser, main
-from dti.concept import Concept, EncoderVectors
-from dti.config import TrainConfig
+from dti.commands import build_parser, main
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.training.config import TrainConfig
 
 
 def run_cli(args, capsys):
@@ -151,9 +151,9 @@ def test_help_documents_every_setting(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "dti.cli", "train", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "dti", "train", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--token" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "dti.cli", "train", "--steps"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "dti", "train", "--steps"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
@@ -212,7 +212,7 @@ def test_interpolate_and_inspect_settings_refused_before_reading(argv, fragment,
     ],
 )
 def test_a_hard_interrupt_says_how_to_continue(argv, hint, capsys, monkeypatch):
-    from dti import cli
+    from dti import commands as cli
 
     def interrupted(args):
         raise KeyboardInterrupt

@@ -7,10 +7,10 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from conftest import load_pipe
-from dti.compiling import compile_regions, repeated_blocks
-from dti.config import TrainConfig, resolve
 from dti.models import adapter_for
-from dti.trainer import Trainer, load_photos
+from dti.training.compiling import compile_regions, repeated_blocks
+from dti.training.config import TrainConfig, resolve
+from dti.training.loop import Trainer, load_photos
 
 
 def test_repeated_blocks_are_the_layers_not_the_embeddings():

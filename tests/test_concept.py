@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dti import sphere
-from dti.concept import Concept, EncoderVectors
-from dti.errors import DTIError
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.core import sphere
+from dti.core.errors import DTIError
 
 
 def make_concept():
@@ -60,7 +60,7 @@ def test_load_refuses_foreign_and_missing_files(tmp_path):
 
 
 def test_save_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
-    import dti.concept as mod
+    import dti.concepts.concept as mod
 
     def boom(tensors, path, metadata=None):
         open(path, "wb").write(b"partial")
@@ -76,7 +76,7 @@ def test_rows_past_any_usable_norm_and_spaced_tokens_are_refused_or_flagged(tmp_
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from dti.formats import read
+    from dti.concepts.formats import read
 
     huge = Concept("<h>", {"text_encoder": EncoderVectors(torch.ones(1, 8) * 1e30)})
     with pytest.raises(DTIError, match=r"norm 2.83e\+30, past 10000"):

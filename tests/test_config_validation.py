@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-import dti.trainer
-from dti.cli import build_parser, main
-from dti.config import MAX_SEED, TrainConfig, check, check_settings, read_config_file
-from dti.errors import DTIError
+import dti.training.loop
+from dti.commands import build_parser, main
+from dti.core.errors import DTIError
+from dti.training.config import MAX_SEED, TrainConfig, check, check_settings, read_config_file
 from refusal import assert_refused
 
 
@@ -370,7 +370,7 @@ class Captured(Exception):
 
 @pytest.fixture()
 def captured_train(monkeypatch):
-    """Stands in for dti.trainer.train: records the config the run would use (as train() builds it) and stops."""
+    """Stands in for dti.training.loop.train: records the config the run would use (as train() builds it) and stops."""
     seen = {}
 
     def fake_train(photos=None, token=None, init=None, model=None, output=None, *, config=None, **settings):
@@ -378,7 +378,7 @@ def captured_train(monkeypatch):
         seen["config"] = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None}, **settings)
         raise Captured
 
-    monkeypatch.setattr(dti.trainer, "train", fake_train)
+    monkeypatch.setattr(dti.training.loop, "train", fake_train)
     return seen
 
 
@@ -484,18 +484,18 @@ def test_the_command_refuses_a_missing_config(tmp_path, capsys):
     ],
 )
 def test_settings_a_run_ignores_are_named_in_one_warning(settings, flag):
-    lines = dti.config.ignored_settings(TrainConfig(**settings))
+    lines = dti.training.config.ignored_settings(TrainConfig(**settings))
     assert (len(lines) == 1 and lines[0].startswith(flag) and "no effect" in lines[0]) or "ignores" in lines[0]
 
 
 def test_settings_that_count_give_no_warning():
     counted = [dict(), dict(method="ti", weight_decay=0.1), dict(kappa=0.0, beta=0.5), dict(method="crossinit", crossinit_lambda=1)]
     for settings in counted:
-        assert dti.config.ignored_settings(TrainConfig(**settings)) == [], settings
+        assert dti.training.config.ignored_settings(TrainConfig(**settings)) == [], settings
 
 
 def test_train_warns_before_it_reads_anything(tmp_path, capsys):
     with pytest.raises(DTIError, match="does not exist"):
-        dti.trainer.train(tmp_path / "missing", "<t>", "dog", "m", method="ti", kappa=0.1)
+        dti.training.loop.train(tmp_path / "missing", "<t>", "dog", "m", method="ti", kappa=0.1)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["warning: --kappa has no effect with --method ti (it is DTI's von Mises-Fisher prior)"]

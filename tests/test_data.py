@@ -2,9 +2,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.data import OBJECT_TEMPLATES, LatentCache, SubjectData, list_images, load_image, resize_shorter_side
-from dti.draws import SampleDraws
-from dti.errors import DTIError
+from dti.core.draws import SampleDraws
+from dti.core.errors import DTIError
+from dti.training.data import OBJECT_TEMPLATES, LatentCache, SubjectData, list_images, load_image, resize_shorter_side
 
 
 def test_list_images_ignores_hidden_and_non_images(photos):
@@ -120,7 +120,7 @@ def test_every_offset_without_positions_and_short_sides_merge(tmp_path):
 
 
 def test_crop_positions_are_refused_out_of_range():
-    from dti.config import TrainConfig, check
+    from dti.training.config import TrainConfig, check
 
     for bad in (-1, 65):
         with pytest.raises(DTIError, match="--crop-positions"):

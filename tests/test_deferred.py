@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import dti
-import dti.trainer
+import dti.training.loop
 from conftest import load_pipe, nan_loss_at
-from dti.concept import Concept
-from dti.optim import RiemannianSGD, guarded_step
-from dti.stopping import RunStopped
+from dti.concepts.concept import Concept
+from dti.core.optim import RiemannianSGD, guarded_step
+from dti.training.stopping import RunStopped
 
 FAST = dict(resolution=64, progress=False, validate=False)
 
@@ -57,7 +57,7 @@ def same(a, b) -> None:
 
 
 def train(monkeypatch, pipe, photos, run, every: int, bad: set[int], **settings):
-    monkeypatch.setattr(dti.trainer, "default_sync_every", lambda device: every)
+    monkeypatch.setattr(dti.training.loop, "default_sync_every", lambda device: every)
     nan_loss_at(monkeypatch, bad)
     try:
         return dti.train(photos, "<my-tok>", "dog", pipe, run, **{**FAST, **settings})
@@ -96,13 +96,15 @@ def test_a_run_stopping_for_bad_numerics_mid_window_stops_where_a_stepwise_run_s
     same(results[8], results[1])
     # and it resumes to the same finish
     for every in (1, 8):
-        monkeypatch.setattr(dti.trainer, "default_sync_every", lambda device, every=every: every)
+        monkeypatch.setattr(dti.training.loop, "default_sync_every", lambda device, every=every: every)
         dti.resume(tmp_path / f"every-{every}", pipe)
         monkeypatch.undo()
     same(run_files(tmp_path / "every-8"), run_files(tmp_path / "every-1"))
 
 
-LOOP_FILES = ("trainer.py", "multi.py", "optim.py", "sphere.py", "tokens.py")
+PACKAGE = Path(dti.__file__).resolve().parent
+# the training loop's own modules, relative to the package
+LOOP_FILES = ("training/loop.py", "training/multi.py", "core/optim.py", "core/sphere.py", "core/rows.py", "text/vocab.py")
 
 
 def count_reads(monkeypatch) -> list[str]:
@@ -114,8 +116,10 @@ def count_reads(monkeypatch) -> list[str]:
 
         def spy(self, *args, _real=real, _name=name, **kwargs):
             caller = sys._getframe(1).f_code
-            if Path(caller.co_filename).parent.name == "dti" and Path(caller.co_filename).name in LOOP_FILES:
-                seen.append(f"{Path(caller.co_filename).name}:{caller.co_name}:{_name}")
+            where = Path(caller.co_filename).resolve()
+            name = where.relative_to(PACKAGE).as_posix() if where.is_relative_to(PACKAGE) else ""
+            if name in LOOP_FILES:
+                seen.append(f"{name}:{caller.co_name}:{_name}")
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
@@ -126,8 +130,8 @@ def count_reads(monkeypatch) -> list[str]:
 def test_between_reads_the_loop_asks_the_device_for_nothing(method, tiny_sd, photos, tmp_path, monkeypatch, one_thread):
     pipe = load_pipe(tiny_sd)
     reads: list[list[str]] = []
-    real_launch = dti.trainer.Trainer.launch
-    real_flush = dti.trainer.Trainer.flush
+    real_launch = dti.training.loop.Trainer.launch
+    real_flush = dti.training.loop.Trainer.flush
 
     def launch(self, step):
         with pytest.MonkeyPatch.context() as m:
@@ -142,9 +146,9 @@ def test_between_reads_the_loop_asks_the_device_for_nothing(method, tiny_sd, pho
         flushes.append([s for s, _ in pending])
         return real_flush(self, pending, bar)
 
-    monkeypatch.setattr(dti.trainer.Trainer, "launch", launch)
-    monkeypatch.setattr(dti.trainer.Trainer, "flush", flush)
-    monkeypatch.setattr(dti.trainer, "default_sync_every", lambda device: 5)
+    monkeypatch.setattr(dti.training.loop.Trainer, "launch", launch)
+    monkeypatch.setattr(dti.training.loop.Trainer, "flush", flush)
+    monkeypatch.setattr(dti.training.loop, "default_sync_every", lambda device: 5)
     dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "run", steps=10, method=method, checkpoint_every=0, **FAST)
     assert len(reads) == 10 and reads == [[]] * 10, reads
     assert flushes == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
@@ -152,18 +156,18 @@ def test_between_reads_the_loop_asks_the_device_for_nothing(method, tiny_sd, pho
 
 def test_the_spy_sees_the_read_a_step_by_step_step_makes(tiny_sd, photos, monkeypatch, one_thread):
     """``Trainer.step`` reads its row on the host: the spy of the test above must see it (so that test can fail)."""
-    from dti.config import TrainConfig, resolve
     from dti.models import adapter_for
+    from dti.training.config import TrainConfig, resolve
 
     pipe = load_pipe(tiny_sd)
     config = resolve(TrainConfig(photos=str(photos), token="<my-tok>", init="dog", steps=2, resolution=64, progress=False), {}, 64)
-    trainer = dti.trainer.Trainer(config, adapter_for(pipe), dti.trainer.load_photos(photos), None)
+    trainer = dti.training.loop.Trainer(config, adapter_for(pipe), dti.training.loop.load_photos(photos), None)
     trainer.setup()
     try:
         with pytest.MonkeyPatch.context() as m:
             seen = count_reads(m)
             trainer.step()
-        assert seen == ["trainer.py:step:tolist"]
+        assert seen == ["training/loop.py:step:tolist"]
     finally:
         trainer.detach()
 

@@ -1,4 +1,4 @@
-"""Bootstrap intervals (dti.evaluate.stats) and the prompt a text metric reads (protocol.class_prompt)."""
+"""Bootstrap intervals (dti.evaluation.stats) and the prompt a text metric reads (protocol.class_prompt)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dti.evaluate.protocol import class_prompt
-from dti.evaluate.stats import Interval, bootstrap, paired_difference
+from dti.evaluation.protocol import class_prompt
+from dti.evaluation.stats import Interval, bootstrap, paired_difference
 
 # --- bootstrap --------------------------------------------------------------------------------
 

@@ -14,12 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.errors import DTIError
-from dti.evaluate import evaluate_command, prompts
-from dti.evaluate.cache import GenerationCache, Sampler, cache_key, file_sha256
-from dti.evaluate.protocol import ScorerInfo
-from dti.evaluate.report import REPORT_FILES
-from dti.evaluate.runner import EvalRun, evaluate, parse_seeds, resolve_runs
+from dti.commands import evaluate as evaluate_command
+from dti.core.errors import DTIError
+from dti.evaluation import prompts
+from dti.evaluation.cache import GenerationCache, Sampler, cache_key, file_sha256
+from dti.evaluation.protocol import ScorerInfo
+from dti.evaluation.report import REPORT_FILES
+from dti.evaluation.runner import EvalRun, evaluate, parse_seeds, resolve_runs
 
 PROMPT_FILE = "# the mini world's grammar\na {}\n\na {} on the left\n"
 
@@ -55,7 +56,7 @@ def mini_pipe():
 def runs(tmp_path_factory, mini_pipe):
     """Two finished run folders on one subject: DTI and TI, 2 steps each."""
     from dti.mini import world
-    from dti.trainer import train
+    from dti.training.loop import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -76,7 +77,7 @@ def runs(tmp_path_factory, mini_pipe):
 
 @pytest.fixture(scope="module")
 def mini_scorer():
-    from dti.evaluate.mini import MiniJudgeScorer
+    from dti.evaluation.scorers.mini import MiniJudgeScorer
 
     return MiniJudgeScorer()
 
@@ -261,7 +262,7 @@ def test_seeds_parse_strictly():
 
 def cli(argv, capsys):
     """``dti evaluate`` as the CLI runs it (exit 2 and one ``error:`` line for bad input)."""
-    from dti import cli as dti_cli
+    from dti import commands as dti_cli
 
     if "evaluate" in dti_cli.COMMANDS:
         code = dti_cli.main(["evaluate", *map(str, argv)])
@@ -363,7 +364,7 @@ def _entry(sweep, root, folder, method, status="done", derived_from=None, rescal
 
 
 def test_sweep_folder_with_a_rescaled_ti(first, runs, mini_scorer, tmp_path, capsys):
-    sweep = pytest.importorskip("dti.evaluate.sweep")
+    sweep = pytest.importorskip("dti.training.sweep")
     from dti.mini.model import PACKAGED
 
     root, folders = runs
@@ -404,7 +405,7 @@ def test_sweep_folder_with_a_rescaled_ti(first, runs, mini_scorer, tmp_path, cap
 def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
     from dti.mini.model import PACKAGED
 
-    pytest.importorskip("dti.evaluate.backbones")
+    pytest.importorskip("dti.evaluation.scorers.backbones")
     root, folders = runs
     masks = tmp_path / "masks" / "photos"  # masks/<subject>/<photo stem>.png; the subject is named by its photo folder
     masks.mkdir(parents=True)
@@ -427,7 +428,7 @@ def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
 def test_dreambooth_set_on_tiny_sd_with_token_and_class(tiny_sd, photos, tmp_path, one_thread):
     """The DreamBooth object list on a CLIP-tokenized SD pipeline, '{}' as 'token class' (DreamBooth's form)."""
     from dti.models import load_adapter
-    from dti.trainer import train
+    from dti.training.loop import train
 
     pipe = load_adapter(tiny_sd, quiet=True).pipe
     train(photos, "<teapot>", "teapot", pipe, tmp_path / "run", steps=1, resolution=64, method="ti", validate=False, progress=False)

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import dti
-from dti.cli import main
-from dti.concept import Concept, EncoderVectors
-from dti.config import TrainConfig, resolve
+from dti.commands import main
+from dti.concepts.concept import Concept, EncoderVectors
 from dti.models import ADAPTERS, CropInfo, adapter_for, load_adapter
 from dti.testing import BUILDERS
-from dti.tokens import initializer_ids
-from dti.trainer import Trainer, load_photos
+from dti.text.vocab import initializer_ids
+from dti.training.config import TrainConfig, resolve
+from dti.training.loop import Trainer, load_photos
 
 FAMILIES = sorted(BUILDERS)
 RES = 64  # every tiny family trains and renders at 64 px in these tests
@@ -164,10 +164,10 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     fresh = load_adapter(folder, quiet=True).pipe
     loaded = dti.load(fresh, run)
     assert adapter_for(fresh).encoders[0].tokenizer.convert_tokens_to_ids("<w>") is not None
-    images = dti.generate.generate(fresh, "a photo of a <w>", [], n=1, steps=2, resolution=RES)
+    images = dti.use.generate.generate(fresh, "a photo of a <w>", [], n=1, steps=2, resolution=RES)
     assert images[0].size == (RES, RES)
     dti.unload(fresh, loaded.token)
-    assert dti.loading.loaded_tokens(fresh) == []
+    assert dti.use.loading.loaded_tokens(fresh) == []
 
     out = tmp_path / "gen"
     args = ["--model", str(folder), "--steps", "2", "--resolution", str(RES)]
@@ -203,7 +203,7 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     assert set(report["encoders"]) == set(concept.encoders)
     single = tmp_path / "single.safetensors"
     assert main(["convert", str(run), "--to", "comfyui", "--out", str(single)]) == 0
-    back = dti.formats.read(single)
+    back = dti.concepts.formats.read(single)
     assert {n: e.kind for n, e in back.encoders.items()} == {n: e.kind for n, e in concept.encoders.items()}
     assert all(torch.equal(back.encoders[n].vectors, concept.encoders[n].vectors) for n in concept.encoders)
     dti.load(fresh, single)  # the single file attaches to the family's encoders
@@ -238,7 +238,7 @@ def test_capitals_are_refused_where_the_pipeline_lower_cases(tiny_models, photos
 
 def test_t5_magnitude_is_measured_on_the_rows_its_tokenizer_reaches(tiny_models, photos, one_thread):
     """T5's table has more rows than its tokenizer: the unused rows are not vocabulary."""
-    from dti.tokens import vocab_stats
+    from dti.text.vocab import vocab_stats
 
     trainer = _trainer(tiny_models("pixart"), photos, steps=1, batch_size=1, resolution=RES)
     try:
@@ -263,7 +263,7 @@ def test_flux_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_t
     )
     pipe = FluxPipeline.from_pretrained(folder)
     for name, tok, enc in (("text_encoder", pipe.tokenizer, pipe.text_encoder), ("text_encoder_2", pipe.tokenizer_2, pipe.text_encoder_2)):
-        file = tmp_path / "run" / dti.formats.diffusers_filename(name)
+        file = tmp_path / "run" / dti.concepts.formats.diffusers_filename(name)
         pipe.load_textual_inversion(str(file), tokenizer=tok, text_encoder=enc)
         row = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<w>")]
         assert torch.equal(row, concept.encoders[name].vectors[0]), name

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dti import sphere
-from dti.concept import Concept, EncoderVectors
-from dti.errors import DTIError
-from dti.formats import read, write
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.concepts.formats import read, write
+from dti.core import sphere
+from dti.core.errors import DTIError
 
 # (format, output name): a folder for diffusers, a file for the single-file layouts
 TARGETS = [("dti", "c.safetensors"), ("diffusers", "diffusers"), ("a1111", "a.safetensors"), ("comfyui", "c"), ("kohya", "k.safetensors")]

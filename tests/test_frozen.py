@@ -1,4 +1,4 @@
-"""Encoders that do not learn the word (``--encoders``) run once per prompt (dti.frozen).
+"""Encoders that do not learn the word (``--encoders``) run once per prompt (dti.training.frozen).
 
 The kept outputs stand in for the encoder's forward in every step, the encoder waits off the
 device, and the run equals one that runs the encoder every step: bit for bit at batch 1 (the kept
@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dti import frozen, offload
-from dti.config import TrainConfig, resolve
 from dti.models import CropInfo, adapter_for, load_adapter
-from dti.multi import MultiTrainer
-from dti.trainer import Trainer, load_photos
+from dti.training import frozen, offload
+from dti.training.config import TrainConfig, resolve
+from dti.training.loop import Trainer, load_photos
+from dti.training.multi import MultiTrainer
 
 RES = 64
 CASES = {"flux": ["text_encoder"], "sd3": ["text_encoder", "text_encoder_2"], "sdxl": ["text_encoder_2"]}

@@ -1,4 +1,4 @@
-"""dti.manifest: a TOML of subjects; every problem one DTIError line, before anything trains.
+"""dti.training.manifest: a TOML of subjects; every problem one DTIError line, before anything trains.
 The packaged DreamBooth manifest against the dataset's own list of subjects and classes."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dti.errors import DTIError
-from dti.manifest import load_manifest
-from dti.manifests import PACKAGED, packaged_manifest
+from dti.core.errors import DTIError
+from dti.training.manifest import load_manifest
+from dti.training.manifests import PACKAGED, packaged_manifest
 
 
 @pytest.fixture()

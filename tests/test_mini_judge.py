@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
+from tools.mini_build.train_judge import accuracy, degrade, judge_scenes, render_set
 
-from dti.mini.build.train_judge import accuracy, degrade, judge_scenes, render_set
 from dti.mini.judge import WEIGHTS, Judge
 from dti.mini.world import (
     BG_COLOURS,
@@ -167,7 +167,7 @@ def test_text_fidelity_accepts_captions_and_checks_lengths(judge):
 def test_train_judge_writes_weights_and_card_together_and_measures_what_it_wrote(tmp_path, capsys):
     import json
 
-    from dti.mini.build.train_judge import HELDOUT_SEED, main
+    from tools.mini_build.train_judge import HELDOUT_SEED, main
 
     argv = ["--out", str(tmp_path), "--scenes", "64", "--batch-size", "32", "--epochs", "1", "--heldout", "24", "--threads", "2", "--quiet"]
     assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
@@ -175,7 +175,7 @@ def test_train_judge_writes_weights_and_card_together_and_measures_what_it_wrote
     assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1  # the caller's settings, given back
     assert sorted(p.name for p in tmp_path.iterdir()) == ["judge.json", "judge.safetensors"]
     card = json.loads((tmp_path / "judge.json").read_text())
-    assert card["command"] == "python -m dti.mini.build.train_judge " + " ".join(argv)
+    assert card["command"] == "python -m tools.mini_build.train_judge " + " ".join(argv)
     heldout = render_set(judge_scenes(24, HELDOUT_SEED))
     written = Judge.load(tmp_path / "judge.safetensors")
     assert card["accuracy"] == accuracy(written, heldout["images"].float() / 255, heldout["slots"], heldout["scene"])
@@ -189,7 +189,7 @@ def test_train_judge_writes_weights_and_card_together_and_measures_what_it_wrote
 
 
 def test_train_judge_refuses_to_replace_the_shipped_judge_unasked(tmp_path, capsys):
-    from dti.mini.build.train_judge import main
+    from tools.mini_build.train_judge import main
 
     shipped = {p: p.stat().st_mtime_ns for p in (WEIGHTS, WEIGHTS.with_name("judge.json"))}
     assert main(["--quiet"]) == 2  # the default --out is the package's folder; refused before any rendering

@@ -46,7 +46,7 @@ def test_bpe_vocabulary_repairs_words_split_by_other_words_merges():
 
 
 def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path, capsys):
-    from dti.mini.build.train_base import main
+    from tools.mini_build.train_base import main
 
     out = tmp_path / "base"
     args = ["--out", str(out), "--vae-steps", "2", "--vae-batch", "4", "--steps", "2", "--batch", "4", "--checkpoint-every", "1", "--quiet"]
@@ -63,7 +63,7 @@ def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path, capsy
     assert json.loads((tmp_path / "export" / "dti.json").read_text())["templates"] == ["a {}"]
     image = pipe("a red star", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
-    assert "python -m dti.mini.build.train_base" in (tmp_path / "export" / "README.md").read_text()  # the card, at the new path
+    assert "python -m tools.mini_build.train_base" in (tmp_path / "export" / "README.md").read_text()  # the card, at the new path
 
     export = tmp_path / "export"  # an export is never replaced unasked, and that is checked before any training
     (export / "quality.json").write_text("{}")  # a report on these weights
@@ -97,14 +97,14 @@ def test_training_script_resumes_and_exports_a_loadable_pipeline(tmp_path, capsy
     ],
 )
 def test_train_base_refuses_bad_runs_in_one_line_and_writes_nothing(tmp_path, capsys, argv, pattern):
-    from dti.mini.build.train_base import main
+    from tools.mini_build.train_base import main
 
     refused(main, ["--out", tmp_path / "run", *(a.format(tmp=tmp_path) for a in argv), "--quiet"], capsys, pattern)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_training_can_go_on_from_the_shipped_model(tmp_path, capsys):
-    from dti.mini.build.train_base import main
+    from tools.mini_build.train_base import main
 
     info = json.loads((PACKAGED / "dti_mini.json").read_text())
     out = tmp_path / "more"
@@ -128,7 +128,7 @@ def test_training_can_go_on_from_the_shipped_model(tmp_path, capsys):
 
 
 def test_init_from_a_folder_that_is_no_export_is_refused_before_anything_is_written(tmp_path, capsys):
-    from dti.mini.build.train_base import main
+    from tools.mini_build.train_base import main
 
     refused(main, ["--out", str(tmp_path / "run"), "--init-from", str(tmp_path), "--quiet"], capsys, r"--init-from .*: no dti_mini\.json")
     assert not (tmp_path / "run").exists()
@@ -155,7 +155,8 @@ def test_packaged_model_loads_offline_and_generates():
 
 
 def test_quality_gate_runs_on_the_packaged_model_with_its_ceilings():
-    from dti.mini.build.evaluate import evaluate_base, reconstructions, tally
+    from tools.mini_build.evaluate import evaluate_base, reconstructions, tally
+
     from dti.mini.judge import Judge
 
     pipe = load_pipeline()
@@ -173,7 +174,7 @@ def test_quality_gate_runs_on_the_packaged_model_with_its_ceilings():
 
 
 def test_evaluate_writes_its_report_grid_and_captions_together_and_refreshes_the_card(tmp_path, capsys):
-    from dti.mini.build.evaluate import main
+    from tools.mini_build.evaluate import main
 
     model = tmp_path / "model"
     shutil.copytree(PACKAGED, model)
@@ -197,7 +198,7 @@ def test_evaluate_writes_its_report_grid_and_captions_together_and_refreshes_the
 
 
 def test_card_is_written_from_the_folders_facts_at_the_new_module_paths(tmp_path, capsys):
-    from dti.mini.build.card import main
+    from tools.mini_build.card import main
 
     model = tmp_path / "model"
     shutil.copytree(PACKAGED, model)
@@ -207,7 +208,7 @@ def test_card_is_written_from_the_folders_facts_at_the_new_module_paths(tmp_path
     info, probe = json.loads((model / "dti_mini.json").read_text()), json.loads((model / "probe.json").read_text())
     assert f"- {info['steps']} steps of the UNet" in card
     assert "| " + " | ".join(f"{row['mean']:+.1%}" for row in probe["use"].values()) + " |" in card
-    assert all(f"python -m dti.mini.build.{m}" in card for m in ("train_base", "evaluate", "probe"))
+    assert all(f"python -m tools.mini_build.{m}" in card for m in ("train_base", "evaluate", "probe"))
     assert "python -m dti.mini.train_base" not in card
     refused(main, [tmp_path], capsys, r"no dti_mini\.json there")
 
@@ -221,7 +222,7 @@ def test_build_scripts_run_as_modules_at_their_new_paths():
         "for name in ('train_base', 'train_judge', 'probe', 'card', 'evaluate'):\n"
         "    sys.argv = [name, '--help']\n"
         "    try:\n"
-        "        runpy.run_module(f'dti.mini.build.{name}', run_name='__main__')\n"
+        "        runpy.run_module(f'tools.mini_build.{name}', run_name='__main__')\n"
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, (name, exc.code)\n"
         "    print('ok', name)\n"
@@ -231,11 +232,11 @@ def test_build_scripts_run_as_modules_at_their_new_paths():
     assert [line for line in done.stdout.splitlines() if line.startswith("ok ")] == [
         f"ok {m}" for m in ("train_base", "train_judge", "probe", "card", "evaluate")
     ]
-    assert "python -m dti.mini.build.train_base --out runs/mini-base" in done.stdout  # the usage lines name the new path
+    assert "python -m tools.mini_build.train_base --out runs/mini-base" in done.stdout  # the usage lines name the new path
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    from dti.cli import main
+    from dti.commands import main
 
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "4", "--sampler-steps", "4", "--quiet"]) == 0
@@ -258,7 +259,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 def test_batches_are_a_function_of_seed_and_step_whoever_renders_them():
-    from dti.mini.build.train_base import batches, step_batch
+    from tools.mini_build.train_base import batches, step_batch
 
     inline = list(batches(7, 3, 5, 4, 32, 0.5, workers=0))
     ahead = list(batches(7, 3, 5, 4, 32, 0.5, workers=1))
@@ -272,7 +273,7 @@ def test_batches_are_a_function_of_seed_and_step_whoever_renders_them():
 
 
 def test_loss_weights_and_high_noise_timesteps():
-    from dti.mini.build.train_base import HIGH_NOISE_FROM, MIN_SNR_GAMMA, loss_weight, sample_timesteps
+    from tools.mini_build.train_base import HIGH_NOISE_FROM, MIN_SNR_GAMMA, loss_weight, sample_timesteps
 
     alpha_bar = torch.tensor([1e-4, 0.5, 0.99])
     snr = alpha_bar / (1 - alpha_bar)
@@ -287,7 +288,7 @@ def test_loss_weights_and_high_noise_timesteps():
 
 
 def test_vae_from_trains_a_new_text_encoder_and_unet_on_the_shipped_vae(tmp_path, capsys):
-    from dti.mini.build.train_base import main
+    from tools.mini_build.train_base import main
 
     out = tmp_path / "fresh"
     main(["--out", str(out), "--vae-from", str(PACKAGED), "--steps", "1", "--batch", "2", "--checkpoint-every", "1", "--quiet"])
@@ -319,8 +320,9 @@ def test_init_only_settings_do_not_make_configs_incompatible():
 
 
 def test_build_scripts_report_errors_as_one_line_and_status_2(capsys):
-    from dti.errors import DTIError
-    from dti.mini.build import Parser, script
+    from tools.mini_build import Parser, script
+
+    from dti.core.errors import DTIError
 
     def fail(exc: Exception):
         def work(args):

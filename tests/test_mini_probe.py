@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 import torch
+from tools.mini_build.probe import SWAPS, denoising_losses, probe_scenes, swapped, word_use
 
 from dti.mini import world
-from dti.mini.build.probe import SWAPS, denoising_losses, probe_scenes, swapped, word_use
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -57,7 +57,8 @@ def refused(main, argv, capsys, pattern: str) -> None:
 
 
 def test_probe_script_writes_its_result_refreshes_the_card_and_never_replaces_it_unasked(tmp_path, capsys):
-    from dti.mini.build.probe import main
+    from tools.mini_build.probe import main
+
     from dti.mini.model import PACKAGED
 
     model = tmp_path / "model"
@@ -77,10 +78,11 @@ def test_probe_script_writes_its_result_refreshes_the_card_and_never_replaces_it
 
 
 def test_checkpoints_that_cannot_be_probed_are_refused_in_one_line(tmp_path):
-    from dti.checkpoints import write_state
-    from dti.errors import DTIError
-    from dti.mini.build.probe import load_weights
+    from tools.mini_build.probe import load_weights
+
+    from dti.core.errors import DTIError
     from dti.mini.model import load_pipeline
+    from dti.training.checkpoints import write_state
 
     pipe = load_pipeline()
     with pytest.raises(DTIError, match=r"no such file; pass a train_base run's diffusion\.pt"):

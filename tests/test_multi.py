@@ -1,4 +1,4 @@
-"""K concepts in one process (dti.multi): each equals its single run, writes what a single run writes,
+"""K concepts in one process (dti.training.multi): each equals its single run, writes what a single run writes,
 keeps its own numerics, and stops and resumes with the others.
 
 ``mix="group"`` (one loss call per concept) must be bit-identical to single runs. ``mix="batch"``
@@ -19,15 +19,15 @@ from PIL import Image
 
 import dti
 from conftest import load_pipe, sigterm_in_multi_step
-from dti.concept import Concept
-from dti.config import TrainConfig, resolve
-from dti.data import LatentCache
-from dti.errors import DTIError
+from dti.concepts.concept import Concept
+from dti.core.errors import DTIError
 from dti.models import adapter_for
-from dti.multi import MultiTrainer, per_sample_losses, train_manifest
-from dti.run_folder import read_log
-from dti.stopping import RunStopped
-from dti.trainer import Trainer, load_photos
+from dti.training.config import TrainConfig, resolve
+from dti.training.data import LatentCache
+from dti.training.loop import Trainer, load_photos
+from dti.training.multi import MultiTrainer, per_sample_losses, train_manifest
+from dti.training.run_folder import read_log
+from dti.training.stopping import RunStopped
 
 TOL = 1e-6  # mix="batch": per-sample arithmetic inside a bigger batch may differ in the last bits
 LOGGED = 2e-4  # ... and a logged number (angles kept to 1e-4 degrees, losses and norms to 1e-6) may round the other way
@@ -287,11 +287,11 @@ def test_sigterm_saves_every_concept_and_the_run_resumes_as_if_never_stopped(pip
 
 def test_the_command_line(folders, tmp_path, tiny_sd, capsys):
     """`dti train --manifest M --output DIR` (the lead wires it into cli.py: skipped until then)."""
-    from dti.cli import build_parser
+    from dti.commands import build_parser
 
     if "--manifest" not in build_parser()._subparsers._group_actions[0].choices["train"].format_help():
         pytest.skip("dti train --manifest is not wired into cli.py yet")
-    from dti.cli import main
+    from dti.commands import main
     from refusal import assert_refused
 
     path = manifest(tmp_path, folders, "[subjects.c]\nphotos = 'c'\nclass = 'toy'\nkind = 'object'\nsettings = { precision = 'fp16' }\n")

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from dti import sphere
-from dti.optim import RiemannianSGD
+from dti.core import sphere
+from dti.core.optim import RiemannianSGD
 
 
 def make(rows=3, dim=16, seed=0):

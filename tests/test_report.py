@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from dti.evaluate.protocol import ScorerInfo
-from dti.evaluate.report import REPORT_FILES, headline_keys, metric_key, table_columns, write_report
+from dti.evaluation.protocol import ScorerInfo
+from dti.evaluation.report import REPORT_FILES, headline_keys, metric_key, table_columns, write_report
 
 INFOS = {
     "img": ScorerInfo("img", "thumbs", None, "cosine in [-1, 1]", image_metric="Thumb"),

@@ -22,12 +22,12 @@ from PIL import Image
 
 import dti
 from conftest import REPO, load_pipe, nan_loss_at
-from dti.cli import main
-from dti.concept import Concept
-from dti.config import TrainConfig, resolve
+from dti.commands import main
+from dti.concepts.concept import Concept
 from dti.models import adapter_for
-from dti.stopping import RunStopped
-from dti.trainer import Trainer, load_photos
+from dti.training.config import TrainConfig, resolve
+from dti.training.loop import Trainer, load_photos
+from dti.training.stopping import RunStopped
 from refusal import assert_refused, snapshot
 
 FAST = dict(resolution=64, progress=False)
@@ -141,7 +141,7 @@ def test_state_dict_continues_bit_identically(family, method, request, photos, o
 def test_steps_draw_by_sample_index_not_by_history(tiny_sd, photos, one_thread):
     """Step k's samples do not depend on the steps before it: two trainers that start at different
     steps draw the same batch for the same step."""
-    from dti.draws import SampleDraws, batch_indices
+    from dti.core.draws import SampleDraws, batch_indices
 
     pipe = load_pipe(tiny_sd)
     c = resolve(TrainConfig(photos=str(photos), token="<t>", init="dog", steps=9, batch_size=4, **FAST), {}, 64)
@@ -408,7 +408,7 @@ def test_a_stopped_overwrite_keeps_the_old_results_until_it_is_resumed(tiny_sd, 
 
 def test_the_python_api_refuses_in_one_line(tiny_sd, photos, tmp_path, capsys):
     """What the API is handed is checked as the CLI's flags are: a DTIError, never a stray KeyError."""
-    from dti.errors import DTIError
+    from dti.core.errors import DTIError
 
     pipe = load_pipe(tiny_sd)
     for bad, match in [

@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.errors import DTIError
-from dti.evaluate.backbones import (
+from dti.core.errors import DTIError
+from dti.evaluation.protocol import Scorer, class_prompt
+from dti.evaluation.scorers.backbones import (
     METRICS,
     ClipScorer,
     DinoScorer,
@@ -28,8 +29,7 @@ from dti.evaluate.backbones import (
     load_scorer,
     parse_metric_models,
 )
-from dti.evaluate.mini import MiniJudgeScorer
-from dti.evaluate.protocol import Scorer, class_prompt
+from dti.evaluation.scorers.mini import MiniJudgeScorer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dti import sphere
+from dti.core import sphere
 
 
 def unit(*shape, seed=0):

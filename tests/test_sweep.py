@@ -20,15 +20,15 @@ import torch
 from PIL import Image
 
 from conftest import sigterm_in_multi_step
-from dti import trainer
-from dti.concept import Concept
-from dti.config import TrainConfig, resolve
-from dti.errors import DTIError
-from dti.evaluate import sweep_command
-from dti.evaluate.sweep import METHODS, RunEntry, parse_methods, plan, read_sweep, resolve_manifest, sweep
-from dti.lock import RunLock
-from dti.manifest import load_manifest
-from dti.stopping import RunStopped
+from dti.commands import sweep as sweep_command
+from dti.concepts.concept import Concept
+from dti.core.errors import DTIError
+from dti.training import loop as trainer
+from dti.training.config import TrainConfig, resolve
+from dti.training.lock import RunLock
+from dti.training.manifest import load_manifest
+from dti.training.stopping import RunStopped
+from dti.training.sweep import METHODS, RunEntry, parse_methods, plan, read_sweep, resolve_manifest, sweep
 
 MANIFEST = """
 [defaults]
@@ -213,7 +213,7 @@ def test_a_killed_sweep_continues_where_it_stopped(clean, manifest, pipe, tmp_pa
     """SIGTERM at step 2 of beta's run: it stops after that step with a checkpoint; the rerun leaves
     alpha alone, continues beta from the checkpoint and ends with the uninterrupted sweep's concept.
     Both sweeps share one loaded pipeline, which they leave as they found it."""
-    from dti.loading import loaded_tokens
+    from dti.use.loading import loaded_tokens
 
     reference, _ = clean
     vocab = len(pipe.tokenizer)
@@ -259,17 +259,17 @@ def test_a_batched_sweep_trains_each_methods_subjects_at_once_into_the_same_runs
     """--batched: each method's subjects in one MultiTrainer (no single-run trainer.train at all);
     the index and the concepts are the unbatched sweep's: bit-identical with group, to float
     rounding with batch (one denoiser pass over both subjects' samples)."""
-    import dti.multi
+    import dti.training.multi
 
     reference, want = clean
     batches: list[list[str]] = []
-    real = dti.multi.train_manifest
+    real = dti.training.multi.train_manifest
 
     def train_manifest(m, *args, **kwargs):
         batches.append([s.name for s in m.subjects])
         return real(m, *args, **kwargs)
 
-    monkeypatch.setattr(dti.multi, "train_manifest", train_manifest)
+    monkeypatch.setattr(dti.training.multi, "train_manifest", train_manifest)
     Calls(monkeypatch, forbid=True)
     out = tmp_path / "out"
     runs = sweep(manifest, "dti,ti,ti-rescaled", pipe, out, quiet=True, batched=mix)
@@ -290,7 +290,7 @@ def test_a_batched_sweep_trains_each_methods_subjects_at_once_into_the_same_runs
 
 
 def test_a_batched_sweep_records_a_subject_whose_numerics_stop_it_and_finishes_the_others(manifest, pipe, tmp_path, monkeypatch):
-    from dti.data import LatentCache
+    from dti.training.data import LatentCache
 
     real = LatentCache.sample
 
@@ -491,7 +491,7 @@ def test_read_sweep_refuses_what_is_not_an_index(tmp_path):
 def test_command_flags_become_settings_for_every_run():
     import argparse
 
-    from dti.evaluate import sweep_command
+    from dti.commands import sweep as sweep_command
 
     parser = argparse.ArgumentParser()
     sweep_command.add_parser(parser.add_subparsers(dest="command"))

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import torch
 
-from dti.cli import main
+from dti.commands import main
 
 MANIFEST = """
 [defaults]

@@ -6,18 +6,10 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dti import sphere
-from dti.attach import Block, ExtendedEmbedding, attach, attached_tokens, detach, pool_at_end_token
-from dti.errors import DTIError
-from dti.tokens import (
-    TrainableRows,
-    VocabStats,
-    check_placeholder,
-    expand_prompt,
-    initializer_ids,
-    resolve_magnitude,
-    vocab_stats,
-)
+from dti.core import sphere
+from dti.core.errors import DTIError
+from dti.text.attach import Block, ExtendedEmbedding, attach, attached_tokens, detach, pool_at_end_token
+from dti.text.vocab import TrainableRows, VocabStats, check_placeholder, expand_prompt, initializer_ids, resolve_magnitude, vocab_stats
 
 
 def test_vocab_stats_skip_exactly_zero_rows():

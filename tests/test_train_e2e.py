@@ -9,13 +9,13 @@ import torch
 
 import dti
 from conftest import load_pipe
-from dti.attach import attach, pool_at_end_token
-from dti.concept import Concept
-from dti.config import TrainConfig, resolve
+from dti.concepts.concept import Concept
 from dti.models import adapter_for
-from dti.run_folder import read_log
-from dti.tokens import TrainableRows, vocab_stats
-from dti.trainer import Trainer, load_photos
+from dti.text.attach import attach, pool_at_end_token
+from dti.text.vocab import TrainableRows, vocab_stats
+from dti.training.config import TrainConfig, resolve
+from dti.training.loop import Trainer, load_photos
+from dti.training.run_folder import read_log
 
 FAST = dict(resolution=64, validation_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
 
@@ -180,7 +180,7 @@ def test_with_fixed_crops_the_vae_waits_off_the_device_and_comes_back(photos, ti
     """The VAE leaves the device once the crops are encoded, is back only to decode the validation
     samples, and the caller gets the pipeline back with its VAE on its device. (A CPU run parks
     nowhere, so the test parks it at a stand-in place, recording moves instead of making them.)"""
-    from dti import offload
+    from dti.training import offload
 
     pipe = load_pipe(tiny_sd)
     moves: list[str] = []
@@ -250,7 +250,7 @@ def test_crossinit_starts_from_the_contextual_embedding(photos, tiny_sd):
 
 
 def test_saved_config_repeats_the_run_exactly(photos, tiny_sd, tmp_path):
-    from dti.cli import main
+    from dti.commands import main
 
     first = dti.train(photos, "<t>", "dog", tiny_sd, tmp_path / "a", steps=5, **FAST)
     assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--output", str(tmp_path / "b")]) == 0

@@ -12,15 +12,15 @@ from PIL import Image
 
 import dti
 from conftest import load_pipe
-from dti.attach import pool_at_end_token
-from dti.cli import main
-from dti.concept import Concept, EncoderVectors
-from dti.errors import DTIError
-from dti.formats import read
-from dti.generate import generate
-from dti.inspection import inspect_concept, nearest_tokens
-from dti.loading import load, loaded_tokens, unload
-from dti.tokens import vocab_stats
+from dti.commands import main
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.concepts.formats import read
+from dti.core.errors import DTIError
+from dti.text.attach import pool_at_end_token
+from dti.text.vocab import vocab_stats
+from dti.use.generate import generate
+from dti.use.inspection import inspect_concept, nearest_tokens
+from dti.use.loading import load, loaded_tokens, unload
 
 FAST = dict(resolution=64, validate=False, progress=False)
 

@@ -6,14 +6,14 @@ embedding on the unit sphere, at a fixed in-distribution norm (Kim et al., ICLR 
 
 __version__ = "0.1.0"
 
-from dti.concept import Concept, EncoderVectors
-from dti.config import TrainConfig
-from dti.errors import DTIError
-from dti.loading import load, unload
-from dti.multi import train_manifest
-from dti.optim import RiemannianSGD
-from dti.stopping import RunStopped
-from dti.trainer import resume, train
+from dti.concepts.concept import Concept, EncoderVectors
+from dti.core.errors import DTIError
+from dti.core.optim import RiemannianSGD
+from dti.training.config import TrainConfig
+from dti.training.loop import resume, train
+from dti.training.multi import train_manifest
+from dti.training.stopping import RunStopped
+from dti.use.loading import load, unload
 
 __all__ = [
     "Concept",

@@ -2,6 +2,6 @@
 
 import sys
 
-from dti.cli import main
+from dti.commands import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ background's texture and colour. From that:
   graded where the network is unsure (a blurred mark gives partial credit).
 
 Images may be PIL images or float tensors in [0, 1] shaped [N, 3, H, W]; other sizes are resized
-to 32. Weights ship in ``judge.safetensors`` next to this file (trained by `dti.mini.build.train_judge`,
+to 32. Weights ship in ``judge.safetensors`` next to this file (trained by `tools.mini_build.train_judge`,
 numbers in ``judge.json``).
 """
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dti.errors import DTIError
+from dti.core.errors import DTIError
 from dti.models.base import ADAPTERS, Adapter, CropInfo, EncoderRole, EncoderSlot, FamilyDefaults, register
 
 # Every module of this package is a family (or a loss base) that registers itself on import:
@@ -117,7 +117,7 @@ HINTS_FILENAME = "dti.json"
 def model_hints(model: str | os.PathLike) -> dict[str, Any]:
     """A model folder's suggestions for dti (``dti.json``): e.g. prompt templates in its vocabulary.
     A damaged file, or a hint of the wrong shape, is refused in one line (it would shape training)."""
-    from dti.data import TEMPLATE_SETS
+    from dti.training.data import TEMPLATE_SETS
 
     path = Path(str(model)) / HINTS_FILENAME
     if not path.is_file():

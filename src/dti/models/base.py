@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from dti.draws import SampleDraws
+    from dti.core.draws import SampleDraws
 
 #: pipeline class name -> adapter class, filled by :func:`register` as family modules import.
 ADAPTERS: dict[str, type[Adapter]] = {}
@@ -195,8 +195,8 @@ class Adapter(abc.ABC):
         self, latents: torch.Tensor, prompts: Sequence[str], crops: Sequence[CropInfo], draws: SampleDraws, reduction: str = "mean"
     ) -> torch.Tensor:
         """The family's own training loss for a batch of (unscaled) latents and prompts; every random
-        draw comes from ``draws`` (one generator per sample, see :mod:`dti.draws`). ``reduction="none"``
-        gives one loss per sample (the mean over its elements), for K concepts in one batch (:mod:`dti.multi`)."""
+        draw comes from ``draws`` (one generator per sample, see :mod:`dti.core.draws`). ``reduction="none"``
+        gives one loss per sample (the mean over its elements), for K concepts in one batch (:mod:`dti.training.multi`)."""
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did."""

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dti.devices import to_device
+from dti.core.devices import to_device
 from dti.models.base import Adapter, CropInfo
 
 if TYPE_CHECKING:
-    from dti.draws import SampleDraws
+    from dti.core.draws import SampleDraws
 
 
 class FlowMatchingAdapter(Adapter):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dti.errors import DTIError
+from dti.core.errors import DTIError
 
 CLIP_VOCAB_SIZE = 49408
 
