@@ -23,8 +23,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from dti.core import sphere
 from dti.core.optim import RiemannianSGD
+from dti.core.rows import TrainableRows
 from dti.testing import clip_tokenizer
-from dti.text.vocab import TrainableRows, attach
+from dti.text.vocab import attach
 
 SIZES = {  # the released configs' shapes
     "clip-l": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768),

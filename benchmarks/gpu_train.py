@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "logged_steps": len(log) - 1,
             "dti_train": cmd[1:],
             "torch": torch.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": ["python", "benchmarks/gpu_train.py", *(args.argv or sys.argv[1:])],
         }
 

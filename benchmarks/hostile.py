@@ -506,7 +506,7 @@ def T(
     ):
         if value is not None:
             argv += [flag, value]
-    argv += ["--validation-steps", "1", "--validation-seed", "0"] if validate else ["--no-validation"]
+    argv += ["--sample-steps", "1", "--validation-seed", "0"] if validate else ["--no-validation"]
     argv += ["--quiet", *extra]
     return argv
 
@@ -1358,7 +1358,7 @@ def define_flags() -> None:
         "--max-bad-steps": {"0": R, "-1": R},
         "--validation-every": {"0": OK, "-1": R},
         "--validation-seed": {"-1": R, str(2**64): R},
-        "--validation-steps": {"0": R, "-1": R, "5000": R},
+        "--sample-steps": {"0": R, "-1": R, "5000": R},
     }
     floats = {
         "--lr": {"0": R, "-1": R, "nan": R, "inf": R, "1e30": R},
@@ -1479,7 +1479,7 @@ def define_flags() -> None:
         "flag-validation-flags-with-no-validation",
         A,
         RW,
-        argv=T("--validation-steps", "7", "--validation-prompt", "a {}"),
+        argv=T("--sample-steps", "7", "--validation-prompt", "a {}"),
         mention=("validation",),
         note="--validation-* given with --no-validation have no effect",
     )
@@ -3491,7 +3491,7 @@ def define_api() -> None:
         "api-train-validation-prompt-field",
         A,
         R,
-        api=tr(validate=True, validation_steps=1, validation_seeds=[0], validation_prompts=["a {} {0}"]),
+        api=tr(validate=True, sample_steps=1, validation_seeds=[0], validation_prompts=["a {} {0}"]),
         mention=("prompt",),
         desc="validation_prompts=['a {} {0}']",
     )

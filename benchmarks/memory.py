@@ -11,7 +11,7 @@ training dtype as ``--precision bf16`` loads them (``resolve_dtype`` -> bf16 for
 dti's ``vae_precision`` upcasts only fp16 VAEs). Then dti's own code runs a step's memory-relevant
 part: ``adapter.freeze()``, ``denoiser.enable_gradient_checkpointing()`` when asked (what
 ``Trainer.setup`` does), the trainable rows through dti's attach path (``TrainableRows`` in
-``sphere`` mode + ``attach_vectors``, as ``Trainer.setup`` attaches them), then ``adapter.loss`` on
+``sphere`` mode + ``EncoderSlot.attach``, as ``Trainer.setup`` attaches them), then ``adapter.loss`` on
 cached fp32 latents (the family's own noise, timesteps, prompt encoding through the attached
 embedding, denoiser call, MSE) and ``loss.backward()``, which reaches the input rows only (frozen
 weights build no gradient). The parts of ``Trainer.step`` left out (zero_grad, the finiteness check,
@@ -287,9 +287,10 @@ class Estimator:
         if str(HERE) not in sys.path:
             sys.path.insert(0, str(HERE))
 
+        from dti.core.rows import TrainableRows
         from dti.models import adapter_for
-        from dti.text.vocab import TrainableRows, initializer_ids, vocabulary_rows
-        from dti.use.loading import attach_vectors
+        from dti.text.vocab import vocabulary_rows
+        from dti.text.words import initializer_ids
 
         self.family, self.dtype, self.token = family, dtype, token
         self.mode: Any = fake_mode() if fake else contextlib.nullcontext()
@@ -306,7 +307,7 @@ class Estimator:
             ids = initializer_ids(slot.tokenizer, init, slot.name)
             raw = vocabulary_rows(slot.tokenizer, slot.text_encoder)[ids].detach().float()
             rows = TrainableRows(raw, "sphere", magnitude=0.4)
-            attach_vectors(slot, token, rows, "eos")
+            slot.attach(token, rows, "eos")
             self.rows.append(rows)
         self.build_s = time.perf_counter() - t0
 
@@ -655,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result: dict[str, Any] = {
         "command": ["python", "benchmarks/memory.py", *(sys.argv[1:] if argv is None else argv)],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU (fake tensors)",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,

@@ -1,6 +1,7 @@
-"""TI vs DTI on dti-mini, scored through the evaluation protocol (GitHub issue 10).
+"""TI vs DTI on dti-mini, scored through the evaluation protocol (GitHub issues 10 and 18).
 
-    python benchmarks/mini.py run    --out runs/mini [--subjects coral jade ...] [--steps 400] [--prompts 16] [--seeds 4]
+    python benchmarks/mini.py run    --out runs/mini [--subjects coral jade ...] [--methods dti,ti,...] [--steps 400]
+                                      [--prompts 16] [--seeds 4]
     python benchmarks/mini.py blend  --out runs/mini [--pairs coral:plum lemon:sapphire] [--seeds 8]
     python benchmarks/mini.py report --out runs/mini [--name mini-2026-12-01]
 
@@ -18,6 +19,15 @@ vocabulary's coordinate scale as the paper's lr 5e-3 does on CLIP ViT-L); ``ti-u
 as on CLIP: on dti-mini's ~70x larger coordinates the norm barely moves); ``ti-rescaled`` (the
 ``ti`` vectors at the vocabulary mean norm); ``class-word`` (no token: the class-word prompt
 itself, the base model's compositional ceiling).
+
+Issue 18 adds the norm control users have today and the paper's ablations (``--methods``):
+``ti-renorm`` (OneTrainer's rescale to the vocabulary's median norm after every AdamW step, TI's
+scaled lr); ``crossinit`` (TI's scaled lr: the paper gives TI and CrossInit one AdamW lr);
+``adamw-fixed`` (AdamW on a unit vector at the mean norm, lr scaled as the paper's on a unit vector:
+5e-3 x sqrt(768 / 96), a coordinate of a unit vector being 1/sqrt(width)); ``dti-min`` (magnitude =
+the vocabulary's smallest norm); ``dti-5x`` (magnitude = 5 x the vocabulary mean, an inflated norm;
+the paper's absolute 5.0 is 12.9 x CLIP-L's mean); ``dti-kappa0`` and ``dti-kappa5e-4`` (no prior; a
+5x stronger one).
 
 ``blend`` scores DTI slerp against TI lerp between two learned subjects along the path;
 ``report`` writes the tables with paired bootstrap intervals, the norm plot and the blend plot.
@@ -50,7 +60,12 @@ SAMPLER_STEPS = 20
 BATCH = 16
 ENCODER = "text_encoder_2"
 METHODS = ("dti", "ti", "ti-unscaled", "ti-rescaled", "class-word")
-TRAINED = ("dti", "ti", "ti-unscaled")
+#: Issue 18: the norm control users have (ti-renorm) and the paper's ablations the first run left out.
+ADDED = ("ti-renorm", "crossinit", "adamw-fixed", "dti-min", "dti-5x", "dti-kappa0", "dti-kappa5e-4")
+KNOWN = (*METHODS, *ADDED)
+TRAINED = ("dti", "ti", "ti-unscaled", *ADDED)
+#: A unit vector's coordinate in CLIP ViT-L's width and in dti-mini's: the paper's AdamW-at-fixed-norm lr, scaled.
+UNIT_LR_FACTOR = math.sqrt(CLIP_L_WIDTH / 96)
 DEFAULT_PAIRS = ("coral:plum", "lemon:sapphire", "ruby:mint")
 
 
@@ -143,15 +158,26 @@ def settings_of(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_settings(method: str, s: dict[str, Any]) -> dict[str, Any]:
+    """The `dti train` settings of a benchmark method (see the module doc for the learning rates)."""
     if method == "dti":
         return {"method": "dti"}
-    return {"method": "ti", "lr": s["ti_lr"] if method == "ti" else s["ti_unscaled_lr"]}
+    if method in ("ti", "ti-unscaled"):
+        return {"method": "ti", "lr": s["ti_lr"] if method == "ti" else s["ti_unscaled_lr"]}
+    if method in ("ti-renorm", "crossinit"):
+        return {"method": method, "lr": s["ti_lr"]}
+    if method == "adamw-fixed":
+        return {"method": "dti", "optimizer": "adamw", "lr": PAPER_TI_LR * UNIT_LR_FACTOR}
+    if method == "dti-5x":
+        return {"method": "dti", "magnitude": 5.0 * s["vocab_mean_norm"]}
+    from dti.methods import VARIANTS
+
+    return dict(VARIANTS[method].settings)  # dti-min, dti-kappa0, dti-kappa5e-4: the paper's ablations
 
 
 def learned(pipe: Any, photos: Path, subject: Any, method: str, folder: Path, s: dict[str, Any]):
     """The subject's concept for ``method``: trained now, or read back from a finished run folder."""
     from dti.concepts.concept import Concept
-    from dti.training.loop import train
+    from dti.training.session import train
 
     done = folder / "concept.safetensors"
     if done.exists() and (folder / "bench-seconds.json").exists():
@@ -168,7 +194,7 @@ def learned(pipe: Any, photos: Path, subject: Any, method: str, folder: Path, s:
     return concept, seconds
 
 
-def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, Any]) -> None:
+def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, Any], methods: Sequence[str] = METHODS) -> None:
     """Every method on one subject; writes subjects/<name>.jsonl and then the marker subjects/<name>.json."""
     import random
 
@@ -189,7 +215,7 @@ def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, An
     mean = s["vocab_mean_norm"]
     records, meta = [], {"subject": subject.name, "class_word": subject.shape, "split": subject.split, "methods": {}}
     concepts = {}
-    for method in METHODS:
+    for method in methods:
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
         if method in TRAINED:
@@ -267,13 +293,21 @@ def cmd_run(args: argparse.Namespace) -> None:
     else:
         write_json(settings_file, s)
     print(f"TI lr factor {s['ti_lr_factor']:.2f} -> TI lr {s['ti_lr']:.4f} per sample (x batch 4)", flush=True)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in KNOWN]
+    if bad or ("ti-rescaled" in methods and "ti" not in methods):
+        sys.exit(f"error: unknown method(s) {', '.join(bad) or 'ti-rescaled without ti'}; choose from {', '.join(KNOWN)}")
+    saved_methods = out / "methods.json"
+    if saved_methods.exists() and json.loads(saved_methods.read_text()) != methods:
+        sys.exit(f"error: {saved_methods} lists other methods than --methods; use another --out")
+    write_json(saved_methods, methods)
     scorer = MiniJudgeScorer()
     for name in names:
         if (out / "subjects" / f"{name}.json").exists():
             print(f"{name}: done, skipped", flush=True)
             continue
         t0 = time.perf_counter()
-        run_subject(pipe, scorer, known[name], out, s)
+        run_subject(pipe, scorer, known[name], out, s, methods)
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -350,8 +384,9 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
     from dti.evaluation.stats import bootstrap, paired_difference
 
     subjects = sorted(meta)
+    present = [m for m in KNOWN if any(r["method"] == m for r in records)]
     summary: dict[str, Any] = {"methods": {}, "differences": {}, "by_kind": {}, "ceiling": {}}
-    for method in METHODS:
+    for method in present:
         row = {}
         for key in ("mini.text", "mini.image"):
             vals = _by(records, method, key)
@@ -366,10 +401,12 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
         row["train_seconds"] = _mean(secs) if secs else None
         row["subjects"] = len(infos)
         summary["methods"][method] = row
-    for other in ("ti", "ti-unscaled", "ti-rescaled", "class-word"):
+    pairs = [("dti", other) for other in present if other != "dti"]
+    pairs += [(added, "ti") for added in present if added in ADDED]  # the added methods against TI as well
+    for first, other in pairs:
         diff = {}
         for key in ("mini.text", "mini.image"):
-            d, o = _by(records, "dti", key), _by(records, other, key)
+            d, o = _by(records, first, key), _by(records, other, key)
             keys = sorted(set(d) & set(o))
             if not keys:
                 continue
@@ -382,12 +419,12 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
                 "per_subject": dict(zip(both, [a - b for a, b in zip(sd, so)])),
             }
         if diff:
-            summary["differences"][f"dti - {other}"] = diff
+            summary["differences"][f"{first} - {other}"] = diff
     kinds = sorted({r["prompt_kind"] for r in records})
     for kind in kinds:
         sub = [r for r in records if r["prompt_kind"] == kind]
         entry = {}
-        for method in METHODS:
+        for method in present:
             vals = [r["scores"]["mini.text"] for r in sub if r["method"] == method]
             entry[method] = sum(vals) / len(vals) if vals else None
         d, t = _by(sub, "dti", "mini.text"), _by(sub, "ti", "mini.text")
@@ -449,7 +486,8 @@ def plot_norms(out: Path, subjects: Sequence[str], mean: float, path: Path) -> N
     from dti.training.run_folder import read_log
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for method, colour in (("ti", "tab:red"), ("ti-unscaled", "tab:orange"), ("dti", "tab:blue")):
+    shown = (("ti", "tab:red"), ("ti-unscaled", "tab:orange"), ("crossinit", "tab:purple"), ("ti-renorm", "tab:green"), ("dti", "tab:blue"))
+    for method, colour in shown:
         for k, subject in enumerate(subjects):
             folder = out / "runs" / method / subject
             if not folder.exists():
@@ -527,11 +565,11 @@ def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequen
         "",
         "Text fidelity by prompt kind:",
         "",
-        "| prompt kind | images per method | " + " | ".join(METHODS) + " | DTI - TI | judge ceiling |",
-        "|---|---|" + "---|" * len(METHODS) + "---|---|",
+        "| prompt kind | images per method | " + " | ".join(m) + " | DTI - TI | judge ceiling |",
+        "|---|---|" + "---|" * len(m) + "---|---|",
     ]
     for kind, e in summary["by_kind"].items():
-        vals = " | ".join("-" if e[x] is None else f"{e[x]:.3f}" for x in METHODS)
+        vals = " | ".join("-" if e.get(x) is None else f"{e[x]:.3f}" for x in m)
         lines.append(f"| {kind} | {e['images_per_method']} | {vals} | {_fmt(e['dti - ti'])} | {e['ceiling']:.3f} |")
     if blend:
         lines += [
@@ -559,7 +597,7 @@ def save_grids(out: Path, records: Sequence[dict], subject: str, docs: Path, row
     from dti.core.files import save_images
     from dti.core.images import grid
 
-    for method in METHODS:
+    for method in KNOWN:
         mine = [r for r in records if r["method"] == method and r["subject"] == subject and r["prompt_index"] < rows]
         if not mine:
             continue
@@ -622,6 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", type=int, default=400, help="training steps (the paper's 400)")
     r.add_argument("--prompts", type=int, default=16, help="compositional prompts per subject")
     r.add_argument("--seeds", type=int, default=4)
+    r.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(KNOWN)}")
     b = sub.add_parser("blend", help="DTI slerp vs TI lerp between learned subjects")
     b.add_argument("--pairs", nargs="*", default=list(DEFAULT_PAIRS), help="A:B subject pairs")
     b.add_argument("--seeds", type=int, default=8)

@@ -68,7 +68,7 @@ class Subjects:
 
     def __init__(self, args: argparse.Namespace, adapter: Any, k: int, root: Path) -> None:
         from dti.training.config import TrainConfig, resolve
-        from dti.training.loop import load_photos
+        from dti.training.data import load_photos
 
         self.adapter = adapter
         self.configs, self.photos = [], []
@@ -154,7 +154,8 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device, work
     sys.path.insert(0, str(HERE))
     from step import build_pipe
 
-    from dti.models import adapter_for, resolve_dtype
+    from dti.core.devices import resolve_dtype
+    from dti.models import adapter_for
     from dti.training.multi import per_sample_losses
 
     dtype = resolve_dtype(args.precision, device)

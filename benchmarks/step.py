@@ -427,10 +427,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    from dti.models import adapter_for, resolve_dtype
+    from dti.core.devices import resolve_dtype
+    from dti.models import adapter_for
     from dti.training.config import TrainConfig, resolve
-    from dti.training.data import Sample
-    from dti.training.loop import Trainer, load_photos
+    from dti.training.data import Sample, load_photos
+    from dti.training.loop import Trainer
 
     device = torch.device(args.device)
     dtype = resolve_dtype(args.precision, device)
@@ -449,7 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": ["python", "benchmarks/step.py", *sys.argv[1:]] if args.argv is None else ["python", "benchmarks/step.py", *args.argv],
     }
     if device.type == "cuda":

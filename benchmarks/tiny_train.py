@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 def step_times(model: Path, photos: Path, steps: int, method: str) -> tuple[float, float]:
     from dti.models import load_adapter
     from dti.training.config import TrainConfig, resolve
-    from dti.training.loop import Trainer, load_photos
+    from dti.training.data import load_photos
+    from dti.training.loop import Trainer
 
     adapter = load_adapter(model, quiet=True)
     config = TrainConfig(photos=str(photos), token="<t>", init="dog", model=str(model), method=method, resolution=64, progress=False)
@@ -66,7 +67,7 @@ img.save({str(out)!r} + "/generated.png")
         [
             sys.executable,
             "-m",
-            "dti.commands",
+            "dti",
             "train",
             str(photos),
             "--token",
@@ -81,7 +82,7 @@ img.save({str(out)!r} + "/generated.png")
             str(steps),
             "--resolution",
             "64",
-            "--validation-steps",
+            "--sample-steps",
             "4",
             "--quiet",
         ],

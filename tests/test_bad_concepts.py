@@ -17,9 +17,10 @@ import dti
 from conftest import load_pipe
 from dti.commands import main
 from dti.concepts.concept import FORMAT_NAME, Concept, EncoderVectors
-from dti.concepts.formats import check_trigger_word, planned_paths, read, write
+from dti.concepts.formats import planned_paths, read, write
 from dti.core import sphere
 from dti.core.errors import DTIError
+from dti.text.words import check_trigger_word
 from refusal import assert_refused, snapshot
 
 WIDTH = 32  # the tiny pipelines' text-encoder width
@@ -315,7 +316,7 @@ def test_a_file_token_with_spaces_needs_a_token_to_load(tmp_path, sd_pipe):
 def test_interpolate_checks_the_prompt_before_writing(tmp_path, good, capsys):
     out = tmp_path / "out"
     assert_refused(["interpolate", good, good, "--out", out, "--prompt", "a photo"], capsys, "needs {}", untouched=[out])
-    assert main(["interpolate", str(good), str(good), "--out", str(out), "--no-grid", "--prompt", "a photo", "--steps", "2"]) == 0
+    assert main(["interpolate", str(good), str(good), "--out", str(out), "--no-grid", "--prompt", "a photo", "--blends", "2"]) == 0
 
 
 def test_interpolate_writes_strict_json_and_refuses_a_zero_lerp(tmp_path, capsys):
@@ -324,9 +325,9 @@ def test_interpolate_writes_strict_json_and_refuses_a_zero_lerp(tmp_path, capsys
     pa, pb = a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
     out = tmp_path / "out"
     assert_refused(
-        ["interpolate", pa, pb, "--mode", "lerp", "--steps", "3", "--out", out, "--no-grid"], capsys, "all zeros", untouched=[out]
+        ["interpolate", pa, pb, "--mode", "lerp", "--blends", "3", "--out", out, "--no-grid"], capsys, "all zeros", untouched=[out]
     )
-    assert main(["interpolate", str(pa), str(pa), "--steps", "3", "--out", str(out), "--no-grid"]) == 0
+    assert main(["interpolate", str(pa), str(pa), "--blends", "3", "--out", str(out), "--no-grid"]) == 0
     text = (out / "interpolation.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
 

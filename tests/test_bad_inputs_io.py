@@ -222,9 +222,10 @@ BAD_GENERATE = [
     (["-n", "0"], "-n 0"),
     (["-n", "-2"], "-n -2"),
     (["-n", "100000"], "1 to 256 images"),
-    (["--steps", "0"], "--steps 0"),
-    (["--steps", "-1"], "--steps -1"),
-    (["--steps", "5000"], "1 to 1000 sampler steps"),
+    (["--sample-steps", "0"], "--sample-steps 0"),
+    (["--sample-steps", "-1"], "--sample-steps -1"),
+    (["--sample-steps", "5000"], "1 to 1000 sampler steps"),
+    (["--steps", "25"], "dti calls it --sample-steps"),
     (["--guidance", "nan"], "--guidance nan"),
     (["--guidance", "inf"], "--guidance inf"),
     (["--guidance", "-1"], "--guidance -1"),
@@ -346,7 +347,7 @@ def test_unwritable_outputs_are_refused_before_the_model_loads(make, capsys, tmp
 
 def test_full_disk_leaves_no_image_and_keeps_the_old_ones(tiny_sd, capsys, tmp_path, monkeypatch):
     out = tmp_path / "gen"
-    argv = ["generate", "a photo", "--model", tiny_sd, "--out", out, "-n", "2", "--steps", "1", "--resolution", "32"]
+    argv = ["generate", "a photo", "--model", tiny_sd, "--out", out, "-n", "2", "--sample-steps", "1", "--resolution", "32"]
     real_save = Image.Image.save
     calls = []
 

@@ -189,10 +189,10 @@ def test_an_ordinary_word_is_not_made_the_webui_trigger_word(base_args, capsys, 
     [
         (["inspect", "nothing.safetensors", "--top", "0"], "--top 0"),
         (["interpolate", "a", "b", "--prompt", "a {} in {style}"], "{style}"),
-        (["interpolate", "a", "b", "--sample-steps", "0"], "--steps 0"),
+        (["interpolate", "a", "b", "--sample-steps", "0"], "--sample-steps 0"),
         (["interpolate", "a", "b", "--seeds", "18446744073709551616"], "--seed"),
         (["interpolate", "a", "b", "--resolution", "63"], "--resolution 63"),
-        (["interpolate", "a", "b", "--steps", "5000"], "at most 1000"),
+        (["interpolate", "a", "b", "--blends", "5000"], "at most 1000"),
     ],
 )
 def test_interpolate_and_inspect_settings_refused_before_reading(argv, fragment, capsys, tmp_path):
@@ -217,7 +217,7 @@ def test_a_hard_interrupt_says_how_to_continue(argv, hint, capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(cli.COMMANDS, argv[0], interrupted)
+    monkeypatch.setattr(cli.verbs()[argv[0]], "run", interrupted)
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("interrupted;") and hint in err[0]

@@ -10,7 +10,8 @@ from conftest import load_pipe
 from dti.models import adapter_for
 from dti.training.compiling import compile_regions, repeated_blocks
 from dti.training.config import TrainConfig, resolve
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import load_photos
+from dti.training.loop import Trainer
 
 
 def test_repeated_blocks_are_the_layers_not_the_embeddings():

@@ -10,17 +10,20 @@ import math
 
 import pytest
 
-import dti.training.loop
+import dti.training.session
 from dti.commands import build_parser, main
+from dti.commands.flags import flag as flag_of
+from dti.commands.parser import ExtendSeeds
 from dti.core.errors import DTIError
 from dti.training.config import MAX_SEED, TrainConfig, check, check_settings, read_config_file
 from refusal import assert_refused
 
 
 def refused(fn, *args, **kwargs) -> str:
+    """The one line a refusal says, with its settings named as the command line names them (their flags)."""
     with pytest.raises(DTIError) as info:
         fn(*args, **kwargs)
-    message = str(info.value)
+    message = info.value.render(flag_of)
     assert "\n" not in message and message.strip() == message, repr(message)
     return message
 
@@ -143,9 +146,9 @@ BAD_VALUES = [
     ({"seed": -1}, "--seed"),
     ({"seed": 2**63}, "--seed"),
     ({"seed": 2**64}, "--seed"),
-    ({"validation_seeds": [0, -1]}, "--validation-seed"),
-    ({"validation_seeds": [2**64]}, "--validation-seed"),
-    ({"validation_seeds": []}, "--validation-seed"),
+    ({"validation_seeds": [0, -1]}, "--validation-seeds"),
+    ({"validation_seeds": [2**64]}, "--validation-seeds"),
+    ({"validation_seeds": []}, "--validation-seeds"),
     ({"steps": 0}, "--steps"),
     ({"steps": 10_000_000}, "--steps"),
     ({"batch_size": 0}, "--batch-size"),
@@ -155,8 +158,8 @@ BAD_VALUES = [
     ({"resolution": 8192}, "--resolution"),
     ({"resolution": 60}, "--resolution"),
     ({"resolution": 0}, "--resolution"),
-    ({"validation_steps": 0}, "--validation-steps"),
-    ({"validation_steps": 5000}, "--validation-steps"),
+    ({"sample_steps": 0}, "--sample-steps"),
+    ({"sample_steps": 5000}, "--sample-steps"),
     ({"encoders": []}, "--encoders"),
     ({"validation_prompts": []}, "--validation-prompt"),
     ({"validation_prompts": ["no token"]}, "--validation-prompt"),
@@ -194,7 +197,7 @@ ACCEPTED = [
     {"steps": 1_000_000, "batch_size": 1024, "grad_accum": 1024},
     {"resolution": 4096},
     {"adam_betas": (0.0, 0.999)},
-    {"validation_steps": 1000},
+    {"sample_steps": 1000},
     {"validation_seeds": [7]},
 ]
 
@@ -312,7 +315,7 @@ EVERY_FIELD = {
     "validation_every": 4,
     "validation_prompts": ["a {} here", "a {} there"],
     "validation_seeds": [3, 4],
-    "validation_steps": 9,
+    "sample_steps": 9,
     "validation_guidance": 2.5,
     "validate": False,
     "overwrite": True,
@@ -346,6 +349,9 @@ def _sources():
         elif isinstance(action, argparse._AppendAction):
             lines.append(f"{key} = {_toml_value(value)}")
             argv += [x for v in value for x in (action.option_strings[0], str(v))]
+        elif isinstance(action, ExtendSeeds):  # seeds: several words after one flag
+            lines.append(f"{key} = {_toml_value(value)}")
+            argv += [action.option_strings[0], *map(str, value)]
         elif name == "encoders":
             lines.append(f"{key} = {_toml_value(value)}")
             argv += [action.option_strings[0], ",".join(value)]
@@ -370,7 +376,7 @@ class Captured(Exception):
 
 @pytest.fixture()
 def captured_train(monkeypatch):
-    """Stands in for dti.training.loop.train: records the config the run would use (as train() builds it) and stops."""
+    """Stands in for dti.training.session.train: records the config the run would use (as train() builds it) and stops."""
     seen = {}
 
     def fake_train(photos=None, token=None, init=None, model=None, output=None, *, config=None, **settings):
@@ -378,7 +384,7 @@ def captured_train(monkeypatch):
         seen["config"] = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None}, **settings)
         raise Captured
 
-    monkeypatch.setattr(dti.training.loop, "train", fake_train)
+    monkeypatch.setattr(dti.training.session, "train", fake_train)
     return seen
 
 
@@ -433,11 +439,11 @@ def test_a_hand_written_file_may_name_its_output_but_a_saved_run_may_not(tmp_pat
         (["--eps", "0"], "--eps"),
         (["--weight-decay", "-1"], "--weight-decay"),
         (["--validation-guidance", "nan"], "--validation-guidance"),
-        (["--magnitude", "1e30"], "--magnitude 1e30 must be a finite number"),
+        (["--magnitude", "1e30"], "--magnitude 1e+30 must be a finite number"),
         (["--magnitude", "inf"], "--magnitude"),
         (["--seed", "-1"], "--seed -1 is out of range"),
         (["--seed", str(2**64)], "--seed"),
-        (["--validation-seed", str(2**64)], "--validation-seed"),
+        (["--validation-seed", str(2**64)], "--validation-seeds"),
         (["--resolution", "8192"], "--resolution"),
         (["--batch-size", "5000"], "--batch-size"),
     ],
@@ -480,11 +486,11 @@ def test_the_command_refuses_a_missing_config(tmp_path, capsys):
         (dict(method="dti", optimizer="adamw", beta=0.5), "--beta"),
         (dict(method="dti", crossinit_lambda=1e-3), "--crossinit-lambda"),
         (dict(method="dti", weight_decay=0.1), "--weight-decay"),
-        (dict(validate=False, validation_steps=10), "--validation-steps"),
+        (dict(validate=False, sample_steps=10), "--sample-steps"),
     ],
 )
 def test_settings_a_run_ignores_are_named_in_one_warning(settings, flag):
-    lines = dti.training.config.ignored_settings(TrainConfig(**settings))
+    lines = [line.render(flag_of) for line in dti.training.config.ignored_settings(TrainConfig(**settings))]
     assert (len(lines) == 1 and lines[0].startswith(flag) and "no effect" in lines[0]) or "ignores" in lines[0]
 
 
@@ -496,6 +502,6 @@ def test_settings_that_count_give_no_warning():
 
 def test_train_warns_before_it_reads_anything(tmp_path, capsys):
     with pytest.raises(DTIError, match="does not exist"):
-        dti.training.loop.train(tmp_path / "missing", "<t>", "dog", "m", method="ti", kappa=0.1)
+        dti.training.session.train(tmp_path / "missing", "<t>", "dog", "m", method="ti", kappa=0.1)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["warning: --kappa has no effect with --method ti (it is DTI's von Mises-Fisher prior)"]
+    assert err == ["warning: kappa has no effect with method ti (it is DTI's von Mises-Fisher prior)"]  # the library names settings

@@ -4,7 +4,8 @@ from PIL import Image
 
 from dti.core.draws import SampleDraws
 from dti.core.errors import DTIError
-from dti.training.data import OBJECT_TEMPLATES, LatentCache, SubjectData, list_images, load_image, resize_shorter_side
+from dti.text.templates import OBJECT_TEMPLATES
+from dti.training.data import LatentCache, SubjectData, list_images, load_image, resize_shorter_side
 
 
 def test_list_images_ignores_hidden_and_non_images(photos):
@@ -123,5 +124,5 @@ def test_crop_positions_are_refused_out_of_range():
     from dti.training.config import TrainConfig, check
 
     for bad in (-1, 65):
-        with pytest.raises(DTIError, match="--crop-positions"):
+        with pytest.raises(DTIError, match="crop_positions"):
             check(TrainConfig(photos="p", token="<t>", init="dog", model="m", crop_positions=bad))

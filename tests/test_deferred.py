@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import dti
+import dti.training.data
 import dti.training.loop
 from conftest import load_pipe, nan_loss_at
 from dti.concepts.concept import Concept
@@ -161,7 +162,7 @@ def test_the_spy_sees_the_read_a_step_by_step_step_makes(tiny_sd, photos, monkey
 
     pipe = load_pipe(tiny_sd)
     config = resolve(TrainConfig(photos=str(photos), token="<my-tok>", init="dog", steps=2, resolution=64, progress=False), {}, 64)
-    trainer = dti.training.loop.Trainer(config, adapter_for(pipe), dti.training.loop.load_photos(photos), None)
+    trainer = dti.training.loop.Trainer(config, adapter_for(pipe), dti.training.data.load_photos(photos), None)
     trainer.setup()
     try:
         with pytest.MonkeyPatch.context() as m:

@@ -3,10 +3,9 @@ x 2 prompts x 2 seeds; the cache; prompt sets and files; seeds; bad input refuse
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
+import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dti.commands import evaluate as evaluate_command
 from dti.core.errors import DTIError
 from dti.evaluation import prompts
 from dti.evaluation.cache import GenerationCache, Sampler, cache_key, file_sha256
@@ -56,7 +54,7 @@ def mini_pipe():
 def runs(tmp_path_factory, mini_pipe):
     """Two finished run folders on one subject: DTI and TI, 2 steps each."""
     from dti.mini import world
-    from dti.training.loop import train
+    from dti.training.session import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -86,7 +84,7 @@ def _evaluate(runs, out, scorers, model=None, **kw):
     from dti.mini.model import PACKAGED
 
     root, folders = runs
-    args = dict(prompts=root / "prompts.txt", seeds="0-1", scorers=scorers, steps=2, guidance=4.0, device="cpu", progress=False)
+    args = dict(prompts=root / "prompts.txt", seeds="0-1", scorers=scorers, sample_steps=2, guidance=4.0, device="cpu", progress=False)
     return evaluate([folders["dti"], folders["ti"]], model or PACKAGED, out, **{**args, **kw})
 
 
@@ -245,15 +243,16 @@ def test_seeds_parse_strictly():
     assert parse_seeds("0,1,5") == [0, 1, 5]
     assert parse_seeds(" 7 ") == [7]
     assert parse_seeds("0-1,5,9-10") == [0, 1, 5, 9, 10]
+    assert parse_seeds("0 1 5") == parse_seeds("0, 1,5") == [0, 1, 5]  # one syntax in every verb: spaces too
     for text, fragment in {
         "0-": "'0-' is not a seed",
         "a": "'a' is not a seed",
-        "0,,1": "'' is not a seed",
         "-1": "'-1' is not a seed",
         "3-1": "runs backwards",
         "1,0-2": "names seed 1 twice",
         "0-100000": "more than 1000 seeds",
         "1.5": "is not a seed",
+        "0 x": "'x' is not a seed",
     }.items():
         with pytest.raises(DTIError) as err:
             parse_seeds(text)
@@ -264,17 +263,7 @@ def cli(argv, capsys):
     """``dti evaluate`` as the CLI runs it (exit 2 and one ``error:`` line for bad input)."""
     from dti import commands as dti_cli
 
-    if "evaluate" in dti_cli.COMMANDS:
-        code = dti_cli.main(["evaluate", *map(str, argv)])
-    else:  # until the lead wires it into cli.py
-        parser = argparse.ArgumentParser(prog="dti")
-        evaluate_command.add_parser(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["evaluate", *map(str, argv)])
-        try:
-            code = evaluate_command.run(args)
-        except DTIError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            code = 2
+    code = dti_cli.main(["evaluate", *map(str, argv)])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
     return code, lines
@@ -309,7 +298,8 @@ def test_bad_input_refused_before_the_model_loads(runs, tmp_path, capsys, monkey
         (argv(folders["dti"] / "concept.safetensors"), "pass --class and --photos"),
         (argv(tmp_path / "missing"), "does not exist"),
         (argv(folders["dti"], metrics="mini,nope"), "unknown metric 'nope'"),
-        (argv(folders["dti"], steps=0), "--steps 0 is not valid"),
+        (argv(folders["dti"], sample_steps=0), "--sample-steps 0 is not valid"),
+        (argv(folders["dti"], steps=2), "dti calls it --sample-steps"),
         (argv(folders["dti"], masks=tmp_path / "nomasks"), "is not a folder"),
         (argv(folders["dti"], out=done), "report.md already exists"),
     ]
@@ -369,7 +359,8 @@ def test_sweep_folder_with_a_rescaled_ti(first, runs, mini_scorer, tmp_path, cap
 
     root, folders = runs
     index = tmp_path / "sweep"
-    index.mkdir()
+    for method in ("dti", "ti"):  # a sweep's layout: <method>/<subject>, found relative to the index
+        shutil.copytree(folders[method], index / method / "ruby")
     entries = [
         _entry(sweep, root, folders["dti"], "dti"),
         _entry(sweep, root, folders["ti"], "ti"),
@@ -388,7 +379,7 @@ def test_sweep_folder_with_a_rescaled_ti(first, runs, mini_scorer, tmp_path, cap
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        args = dict(prompts=root / "prompts.txt", seeds="0-1", steps=2, guidance=4.0, device="cpu", progress=False)
+        args = dict(prompts=root / "prompts.txt", seeds="0-1", sample_steps=2, guidance=4.0, device="cpu", progress=False)
         result = evaluate(
             [index], PACKAGED, tmp_path / "out", scorers={"mini": mini_scorer}, cache_dir=first.out.parent / "shared-cache", **args
         )
@@ -414,7 +405,7 @@ def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
         mask = Image.new("L", size, 0)
         mask.paste(255, (0, 0, size[0] // 2, size[1]))  # keep the left half
         mask.save(masks / f"{photo.stem}.png")
-    args = dict(prompts=root / "prompts.txt", seeds="0-1", steps=2, guidance=4.0, device="cpu", progress=False)
+    args = dict(prompts=root / "prompts.txt", seeds="0-1", sample_steps=2, guidance=4.0, device="cpu", progress=False)
     scorers = {"thumb": ThumbScorer()}
     cache = first.out.parent / "shared-cache"
     plain = evaluate([folders["dti"]], PACKAGED, tmp_path / "plain", scorers=scorers, cache_dir=cache, **args)
@@ -428,11 +419,11 @@ def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
 def test_dreambooth_set_on_tiny_sd_with_token_and_class(tiny_sd, photos, tmp_path, one_thread):
     """The DreamBooth object list on a CLIP-tokenized SD pipeline, '{}' as 'token class' (DreamBooth's form)."""
     from dti.models import load_adapter
-    from dti.training.loop import train
+    from dti.training.session import train
 
     pipe = load_adapter(tiny_sd, quiet=True).pipe
     train(photos, "<teapot>", "teapot", pipe, tmp_path / "run", steps=1, resolution=64, method="ti", validate=False, progress=False)
-    args = dict(seeds=[3], steps=1, guidance=1.0, resolution=64, device="cpu", progress=False, subject_form="token+class")
+    args = dict(seeds=[3], sample_steps=1, guidance=1.0, resolution=64, device="cpu", progress=False, subject_form="token+class")
     result = evaluate([tmp_path / "run"], pipe, tmp_path / "out", prompts="dreambooth", scorers={"thumb": ThumbScorer()}, **args)
     assert result.generated == 25
     assert [r["prompt"] for r in result.records][:2] == ["a <teapot> teapot in the jungle", "a <teapot> teapot in the snow"]
@@ -449,7 +440,7 @@ def test_cli_runs_from_the_cache(first, runs, tmp_path, capsys):
     argv += [
         "--seeds",
         "0,1",
-        "--steps",
+        "--sample-steps",
         "2",
         "--guidance",
         "4",
@@ -481,7 +472,7 @@ def test_non_finite_scores_are_left_out(first, runs, tmp_path, capsys):
     from dti.mini.model import PACKAGED
 
     root, folders = runs
-    args = dict(prompts=root / "prompts.txt", seeds="0-1", steps=2, guidance=4.0, device="cpu", progress=False)
+    args = dict(prompts=root / "prompts.txt", seeds="0-1", sample_steps=2, guidance=4.0, device="cpu", progress=False)
     result = evaluate(
         [folders["dti"]], PACKAGED, tmp_path, scorers={"half": HalfNaNScorer()}, cache_dir=first.out.parent / "shared-cache", **args
     )

@@ -17,9 +17,10 @@ from dti.commands import main
 from dti.concepts.concept import Concept, EncoderVectors
 from dti.models import ADAPTERS, CropInfo, adapter_for, load_adapter
 from dti.testing import BUILDERS
-from dti.text.vocab import initializer_ids
+from dti.text.words import initializer_ids
 from dti.training.config import TrainConfig, resolve
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import load_photos
+from dti.training.loop import Trainer
 
 FAMILIES = sorted(BUILDERS)
 RES = 64  # every tiny family trains and renders at 64 px in these tests
@@ -153,7 +154,7 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     _, folder = family
     run = tmp_path / "run"
     common = ["--steps", "2", "--batch-size", "1", "--resolution", str(RES), "--quiet"]
-    sampling = ["--validation-steps", "2", "--validation-seed", "0"]
+    sampling = ["--sample-steps", "2", "--validation-seed", "0"]
     assert (
         main(["train", str(photos), "--token", "<w>", "--init", "dog", "--model", str(folder), "--output", str(run), *common, *sampling])
         == 0
@@ -164,13 +165,13 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     fresh = load_adapter(folder, quiet=True).pipe
     loaded = dti.load(fresh, run)
     assert adapter_for(fresh).encoders[0].tokenizer.convert_tokens_to_ids("<w>") is not None
-    images = dti.use.generate.generate(fresh, "a photo of a <w>", [], n=1, steps=2, resolution=RES)
+    images = dti.use.generate.generate(fresh, "a photo of a <w>", [], n=1, sample_steps=2, resolution=RES)
     assert images[0].size == (RES, RES)
     dti.unload(fresh, loaded.token)
     assert dti.use.loading.loaded_tokens(fresh) == []
 
     out = tmp_path / "gen"
-    args = ["--model", str(folder), "--steps", "2", "--resolution", str(RES)]
+    args = ["--model", str(folder), "--sample-steps", "2", "--resolution", str(RES)]
     assert main(["generate", "a photo of a <w>", "--concept", str(run), "-n", "1", "--out", str(out), *args]) == 0
     assert (out / "seed-0000.png").is_file()
     run2 = tmp_path / "run2"
@@ -195,7 +196,7 @@ def test_train_file_load_generate_and_cli(family, photos, tmp_path, capsys, one_
     )
     grid = tmp_path / "blend"
     blend_args = ["--model", str(folder), "--sample-steps", "2", "--resolution", str(RES), "--seeds", "0"]
-    assert main(["interpolate", str(run), str(run2), "--steps", "3", "--prompt", "a photo of {}", "--out", str(grid), *blend_args]) == 0
+    assert main(["interpolate", str(run), str(run2), "--blends", "3", "--prompt", "a photo of {}", "--out", str(grid), *blend_args]) == 0
     assert (grid / "grid.png").is_file() and len(json.loads((grid / "interpolation.json").read_text())["weights"]) == 3
     capsys.readouterr()
     assert main(["inspect", str(run), "--model", str(folder), "--json"]) == 0

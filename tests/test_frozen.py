@@ -13,7 +13,8 @@ import torch
 from dti.models import CropInfo, adapter_for, load_adapter
 from dti.training import frozen, offload
 from dti.training.config import TrainConfig, resolve
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import load_photos
+from dti.training.loop import Trainer
 from dti.training.multi import MultiTrainer
 
 RES = 64
@@ -86,7 +87,7 @@ def test_validation_samples_run_the_frozen_encoder_on_the_device(tiny_models, ph
     real_to = t5.to
     monkeypatch.setattr(t5, "to", lambda *a, **k: (moves.append(str(a[0])), real_to(*a, **k))[1])
     monkeypatch.setattr(offload, "parking_for", lambda device: torch.device("cpu"))
-    trainer = trainer_for(pipe, photos, encoders=["text_encoder"], validate=True, validation_steps=2, validation_seeds=[0])
+    trainer = trainer_for(pipe, photos, encoders=["text_encoder"], validate=True, sample_steps=2, validation_seeds=[0])
     trainer.setup()
     memo = frozen.memos(trainer.adapter)["text_encoder_2"]
     try:

@@ -239,7 +239,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     from dti.commands import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "4", "--sampler-steps", "4", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--steps", "4", "--sample-steps", "4", "--quiet"]) == 0
     report = (out / "report.md").read_text()
     assert "<ruby>" in report and "Slerp" in report and "judge text fidelity" in report
     records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]

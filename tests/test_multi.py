@@ -19,12 +19,13 @@ from PIL import Image
 
 import dti
 from conftest import load_pipe, sigterm_in_multi_step
+from dti.commands.flags import flag
 from dti.concepts.concept import Concept
-from dti.core.errors import DTIError
+from dti.core.errors import DTIError, naming
 from dti.models import adapter_for
 from dti.training.config import TrainConfig, resolve
-from dti.training.data import LatentCache
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import LatentCache, load_photos
+from dti.training.loop import Trainer
 from dti.training.multi import MultiTrainer, per_sample_losses, train_manifest
 from dti.training.run_folder import read_log
 from dti.training.stopping import RunStopped
@@ -205,7 +206,7 @@ def test_each_folder_holds_what_a_single_run_writes(pipes, folders, tmp_path, on
     pipe = pipes("sd")
     exact = not per_sample_losses(adapter_for(pipe))  # auto picks batch where the adapter can
     path = manifest(tmp_path, folders)
-    settings = dict(validation_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
+    settings = dict(sample_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
     settings.update(checkpoint_every=2, snapshot_every=2)
     concepts = train_manifest(path, pipe, tmp_path / "runs", **settings)
     assert list(concepts) == ["a", "b"] and len(pipe.tokenizer) == 49408
@@ -248,7 +249,7 @@ def test_mismatched_model_settings_are_refused_in_one_line(pipes, folders, tmp_p
         (dict(steps=0), "--steps must be positive"),
     ]
     for kwargs, fragment in cases:
-        with pytest.raises(DTIError, match=fragment):
+        with naming(flag), pytest.raises(DTIError, match=fragment):  # settings named as the command line names them
             train_manifest(path, tiny_sd, out, **kwargs)
         assert not out.exists()
     (tmp_path / "busy").mkdir()

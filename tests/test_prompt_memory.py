@@ -3,8 +3,8 @@
 import torch
 from transformers import CLIPTokenizerFast
 
+from dti.core.rows import TrainableRows
 from dti.text.attach import CALL_MEMORY, _expand, attach
-from dti.text.vocab import TrainableRows
 from test_tokens import _tiny_clip
 
 

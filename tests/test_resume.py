@@ -26,7 +26,8 @@ from dti.commands import main
 from dti.concepts.concept import Concept
 from dti.models import adapter_for
 from dti.training.config import TrainConfig, resolve
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import load_photos
+from dti.training.loop import Trainer
 from dti.training.stopping import RunStopped
 from refusal import assert_refused, snapshot
 
@@ -53,7 +54,7 @@ def cli_args(photos, model, out, *extra):
 
 
 LONG = ["--steps", "10", "--checkpoint-every", "2", "--snapshot-every", "3", "--validation-every", "4"]
-LONG += ["--validation-steps", "2", "--validation-seed", "0", "--validation-prompt", "a photo of a {}"]
+LONG += ["--sample-steps", "2", "--validation-seed", "0", "--validation-prompt", "a photo of a {}"]
 
 
 def rows_of(run: Path) -> dict[str, torch.Tensor]:
@@ -250,7 +251,7 @@ def test_second_run_into_a_busy_folder_is_refused(tiny_sd, photos, tmp_path, cap
 # ---------------------------------------------------------------------- overwrite is transactional
 def test_overwrite_replaces_only_on_success_and_only_dti_files(tiny_sd, tiny_sdxl, photos, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    assert main([str(a) for a in cli_args(photos, tiny_sdxl, run, "--steps", "2", "--validation-steps", "1")]) == 0
+    assert main([str(a) for a in cli_args(photos, tiny_sdxl, run, "--steps", "2", "--sample-steps", "1")]) == 0
     old = rows_of(run)
     (run / "samples" / "mine.png").write_bytes(b"user")
     (run / "snapshots").mkdir()

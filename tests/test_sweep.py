@@ -21,9 +21,10 @@ from PIL import Image
 
 from conftest import sigterm_in_multi_step
 from dti.commands import sweep as sweep_command
+from dti.commands.flags import flag
 from dti.concepts.concept import Concept
 from dti.core.errors import DTIError
-from dti.training import loop as trainer
+from dti.training import session as trainer
 from dti.training.config import TrainConfig, resolve
 from dti.training.lock import RunLock
 from dti.training.manifest import load_manifest
@@ -163,7 +164,7 @@ def test_sweep_trains_every_subject_and_method_into_its_folder(clean, manifest, 
     assert enc.magnitude == pytest.approx(stats["mean"]) and torch.allclose(enc.vectors.norm(dim=-1), torch.tensor(stats["mean"]))
     assert ti.encoders["text_encoder"].magnitude is None and ti.meta["optimizer"] == "adamw"
 
-    # the index on disk says the same, with absolute paths
+    # the index on disk says the same: the photos absolute, the runs relative to the sweep (it can be moved)
     index = read_sweep(out)
     assert list(index.runs) == runs
     assert index.methods == ("dti", "ti", "ti-rescaled")
@@ -174,7 +175,7 @@ def test_sweep_trains_every_subject_and_method_into_its_folder(clean, manifest, 
     first = raw["runs"][0]
     for key in ("subject", "method", "derived_from", "kind", "class_word", "token", "photos", "run", "concept", "status", "seconds"):
         assert key in first, key
-    assert Path(first["photos"]).is_absolute() and Path(first["concept"]).is_absolute()
+    assert Path(first["photos"]).is_absolute() and first["run"] == "dti/alpha" and first["concept"] == "dti/alpha/concept.safetensors"
     assert first["settings"] == {"steps": 3, "resolution": 32, "validate": False, "method": "dti", "precision": "auto"}
 
 
@@ -331,10 +332,14 @@ def test_batched_takes_only_a_mix(manifest, pipe, tmp_path):
 
 
 def command(argv: list[object]) -> int:
+    """``dti sweep`` as the command line runs it, refusals naming flags; a DTIError propagates."""
+    from dti.core.errors import naming
+
     parser = argparse.ArgumentParser(prog="dti")
     sub = parser.add_subparsers(dest="command", required=True)
     sweep_command.add_parser(sub)
-    return sweep_command.run(parser.parse_args([str(a) for a in argv]))
+    with naming(flag):
+        return sweep_command.run(parser.parse_args([str(a) for a in argv]))
 
 
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_sd, capsys, threads):
@@ -401,7 +406,8 @@ def test_refusals_are_one_line(manifest, tmp_path, dreambooth):
     for argv, fragment in cases:
         with pytest.raises(DTIError) as err:
             command(argv)
-        assert "\n" not in str(err.value) and fragment in str(err.value), (argv, str(err.value))
+        said = err.value.render(flag)
+        assert "\n" not in said and fragment in said, (argv, said)
     assert not (tmp_path / "o").exists()
     m = resolve_manifest("dreambooth", dreambooth)
     assert len(m.subjects) == 30 and m["dog"].photos == dreambooth / "dog"
@@ -417,7 +423,7 @@ def test_settings_a_sweep_decides_are_refused(manifest, tmp_path):
         other.write_text(MANIFEST.replace("[defaults]", f"[defaults]\n{text}"))
         with pytest.raises(DTIError, match=f"a sweep cannot take {key} from a manifest"):
             plan(load_manifest(other), ["dti"], "m", tmp_path)
-    with pytest.raises(DTIError, match="subject alpha, method ti: --magnitude fixes the norm of a dti vector"):
+    with pytest.raises(DTIError, match=r"subject alpha, method ti: magnitude fixes the norm of a fixed-norm method \(dti, ti-renorm\)"):
         plan(m, ["ti"], "m", tmp_path, {"magnitude": 2.0})
 
 
@@ -439,11 +445,10 @@ def test_methods_parse_in_order_with_their_sources():
     assert parse_methods("dti, ti") == ["dti", "ti"]
     assert parse_methods("ti-rescaled") == ["ti", "ti-rescaled"]
     assert parse_methods(["ti-rescaled", "dti", "ti", "dti"]) == ["ti", "ti-rescaled", "dti"]
-    with pytest.raises(DTIError, match=r"--methods: unknown method 'DTI'; the sweep knows dti, ti, crossinit, ti-rescaled, adamw-fixed"):
+    with pytest.raises(DTIError, match=r"--methods: unknown method 'DTI'; the sweep knows dti, ti, crossinit, ti-renorm, ti-rescaled"):
         parse_methods("DTI")
     with pytest.raises(DTIError, match="--methods is empty"):
         parse_methods(" , ")
-    assert tuple(METHODS) == sweep_command.METHOD_NAMES  # the command lists them without importing the sweep
 
 
 def test_methods_are_the_papers_table():
@@ -459,8 +464,9 @@ def test_methods_are_the_papers_table():
     base = (400, 4, 768)
     assert got == {
         "dti": ("dti", "rsgd", "mean", 1e-4, 0.04, *base),
-        "ti": ("ti", "adamw", "mean", 0.0, 0.02, *base),
-        "crossinit": ("crossinit", "adamw", "mean", 0.0, 0.02, *base),
+        "ti": ("ti", "adamw", None, 0.0, 0.02, *base),
+        "crossinit": ("crossinit", "adamw", None, 0.0, 0.02, *base),
+        "ti-renorm": ("ti-renorm", "adamw", "median", 0.0, 0.02, *base),  # OneTrainer's rescale to the median norm
         "adamw-fixed": ("dti", "adamw", "mean", 1e-4, 0.02, *base),
         "dti-min": ("dti", "rsgd", "min", 1e-4, 0.04, *base),
         "dti-5": ("dti", "rsgd", 5.0, 1e-4, 0.04, *base),  # an absolute norm of 5.0
@@ -483,8 +489,13 @@ def test_read_sweep_refuses_what_is_not_an_index(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"format": "dti-sweep", "version": 1, "runs": [{"subject": "a"}]}))
     with pytest.raises(DTIError, match="is damaged"):
         read_sweep(tmp_path)
-    entry = RunEntry("a", "dti", None, None, "live", "dog", "<a>", "dog", Path("/p"), Path("/r"), Path("/r/c"), "done", 1.5)
-    (tmp_path / "sweep.json").write_text(json.dumps({"format": "dti-sweep", "version": 1, "runs": [entry.to_json()]}))
+    run = tmp_path / "dti" / "a"
+    entry = RunEntry("a", "dti", None, None, "live", "dog", "<a>", "dog", Path("/p"), run, run / "concept.safetensors", "done", 1.5)
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": "dti-sweep", "version": 1, "runs": [entry.to_json(tmp_path)]}))
+    assert read_sweep(tmp_path).runs == (entry,)
+    # an index written elsewhere (absolute paths of another folder) still names this folder's runs
+    moved = {**entry.to_json(), "run": "/elsewhere/dti/a", "concept": "/elsewhere/dti/a/concept.safetensors"}
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": "dti-sweep", "version": 1, "runs": [moved]}))
     assert read_sweep(tmp_path).runs == (entry,)
 
 
@@ -496,9 +507,9 @@ def test_command_flags_become_settings_for_every_run():
     parser = argparse.ArgumentParser()
     sweep_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o", "--pooling", "legacy", "--steps", "7"])
-    assert sweep_command.settings_of(args) == {"steps": 7, "pooling": "legacy"}
+    assert sweep_command.run_settings(args) == {"steps": 7, "pooling": "legacy"}
     bare = parser.parse_args(["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o"])
-    assert sweep_command.settings_of(bare) == {}  # nothing given: the manifest's settings stand
+    assert sweep_command.run_settings(bare) == {}  # nothing given: the manifest's settings stand
     assert bare.batched is None
     flags = ["sweep", "m.toml", "--methods", "dti", "--model", "m", "--out", "o"]
     assert parser.parse_args([*flags, "--batched"]).batched == "auto"

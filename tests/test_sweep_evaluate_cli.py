@@ -61,7 +61,7 @@ def test_sweep_then_evaluate_two_words_on_two_prompts_and_two_seeds(tmp_path, ca
     prompts.write_text("a {} on the left\na {} on a dotted teal background\n")
     out = tmp_path / "report"
     argv = ["evaluate", str(sweep), "--model", "dti-mini", "--out", str(out), "--prompts", str(prompts), "--seeds", "0-1"]
-    argv += ["--metrics", "mini", "--steps", "2", "--guidance", "4", "--device", "cpu", "--quiet"]
+    argv += ["--metrics", "mini", "--sample-steps", "2", "--guidance", "4", "--device", "cpu", "--quiet"]
     capsys.readouterr()
     assert main(argv) == 0
     records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]

@@ -8,26 +8,35 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from dti.core import sphere
 from dti.core.errors import DTIError
+from dti.core.rows import TrainableRows
 from dti.text.attach import Block, ExtendedEmbedding, attach, attached_tokens, detach, pool_at_end_token
-from dti.text.vocab import TrainableRows, VocabStats, check_placeholder, expand_prompt, initializer_ids, resolve_magnitude, vocab_stats
+from dti.text.vocab import VocabStats, resolve_magnitude, vocab_stats
+from dti.text.words import check_placeholder, expand_prompt, initializer_ids
 
 
 def test_vocab_stats_skip_exactly_zero_rows():
     table = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 1.0], [6.0, 8.0]])
     stats = vocab_stats(table)
-    assert (stats.min, stats.max, stats.rows) == (1.0, 10.0, 3)
+    assert (stats.min, stats.max, stats.rows, stats.median) == (1.0, 10.0, 3, 5.0)
     assert stats.mean == pytest.approx((5 + 1 + 10) / 3)
 
 
-@pytest.mark.parametrize("spec, expected", [("mean", 2.0), ("min", 1.0), ("max", 3.0), ("0.5", 0.5), (5.0, 5.0)])
+@pytest.mark.parametrize("spec, expected", [("mean", 2.0), ("min", 1.0), ("max", 3.0), ("median", 1.5), ("0.5", 0.5), (5.0, 5.0)])
 def test_resolve_magnitude(spec, expected):
-    assert resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10)) == expected
+    assert resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10, median=1.5)) == expected
 
 
-@pytest.mark.parametrize("spec", ["median", "-1", "0"])
+@pytest.mark.parametrize("spec", ["-1", "0", "big", "inf", 2e4])
 def test_resolve_magnitude_rejects_bad_values(spec):
-    with pytest.raises(DTIError, match="--magnitude"):
-        resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10))
+    with pytest.raises(DTIError) as info:
+        resolve_magnitude(spec, VocabStats(1.0, 2.0, 3.0, 10, median=1.5))
+    assert info.value.settings == ("magnitude",) and info.value.render(lambda s: "--" + s).startswith("--magnitude ")
+
+
+def test_a_statistic_the_stats_lack_is_refused():
+    """Statistics recorded before dti measured the median have none: one line, not a wrong number."""
+    with pytest.raises(DTIError, match="median norm was not measured"):
+        resolve_magnitude("median", VocabStats(1.0, 2.0, 3.0, 10))
 
 
 def test_real_clip_vocabulary_ids(clip_tok):
@@ -36,8 +45,9 @@ def test_real_clip_vocabulary_ids(clip_tok):
 
 @pytest.mark.parametrize("token", ["dog", "<|endoftext|>", "my dog", "", "a\tb"])
 def test_check_placeholder_refuses(clip_tok, token):
-    with pytest.raises(DTIError, match="--token"):
+    with pytest.raises(DTIError) as info:
         check_placeholder(clip_tok, token)
+    assert info.value.settings[0] == "token" and info.value.render(lambda s: "--" + s).startswith("--token ")
 
 
 def test_check_placeholder_accepts_new_word(clip_tok):
@@ -52,8 +62,17 @@ def test_initializer_single_and_multi_word(clip_tok):
 
 @pytest.mark.parametrize("text", ["", "   ", "plushie", "<|endoftext|>"])
 def test_initializer_outside_vocabulary_is_refused(clip_tok, text):
-    with pytest.raises(DTIError, match="--init"):
+    with pytest.raises(DTIError) as info:
         initializer_ids(clip_tok, text)
+    assert info.value.settings == ("init",) and info.value.render(lambda s: "--" + s).startswith("--init ")
+
+
+def test_a_word_the_model_does_not_know_is_answered_with_words_it_knows(clip_tok):
+    """The refusal offers class words this tokenizer has (the model's own suggestions first)."""
+    with pytest.raises(DTIError) as info:
+        initializer_ids(clip_tok, "plushie", candidates=["notaword-xyz", "teddy", "bear"])
+    message = str(info.value)
+    assert "such as 'teddy', 'bear' or 'dog'" in message, message
 
 
 @pytest.mark.parametrize("mode", ["sphere", "normalized", "free"])

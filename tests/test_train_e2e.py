@@ -10,14 +10,16 @@ import torch
 import dti
 from conftest import load_pipe
 from dti.concepts.concept import Concept
+from dti.core.rows import TrainableRows
 from dti.models import adapter_for
 from dti.text.attach import attach, pool_at_end_token
-from dti.text.vocab import TrainableRows, vocab_stats
+from dti.text.vocab import vocab_stats
 from dti.training.config import TrainConfig, resolve
-from dti.training.loop import Trainer, load_photos
+from dti.training.data import load_photos
+from dti.training.loop import Trainer
 from dti.training.run_folder import read_log
 
-FAST = dict(resolution=64, validation_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
+FAST = dict(resolution=64, sample_steps=2, validation_seeds=[0], validation_prompts=["a photo of a {}"], progress=False)
 
 
 def tables(pipe):
@@ -201,7 +203,7 @@ def test_with_fixed_crops_the_vae_waits_off_the_device_and_comes_back(photos, ti
     monkeypatch.setattr(pipe.vae, "to", to)
     monkeypatch.setattr(pipe.vae, "decode", decode)
     monkeypatch.setattr(offload, "parking", lambda adapter: "parked-here")
-    settings = dict(steps=4, validation_every=2, validation_steps=2, validation_seeds=[0], resolution=64, progress=False)
+    settings = dict(steps=4, validation_every=2, sample_steps=2, validation_seeds=[0], resolution=64, progress=False)
     dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "run", crop_positions=2, **settings)
     decodes = ["decode"] * 2  # two validation prompts, one seed
     assert moves == ["park", "home", *decodes, "park", "home", *decodes, "park", "home"]  # setup, step 2, the end's samples, detach

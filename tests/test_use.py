@@ -92,26 +92,28 @@ def test_ti_rescaled_at_load_time(tiny_sdxl, runs):
 def test_generate_writes_pngs_with_recipe_and_contact_sheet(tiny_sdxl, runs, tmp_path):
     pipe = load_pipe(tiny_sdxl)
     out = tmp_path / "gen"
-    images = generate(pipe, "a <my-dog> and a <my-cat>", [runs / "dog", runs / "cat"], n=2, seed=5, steps=2, out=out, model_name="tiny")
+    images = generate(
+        pipe, "a <my-dog> and a <my-cat>", [runs / "dog", runs / "cat"], n=2, seed=5, sample_steps=2, out=out, model_name="tiny"
+    )
     assert len(images) == 2 and loaded_tokens(pipe) == []  # attached for the call only
     png = Image.open(out / "seed-0006.png")
     recipe = json.loads(png.text["dti"])
     assert recipe["prompt"] == "a <my-dog> and a <my-cat>" and recipe["seed"] == 6 and recipe["concepts"] == ["<my-dog>", "<my-cat>"]
     assert "Seed: 6" in png.text["parameters"]
     assert (out / "contact_sheet.png").is_file()
-    again = generate(pipe, "a <my-dog> and a <my-cat>", [runs / "dog", runs / "cat"], n=1, seed=6, steps=2)
+    again = generate(pipe, "a <my-dog> and a <my-cat>", [runs / "dog", runs / "cat"], n=1, seed=6, sample_steps=2)
     assert (np.asarray(again[0]) == np.asarray(png.convert("RGB"))).all()  # reproducible
     with pytest.raises(DTIError, match="already exists"):
-        generate(pipe, "a <my-dog>", [runs / "dog"], n=1, seed=5, steps=2, out=out)
+        generate(pipe, "a <my-dog>", [runs / "dog"], n=1, seed=5, sample_steps=2, out=out)
 
 
 def test_generate_prompt_checks(tiny_sdxl, runs, capsys, tmp_path):
     pipe = load_pipe(tiny_sdxl)
     with pytest.raises(DTIError, match="<my-cat> but no --concept provides it"):
-        generate(pipe, "a <my-cat> on the beach", [runs / "dog"], n=1, steps=2)
+        generate(pipe, "a <my-cat> on the beach", [runs / "dog"], n=1, sample_steps=2)
     assert loaded_tokens(pipe) == []  # cleaned up after the error
     capsys.readouterr()
-    generate(pipe, "a dog on the beach", [runs / "dog"], n=1, steps=2, out=tmp_path / "g")
+    generate(pipe, "a dog on the beach", [runs / "dog"], n=1, sample_steps=2, out=tmp_path / "g")
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(err) == 1 and "names none of the loaded concepts" in err[0]
 
@@ -159,7 +161,7 @@ def test_cli_interpolate_writes_blends_json_and_grid(runs, tiny_sdxl, tmp_path, 
         "interpolate",
         str(runs / "dog"),
         str(runs / "cat"),
-        "--steps",
+        "--blends",
         "5",
         "--model",
         str(tiny_sdxl),
@@ -217,7 +219,7 @@ def test_cli_generate(runs, tiny_sdxl, tmp_path, capsys):
                 str(tiny_sdxl),
                 "-n",
                 "2",
-                "--steps",
+                "--sample-steps",
                 "2",
                 "--out",
                 str(out),

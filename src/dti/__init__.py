@@ -4,14 +4,13 @@ Learn a new word for a subject from a few photos by optimizing only the directio
 embedding on the unit sphere, at a fixed in-distribution norm (Kim et al., ICLR 2026).
 """
 
-__version__ = "0.1.0"
-
 from dti.concepts.concept import Concept, EncoderVectors
 from dti.core.errors import DTIError
 from dti.core.optim import RiemannianSGD
+from dti.core.version import __version__
 from dti.training.config import TrainConfig
-from dti.training.loop import resume, train
 from dti.training.multi import train_manifest
+from dti.training.session import resume, train
 from dti.training.stopping import RunStopped
 from dti.use.loading import load, unload
 

@@ -42,13 +42,18 @@ from dti.core.errors import DTIError, warn
 from dti.core.files import check_writable, write_json
 from dti.mini import world
 from dti.mini.model import MiniConfig, assemble, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
+from dti.mini.scene import SHAPES
 from dti.training.checkpoints import read_state as load_checkpoint
 from dti.training.checkpoints import write_state as save_checkpoint
 from dti.training.run_folder import read_log
 
 CAPTION_DROPOUT = 0.1
 #: What dti should use with this model (``dti.json``): prompts in the world's vocabulary.
-MODEL_HINTS = {"templates": ["a {}"], "validation_prompts": ["a {}", "a {} on the left on a striped teal background"]}
+MODEL_HINTS = {
+    "templates": ["a {}"],
+    "validation_prompts": ["a {}", "a {} on the left on a striped teal background"],
+    "class_words": list(SHAPES),  # what `dti train --init` suggests when a word is not one of the model's
+}
 MIN_SNR_GAMMA = 5.0
 LOG = "train_base_log.jsonl"
 HIGH_NOISE_FROM = 800

@@ -222,7 +222,7 @@ def _train_and_write(args: argparse.Namespace, weights: Path, card_path: Path, a
         subjects = render_set([s for subject in SUBJECTS for s in reference_scenes(subject, 10, seed=1000)])
         card = {
             "command": "python -m tools.mini_build.train_judge " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "torch": torch.__version__,
             "threads": args.threads,
             "seed": args.seed,

@@ -8,56 +8,60 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dti.commands.parser import HelpFormatter
+from dti.commands.common import add_model
+from dti.commands.flags import groups_of
+from dti.commands.parser import add_seeds, number, whole
+
+VERB = "evaluate"
+HELP = "generate and score learned words: image and text similarity with intervals, a report"
 
 DEFAULT_METRICS = "dinov2,siglip"
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``evaluate`` subcommand on the CLI's subparsers."""
     p = sub.add_parser(
-        "evaluate",
-        help="generate and score learned words: image and text similarity with intervals, a report",
+        VERB,
+        help=HELP,
         description="Generate every run x prompt x seed (cached, so re-running or adding a metric generates nothing) "
         "and score each image: similarity to the subject's photos, and to the prompt with the token replaced by the class word. "
         "Writes scores.jsonl, summary.json, report.md, report.html and scatter.png into --out.",
-        formatter_class=HelpFormatter,
     )
-    p.add_argument("runs", nargs="+", help="run folders, concept files (with --class and --photos) or a sweep folder")
-    p.add_argument("--model", default=None, help="diffusers pipeline (hub id, folder or dti-mini) [default: the runs' base model]")
-    p.add_argument("--out", "--output", dest="out", required=True, help="folder for the report and its images")
-    p.add_argument(
+    groups = groups_of(p)
+    inputs = groups["inputs"]
+    inputs.add_argument("runs", nargs="+", help="run folders, concept files (with --class and --photos) or a sweep folder")
+    add_model(p, help="diffusers pipeline: hub id, local folder or dti-mini [default: the runs' base model]")
+    inputs.add_argument("--class", dest="class_word", default=None, help="the subject's class word [default: the run's initializer]")
+    inputs.add_argument("--kind", choices=("object", "live"), default=None, help="prompt list [default: live for cat and dog, else object]")
+    inputs.add_argument("--photos", default=None, help="the subject's reference photos [default: the run's own]")
+    inputs.add_argument("--masks", default=None, help="folder of <subject>/<photo name>.png masks applied to the reference photos")
+    sampling = groups["sampling"]
+    sampling.add_argument(
         "--prompts", default="dreambooth", help="dreambooth, compositional, dreambooth+compositional, or a file with one prompt per line"
     )
-    p.add_argument("--seeds", default="0-3", help="seeds per prompt: a range 0-3 or a list 0,1,5")
-    p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metrics: dinov2, siglip, clip, dino, mini")
-    p.add_argument("--metric-model", action="append", default=[], dest="metric_model", help="NAME=PATH: a metric's weights (repeatable)")
-    p.add_argument("--masks", default=None, help="folder of <subject>/<photo name>.png masks applied to the reference photos")
-    p.add_argument("--steps", type=_int, default=None, help="sampler steps [default: the pipeline's own]")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale [default: the pipeline's own]")
-    p.add_argument("--resolution", type=_int, default=None, help="image size [default: the model's native size]")
-    p.add_argument("--device", default="auto", help="torch device (auto = cuda if available)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="model weights' precision")
-    p.add_argument("--cache", default=None, help="generation cache folder [default: OUT/cache]")
-    p.add_argument("--class", dest="class_word", default=None, help="the subject's class word [default: the run's initializer]")
-    p.add_argument("--kind", choices=("object", "live"), default=None, help="prompt list [default: live for cat and dog, else object]")
-    p.add_argument("--photos", default=None, help="the subject's reference photos [default: the run's own]")
-    p.add_argument(
+    add_seeds(sampling, "--seeds", default=[0, 1, 2, 3], help="seeds per prompt: 0-3, 0,1,5 or 0 1 5")
+    sampling.add_argument(
         "--subject",
         choices=("token", "token+class"),
         default="token",
         dest="subject_form",
         help="what {} in a prompt becomes: the token alone (the paper's code) or 'token class' (DreamBooth's form)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sampling.add_argument(
+        "--sample-steps", type=whole, default=None, dest="sample_steps", help="sampler steps [default: the pipeline's own]"
+    )
+    sampling.add_argument("--guidance", type=number, default=None, help="guidance scale [default: the pipeline's own]")
+    sampling.add_argument("--resolution", type=whole, default=None, help="image size [default: the model's native size]")
+    method = groups["method"]
+    method.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metrics: dinov2, siglip, clip, dino, mini")
+    method.add_argument(
+        "--metric-model", action="append", default=[], dest="metric_model", help="NAME=PATH: a metric's weights (repeatable)"
+    )
+    outputs = groups["outputs"]
+    outputs.add_argument("--out", "--output", dest="out", required=True, help="folder for the report and its images")
+    outputs.add_argument("--cache", default=None, help="generation cache folder [default: OUT/cache]")
+    outputs.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -108,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
     from dti.core.devices import resolve_device
     from dti.core.errors import DTIError
     from dti.evaluation.prompts import prompt_set
-    from dti.evaluation.runner import evaluate, parse_seeds, resolve_runs
+    from dti.evaluation.runner import evaluate, resolve_runs
     from dti.use.generate import check_settings
 
-    seeds = parse_seeds(args.seeds)
+    seeds = args.seeds
     names = metric_names(args.metrics)
-    check_settings(steps=args.steps, guidance=args.guidance, resolution=args.resolution)
+    check_settings(sample_steps=args.sample_steps, guidance=args.guidance, resolution=args.resolution)
     if args.masks is not None and not Path(args.masks).is_dir():
         raise DTIError(f"--masks {args.masks} is not a folder; pass a folder holding <subject>/<photo name>.png masks")
     runs = resolve_runs(args.runs, args.class_word, args.kind, args.photos)
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         seeds=seeds,
         scorers=scorers,
-        steps=args.steps,
+        sample_steps=args.sample_steps,
         guidance=args.guidance,
         resolution=args.resolution,
         device=args.device,

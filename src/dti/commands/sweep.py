@@ -1,59 +1,48 @@
-"""``dti sweep``: its flags and what it prints. Light to import (no torch): cli.py builds every
-subcommand's parser on each ``dti`` call, and the sweep itself is imported only when it runs."""
+"""``dti sweep``: train every subject of a manifest with several methods (the paper's table), resumably."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-# The sweep's methods, listed here without importing the sweep (kept equal to sweep.METHODS by a test).
-METHOD_NAMES = ("dti", "ti", "crossinit", "ti-rescaled", "adamw-fixed", "dti-min", "dti-5", "dti-kappa0", "dti-kappa5e-4")
+from dti.commands.common import add_model
+from dti.commands.flags import add_settings, given, groups_of
+from dti.methods import VARIANTS
+from dti.training.config import TrainConfig
+
+VERB = "sweep"
+HELP = "train every subject of a manifest with several methods (the paper's table), resumably"
+#: The training settings a sweep passes to every run (over the manifest's).
+RUN_SETTINGS = ("steps", "batch_size", "resolution", "seed", "pooling", "validate")
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``dti sweep`` to the ``dti`` command's subparsers."""
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "sweep",
-        help="train every subject of a manifest with several methods (the paper's table), resumably",
+        VERB,
+        help=HELP,
         description="Train every subject of MANIFEST with every method of --methods into OUT/<method>/<subject>/, and index "
         "the runs in OUT/sweep.json for `dti evaluate`. Settings: the manifest's [defaults], then each subject's, then the "
         "flags below; each method's own settings (e.g. dti-kappa0's kappa) always apply. Rerunning the same command skips "
         "finished runs and continues an interrupted one from its checkpoint. Exits 1 if any run failed.",
     )
-    p.add_argument(
+    groups = groups_of(p)
+    inputs = groups["inputs"]
+    inputs.add_argument(
         "manifest", help="a manifest .toml listing the subjects, or 'dreambooth' (the packaged 30 DreamBooth subjects; needs --data-root)"
     )
-    p.add_argument(
+    groups["method"].add_argument(
         "--methods",
         required=True,
-        help=f"comma-separated methods, e.g. dti,ti,ti-rescaled; known: {', '.join(METHOD_NAMES)} "
+        help=f"comma-separated methods, e.g. dti,ti,ti-rescaled; known: {', '.join(VARIANTS)} "
         "(ti-rescaled is ti's concept rescaled when loaded: it brings ti along and trains nothing itself)",
     )
-    p.add_argument("--model", required=True, help="diffusers pipeline: hub id or local folder, loaded once for every run")
-    p.add_argument("--out", "--output", dest="out", required=True, help="the sweep's folder (a rerun with the same --out continues it)")
-    p.add_argument("--data-root", dest="data_root", help="the folder holding the subjects' photo folders (overrides the manifest's root)")
-    g = p.add_argument_group("settings for every run (over the manifest's)")
-    g.add_argument("--steps", type=_int, help="optimizer steps [default: the manifest's, else the family's]")
-    g.add_argument("--batch-size", type=_int, dest="batch_size", help="photos per batch [default: the family's]")
-    g.add_argument("--resolution", type=_int, help="training crop size in pixels [default: the family's]")
-    g.add_argument("--seed", type=_int, help="random seed [default: 0]")
-    g.add_argument(
-        "--pooling",
-        choices=("eos", "legacy"),
-        help="where CLIP pools the prompt: eos (the end token, dti's default) or legacy (transformers' argmax rule, as the paper's code)",
+    add_model(p, help="diffusers pipeline: hub id, local folder or dti-mini, loaded once for every run", required=True)
+    inputs.add_argument(
+        "--data-root", dest="data_root", help="the folder holding the subjects' photo folders (overrides the manifest's root)"
     )
-    g.add_argument("--no-validation", dest="validate", action="store_false", default=None, help="write no sample grids")
-    g = p.add_argument_group("hardware")
-    g.add_argument("--device", default="auto", help="torch device [default: auto]")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="model weights' precision")
-    p.add_argument(
+    add_settings(p, TrainConfig, RUN_SETTINGS)
+    several = groups["several subjects at once"]
+    several.add_argument(
         "--batched",
         nargs="?",
         const="auto",
@@ -61,13 +50,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train each method's subjects at once in one process (as `dti train --manifest`; --batched group is bit-identical "
         "to one run at a time, batch runs the denoiser once over all subjects' samples); the runs' files are the same",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars (the one line per run stays)")
+    outputs = groups["outputs"]
+    outputs.add_argument(
+        "--out", "--output", dest="out", required=True, help="the sweep's folder (a rerun with the same --out continues it)"
+    )
+    outputs.add_argument("--quiet", action="store_true", help="no progress bars (the one line per run stays)")
+    return p
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The `dti train` settings the flags give (those not given are left to the manifest)."""
-    names = ("steps", "batch_size", "resolution", "seed", "pooling", "validate")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `dti train` settings the flags give every run (those not given are left to the manifest)."""
+    return {k: v for k, v in given(args, TrainConfig).items() if k in RUN_SETTINGS}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     runs = sweep(
         manifest,
         methods,
-        _model_alias(args.model),
+        args.model,
         args.out,
-        settings=settings_of(args),
+        settings=run_settings(args),
         progress=not args.quiet,
         device=args.device,
         precision=args.precision,
@@ -95,10 +88,5 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _model_alias(model: str) -> str:
-    """``dti-mini`` names the model that ships inside the package (as for `dti train`)."""
-    if model == "dti-mini":
-        from dti.commands import _model_alias as alias
-
-        return str(alias(model))
-    return model
+def resume_hint(args: argparse.Namespace) -> str:
+    return "; run the same `dti sweep` command again to continue from the last checkpoints"

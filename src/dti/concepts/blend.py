@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dti.concepts.concept import Concept, EncoderVectors, check_token_text
+from dti.concepts.concept import Concept, EncoderVectors
 from dti.core import sphere
 from dti.core.errors import DTIError
+from dti.text.words import check_token_text
 
 MODES = ("slerp", "lerp")
 

@@ -42,13 +42,6 @@ SHAPE_FIX = "it is not a textual-inversion embedding dti can use; check the file
 METADATA_FIX = "restore it from a copy or write it again with dti"
 
 
-def check_token_text(token: Any, flag: str = "--token") -> None:
-    """Refuse a token that is not one word: empty, or holding a space, tab or newline (the rule of
-    ``dti train``: a prompt is split at white space, so such a token could never be typed)."""
-    if not isinstance(token, str) or not token or any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise DTIError(f"{flag} {token!r} must be a single word without spaces, e.g. '<my-dog>'")
-
-
 def _report(problems: list[str] | None, where: str, text: str, fix: str) -> None:
     """Record ``text`` in ``problems``, or, without a list, raise it as one line with ``fix``."""
     if problems is None:

@@ -43,14 +43,8 @@ from safetensors.torch import load_file, save_file
 from dti.concepts.concept import CONCEPT_FILENAME, FORMAT_NAME, Concept, EncoderVectors, checked_vectors
 from dti.core.errors import DTIError
 from dti.core.files import atomic_write
-
-#: Published mean row norms of the original vocabularies (METHOD.md section 2), for files
-#: inspected without a model. Measured tables override these whenever a model is given.
-REFERENCE_MEAN_NORM = {"clip_l": 0.387, "clip_g": 0.452, "gemma2": 1.772}
-
-#: Full-size widths that identify a CLIP encoder in a foreign single-encoder file that does not
-#: say which encoder it is for (A1111/kohya ``emb_params``). Never used for other kinds.
-CLIP_WIDTHS = {768: "clip_l", 1024: "openclip_h", 1280: "clip_g"}
+from dti.models.kinds import CLIP_WIDTHS, KIND_KEYS
+from dti.text.words import file_stem
 
 FORMATS = ("dti", "diffusers", "a1111", "comfyui", "kohya")
 
@@ -86,8 +80,6 @@ def infer_kinds(concept: Concept) -> Concept:
 
 def key_kinds() -> dict[str, str]:
     """Single-file key -> encoder kind, over every kind the registered adapters use."""
-    from dti.models.base import KIND_KEYS
-
     return {key: kind for kind, keys in KIND_KEYS.items() for key in keys}
 
 
@@ -439,8 +431,6 @@ def single_file_keys(concept: Concept) -> dict[str, str]:
     (SDXL), ``{clip_l, t5xxl}`` (FLUX), ``{clip_l, clip_g, t5xxl}`` (SD3) as ComfyUI names them; one CLIP
     encoder as ``emb_params`` (A1111 / kohya / ComfyUI, SD 1.x/2.x); one T5 or Gemma as OneTrainer's
     ``t5`` / ``gemma``. The concept itself is not changed (kinds are inferred on a copy)."""
-    from dti.models.base import KIND_KEYS
-
     probe = infer_kinds(Concept(concept.token, {n: replace(e) for n, e in concept.encoders.items()}, dict(concept.meta)))
     if len(probe.encoders) == 1:
         name, enc = next(iter(probe.encoders.items()))
@@ -478,37 +468,6 @@ def tool_keys(concept: Concept) -> dict[str, str]:
         return single_file_keys(concept)
     except DTIError:
         return {}
-
-
-def file_stem(token: str) -> str:
-    """What A1111/ComfyUI users type: the token without brackets or characters they drop."""
-    return re.sub(r"[^\w.-]", "", token) or "concept"
-
-
-def _ordinary_word(tokenizer: Any, word: str) -> bool:
-    """Whether ``word`` is one existing vocabulary token (as a whole word or as typed in a prompt)."""
-    vocab = tokenizer.get_vocab()
-    for form in dict.fromkeys((word, word.lower())):
-        if any(f in vocab for f in (form, f"{form}</w>", f"\u2581{form}", f"\u0120{form}")):
-            return True
-    try:
-        pieces = tokenizer.tokenize(word)
-    except Exception:  # a tokenizer that cannot split the word has no such word either
-        return False
-    return len(pieces) == 1 and pieces[0] != getattr(tokenizer, "unk_token", None)
-
-
-def check_trigger_word(token: str, tokenizers: Mapping[str, Any]) -> None:
-    """Refuse a token whose file name (:func:`file_stem`: what A1111 users type, and the name kohya's
-    scripts and ComfyUI's ``embedding:`` use) is an ordinary word of one of ``tokenizers`` (encoder
-    name -> tokenizer): A1111 would put the concept in place of that word in every prompt."""
-    stem = file_stem(token)
-    for name, tokenizer in tokenizers.items():
-        if _ordinary_word(tokenizer, stem):
-            raise DTIError(
-                f"the file name {stem!r} is the trigger word A1111 users type, and it is an ordinary word of the {name} tokenizer "
-                f"(every '{stem}' in every prompt would become the concept); use a made-up name such as '<my-{stem}>'"
-            )
 
 
 def trigger_tokenizers(concept: Concept, model: str | os.PathLike | None = None) -> dict[str, Any]:

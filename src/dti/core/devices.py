@@ -6,6 +6,9 @@ import torch
 
 from dti.core.errors import DTIError
 
+#: The weights' precisions a model loads in; ``auto`` is bf16 on a GPU and fp32 on the CPU.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
@@ -48,3 +51,13 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on a GPU and fp32 on the CPU (where bf16 is slow and imprecise)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise DTIError(f"{{precision}} {precision!r} is not valid; use one of {', '.join(PRECISIONS)}", settings=["precision"])
+    return table[precision]

@@ -93,6 +93,30 @@ class RiemannianSGD(torch.optim.Optimizer):
         return loss
 
 
+class RenormAdamW(torch.optim.AdamW):
+    """AdamW, then every row of each group's parameters set back to the group's ``norm``.
+
+    OneTrainer's "preserve embedding norm" (``ti-renorm``): a free vector trained by AdamW and
+    rescaled to a fixed norm (the vocabulary's median) after every step. Each param group carries
+    its ``norm``; AdamW's own state is untouched by the rescale."""
+
+    def __init__(self, params: Iterable[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            norm = group.get("norm")
+            if norm is None or not norm > 0:
+                raise ValueError(f"every param group of RenormAdamW needs a positive norm, got {norm}")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.copy_(sphere.normalize(p) * group["norm"])
+        return loss
+
+
 def step_count(value: torch.Tensor | int | float, device: torch.device) -> torch.Tensor:
     """A step counter as a 0-dim tensor on the parameter's device (float64, so ``beta ** t`` is what
     the Python float would be; float32 on MPS), so that :func:`guarded_step` can hold it back

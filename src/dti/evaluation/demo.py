@@ -57,8 +57,8 @@ def run_demo(
     from dti.mini import world
     from dti.mini.model import PACKAGED
     from dti.models import load_adapter
-    from dti.training.loop import train
     from dti.training.run_folder import check_output
+    from dti.training.session import train
     from dti.use.generate import Recipe, interpolation_grid, interpolation_images, render, save_png
     from dti.use.loading import load, unload
 
@@ -87,7 +87,7 @@ def run_demo(
             steps=steps,
             progress=progress,
             overwrite=overwrite,
-            validation_steps=sampler_steps,
+            sample_steps=sampler_steps,
         )
         enc = next(iter(concept.encoders.values()))
         numbers["subjects"][name] = {

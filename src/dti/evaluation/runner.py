@@ -17,7 +17,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,13 @@ from typing import Any
 from PIL import Image
 
 from dti.core.errors import DTIError, warn
+from dti.core.settings import check_seeds, parse_seeds
 from dti.evaluation.cache import GenerationCache, Sampler, cache_key, file_sha256, model_identity, recipe
 from dti.evaluation.prompts import SUBJECT_FORMS, check_kind, default_kind, fill, prompt_set, subject_text
 from dti.evaluation.protocol import Scorer, class_prompt
 from dti.evaluation.report import REPORT_FILES, metric_key, write_report
 
 DEFAULT_SEEDS = (0, 1, 2, 3)
-MAX_SEEDS = 1000
 SCORE_BATCH = 16
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 5.0  # dti generate's, for a pipeline whose __call__ names none
 
@@ -64,39 +64,6 @@ class EvalResult:
 
 
 # ---------------------------------------------------------------------------- input
-
-_SEED_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``0-3`` -> [0, 1, 2, 3]; ``0,1,5`` -> [0, 1, 5]; ranges and numbers mixed by commas; nothing else."""
-    seeds: list[int] = []
-    fix = "write seeds like 0-3 or 0,1,5"
-    items = str(text).split(",")
-    for item in items:
-        found = _SEED_ITEM.match(item.strip())
-        if not found:
-            raise DTIError(f"--seeds {text!r} is not valid: {item.strip()!r} is not a seed or a range; {fix}")
-        first, last = int(found.group(1)), int(found.group(2) if found.group(2) is not None else found.group(1))
-        if last < first:
-            raise DTIError(f"--seeds {text!r} is not valid: the range {item.strip()} runs backwards; write it as {last}-{first}")
-        if last - first >= MAX_SEEDS or len(seeds) + last - first >= MAX_SEEDS:
-            raise DTIError(f"--seeds {text!r} asks for more than {MAX_SEEDS} seeds; evaluate with fewer (the paper uses 0-3)")
-        seeds.extend(range(first, last + 1))
-    return check_seeds(seeds, text)
-
-
-def check_seeds(seeds: Iterable[Any], shown: object = None) -> list[int]:
-    values = list(seeds)
-    label = shown if shown is not None else ",".join(map(str, values))
-    if not values:
-        raise DTIError("--seeds is empty; give one or more seeds, e.g. 0-3")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 or s > 2**63 - 1 for s in values):
-        raise DTIError(f"--seeds {label!r} is not valid; seeds are whole numbers from 0 to 2**63 - 1, e.g. 0-3")
-    repeated = sorted({s for s in values if values.count(s) > 1})
-    if repeated:
-        raise DTIError(f"--seeds {label!r} names seed {repeated[0]} twice; name each seed once")
-    return values
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -369,7 +336,7 @@ def evaluate(
     seeds: Sequence[int] | str = DEFAULT_SEEDS,
     scorers: Mapping[str, Scorer] | None = None,
     *,
-    steps: int | None = None,
+    sample_steps: int | None = None,
     guidance: float | None = None,
     resolution: int | None = None,
     device: str = "auto",
@@ -391,8 +358,8 @@ def evaluate(
     metric name to a :class:`~dti.evaluation.protocol.Scorer`. ``cache_dir`` defaults to ``out/cache``.
     ``subject_form`` says what ``{}`` in a prompt becomes (:data:`~dti.evaluation.prompts.SUBJECT_FORMS`;
     default: the token alone, as the paper's code)."""
-    from dti.core.devices import resolve_device
-    from dti.models import read_model_index, resolve_dtype
+    from dti.core.devices import resolve_device, resolve_dtype
+    from dti.models import read_model_index
     from dti.use.generate import check_settings
 
     out = Path(out)
@@ -401,7 +368,7 @@ def evaluate(
     if subject_form not in SUBJECT_FORMS:
         raise DTIError(f"subject form {subject_form!r} is not valid; use {' or '.join(SUBJECT_FORMS)}")
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else check_seeds(seeds)
-    check_settings(steps=steps, guidance=guidance, resolution=resolution)
+    check_settings(sample_steps=sample_steps, guidance=guidance, resolution=resolution)
     evaluated = resolve_runs(runs, class_word, kind, None if photos is None else str(photos))
     templates = {run.kind: prompt_set(prompts, run.kind) for run in evaluated}
     mask_dir = Path(masks) if masks is not None else None
@@ -419,7 +386,7 @@ def evaluate(
     dev = resolve_device(device) if loaded is None else loaded.device
     dtype = resolve_dtype(precision, dev) if loaded is None else loaded.dtype
     default_steps, default_guidance = sampler_defaults(str(index["_class_name"]))
-    steps = steps if steps is not None else default_steps
+    steps = sample_steps if sample_steps is not None else default_steps
     guidance = guidance if guidance is not None else default_guidance
     pipeline = _Pipeline(name, dtype, dev, loaded)
     scheduler = (scheduler_name(name) if loaded is None else None) or type(pipeline.get().scheduler).__name__

@@ -41,9 +41,10 @@ __all__ = [
     "load_adapter",
     "load_tokenizers",
     "model_hints",
+    "model_path",
+    "model_record",
     "read_model_index",
     "register",
-    "resolve_dtype",
 ]
 
 
@@ -78,8 +79,33 @@ def _check_index(index: dict[str, Any], label: str, fix: str) -> dict[str, Any]:
     return index
 
 
+def model_path(model: str | os.PathLike) -> str:
+    """Where a model name points: ``dti-mini`` is the model that ships inside the package; any other
+    name (a local folder or a hub id) is itself."""
+    from dti.mini.model import ALIAS, PACKAGED
+
+    if str(model) == ALIAS:
+        if not (PACKAGED / "model_index.json").is_file():
+            raise DTIError(f"the packaged dti-mini model is missing at {PACKAGED}; reinstall dti")
+        return str(PACKAGED)
+    return str(model)
+
+
+def model_record(model: str | os.PathLike) -> str:
+    """The name to record for a model so that it loads again from any folder: a local folder as its
+    absolute path; a hub id or ``dti-mini`` as given."""
+    from dti.mini.model import ALIAS
+
+    name = str(model)
+    if name == ALIAS or not name:
+        return name
+    path = Path(name)
+    return str(path.resolve()) if path.exists() else name
+
+
 def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
-    """The pipeline's ``model_index.json`` from a local folder or the hub cache / hub."""
+    """The pipeline's ``model_index.json`` from a local folder or the hub cache / hub (``dti-mini``: the packaged one)."""
+    model = model_path(model)
     path = Path(model)
     if path.exists():
         index = path / "model_index.json"
@@ -117,9 +143,9 @@ HINTS_FILENAME = "dti.json"
 def model_hints(model: str | os.PathLike) -> dict[str, Any]:
     """A model folder's suggestions for dti (``dti.json``): e.g. prompt templates in its vocabulary.
     A damaged file, or a hint of the wrong shape, is refused in one line (it would shape training)."""
-    from dti.training.data import TEMPLATE_SETS
+    from dti.text.templates import TEMPLATE_SETS
 
-    path = Path(str(model)) / HINTS_FILENAME
+    path = Path(model_path(model)) / HINTS_FILENAME
     if not path.is_file():
         return {}
     fix = "fix or remove it"
@@ -134,6 +160,9 @@ def model_hints(model: str | os.PathLike) -> dict[str, Any]:
     prompts = hints.get("validation_prompts")
     if prompts is not None and not (isinstance(prompts, list) and all(isinstance(t, str) and "{}" in t for t in prompts)):
         raise DTIError(f"{path}: validation_prompts must be a list of prompts that each contain {{}}; {fix}")
+    words = hints.get("class_words")
+    if words is not None and not (isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)):
+        raise DTIError(f"{path}: class_words must be a list of words; {fix}")
     return hints
 
 
@@ -187,16 +216,6 @@ def adapter_class(model_index: dict[str, Any], model: str) -> type[Adapter]:
     return ADAPTERS[name]
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 on a GPU and fp32 on the CPU (where bf16 is slow and imprecise)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in table:
-        raise DTIError(f"--precision {precision!r} is not valid; use auto, fp32, bf16 or fp16")
-    return table[precision]
-
-
 def adapter_for(pipe: Any) -> Adapter:
     """Wrap an already-loaded pipeline in its family's adapter."""
     name = type(pipe).__name__
@@ -236,6 +255,7 @@ def load_tokenizers(model: str | os.PathLike) -> tuple[type[Adapter], dict[str, 
     from transformers import AutoTokenizer
 
     index = read_model_index(model)
+    model = model_path(model)
     cls = adapter_class(index, str(model))
     tokenizers = {}
     folders = cls.tokenizer_folders()
@@ -265,6 +285,7 @@ def load_adapter(
     from safetensors import SafetensorError
 
     index = read_model_index(model)
+    model = model_path(model)
     cls = adapter_class(index, str(model))
     check_components(model, index, skip=[name for name, value in cls.load_kwargs.items() if value is None])
     try:

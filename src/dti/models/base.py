@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from dti.core.rows import TrainableRows
+from dti.text.attach import attach
+
 if TYPE_CHECKING:
     from dti.core.draws import SampleDraws
 
@@ -34,15 +37,17 @@ def register(pipeline_class: str):
     return wrap
 
 
-#: Encoder kinds dti knows, with the keys other tools use for them in single-file embeddings.
-#: The first key is the one dti writes (ComfyUI / A1111 / kohya naming); the others are read.
-KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "clip_l": ("clip_l",),
-    "clip_g": ("clip_g",),
-    "openclip_h": ("clip_h",),
-    "t5": ("t5xxl", "t5"),
-    "gemma2": ("gemma", "gemma2"),
-}
+class AdapterHook:
+    """Something a run hooks into an adapter (:attr:`Adapter.hooks`); every method may be left as is."""
+
+    def before_encode(self, prompts: Sequence[str]) -> None:
+        """``prompts`` are about to be encoded (:meth:`Adapter.encode`)."""
+
+    def after_encode(self) -> None:
+        """The encoding is done."""
+
+    def release(self) -> None:
+        """Undo everything: the pipeline as the hook found it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,18 @@ class EncoderSlot:
     @property
     def kind(self) -> str:
         return self.role.kind
+
+    def attach(self, token: str, rows: TrainableRows, pooling: str = "eos") -> None:
+        """The concept's rows under ``token`` in this encoder: the one attach path of training and
+        loading, with the encoder's own pooling and tokenizer rules."""
+        attach(
+            self.tokenizer,
+            self.text_encoder,
+            token,
+            rows,
+            pooling=pooling if self.role.pooling == "eos" else "none",
+            sentencepiece=self.role.sentencepiece,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,10 @@ class Adapter(abc.ABC):
         self._device = pipe.device  # pipe.device walks every module: too slow to ask per step
         # kept on the pipeline, so every adapter of the same pipeline sees the same choices
         self.options: dict[str, Any] = pipe.__dict__.setdefault("_dti_options", dict(self.default_options))
+        #: What a run has hooked into this adapter (name -> hook): frozen encoders served from kept
+        #: outputs, a VAE parked in host memory. Each is told which prompts :meth:`encode` encodes and
+        #: is released when the run ends (:meth:`release_hooks`).
+        self.hooks: dict[str, AdapterHook] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -189,6 +210,22 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def condition(self, prompts: Sequence[str], crops: Sequence[CropInfo]) -> dict[str, Any]:
         """Denoiser keyword arguments from the pipeline's own prompt encoding, with gradients."""
+
+    def encode(self, prompts: Sequence[str], crops: Sequence[CropInfo]) -> dict[str, Any]:
+        """:meth:`condition`, with every hook told which prompts it encodes: what a loss calls."""
+        hooks = list(self.hooks.values())
+        for hook in hooks:
+            hook.before_encode(prompts)
+        try:
+            return self.condition(prompts, crops)
+        finally:
+            for hook in hooks:
+                hook.after_encode()
+
+    def release_hooks(self) -> None:
+        """Every hook off, the pipeline as the run found it."""
+        for name in list(self.hooks):
+            self.hooks.pop(name).release()
 
     @abc.abstractmethod
     def loss(

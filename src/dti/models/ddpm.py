@@ -83,7 +83,7 @@ class DDPMAdapter(LatentVAEMixin, Adapter):
             target = x0
         else:
             raise ValueError(f"unknown prediction_type {kind!r}")
-        pred = self.predict(noisy.to(self.denoiser.dtype), t, self.condition(prompts, crops))
+        pred = self.predict(noisy.to(self.denoiser.dtype), t, self.encode(prompts, crops))
         if reduction == "none":  # one loss per sample
             return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")

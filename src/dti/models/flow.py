@@ -71,7 +71,7 @@ class FlowMatchingAdapter(Adapter):
         s = to_device(sigmas, x0.device).view(-1, *([1] * (x0.ndim - 1)))
         noisy = (1.0 - s) * x0 + s * noise
         target = noise - x0
-        pred = self.predict(noisy.to(self.denoiser.dtype), to_device(timesteps, x0.device), self.condition(prompts, crops))
+        pred = self.predict(noisy.to(self.denoiser.dtype), to_device(timesteps, x0.device), self.encode(prompts, crops))
         if reduction == "none":  # one loss per sample
             return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dti.training.config import DEFAULT_VALIDATION_PROMPTS
-from dti.training.data import TEMPLATE_SETS
+from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS
 
 CLASS_WORDS = (
     "backpack bowl can candle cat clock sneaker dog toy boot stuffed animal glasses cartoon teapot vase "

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from dti.core.errors import DTIError
-from dti.text.vocab import TrainableRows, expand_prompt, placeholder_tokens
+from dti.core.rows import TrainableRows
+from dti.text.words import expand_prompt, placeholder_tokens
 
 
 # ------------------------------------------------------------------ pooling

@@ -53,16 +53,24 @@ def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
 
 
 def load_latest(folder: Path) -> tuple[int, dict[str, Any]] | None:
-    """The newest readable checkpoint as (step, state); an unreadable one (a disk that filled up
-    under an older dti) is skipped for the one before it, with a warning."""
-    for step in reversed(steps(folder)):
+    """The newest readable checkpoint as (step, state), or None; an unreadable one (a disk that filled
+    up under an older dti) is skipped for the one before it, with a warning that says which."""
+    from dti.core.errors import warn
+
+    found = list(reversed(steps(folder)))
+    for i, step in enumerate(found):
         path = path_for(folder, step)
         try:
-            return step, read_state(path)
+            state = read_state(path)
         except Exception as exc:  # corrupt or foreign: say so and fall back
-            from dti.core.errors import warn
-
-            warn(f"checkpoint {path} is unreadable ({type(exc).__name__}); using the one before it")
+            fallback = f"using the one of step {found[i + 1]} before it" if i + 1 < len(found) else "no earlier checkpoint is left"
+            warn(f"checkpoint {path} is unreadable ({type(exc).__name__}); {fallback}")
+            continue
+        if not isinstance(state, dict):
+            fallback = f"using the one of step {found[i + 1]} before it" if i + 1 < len(found) else "no earlier checkpoint is left"
+            warn(f"checkpoint {path} is not a checkpoint dti wrote; {fallback}")
+            continue
+        return step, state
     return None
 
 

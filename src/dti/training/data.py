@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, features
 from dti.core.devices import to_device
 from dti.core.draws import SampleDraws, photo_order, stream_seed
 from dti.core.errors import DTIError, warn
+from dti.text.templates import OBJECT_TEMPLATES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff") + (
     (".avif",) if features.check("avif") else ()
@@ -46,61 +47,6 @@ MAX_MEGAPIXELS = 64  # a photo above this is refused before it is decoded (decom
 MIN_SIDE = 8  # pixels
 MAX_ASPECT = 4  # longer side / shorter side: training crops are squares of the shorter side
 GRAY_BACKGROUND = (127, 127, 127)  # what transparent pixels are composited on
-
-# Textual Inversion's object templates (Gal et al. 2022), the prompts of the paper's training.
-OBJECT_TEMPLATES = (
-    "a photo of a {}",
-    "a rendering of a {}",
-    "a cropped photo of the {}",
-    "the photo of a {}",
-    "a photo of a clean {}",
-    "a photo of a dirty {}",
-    "a dark photo of the {}",
-    "a photo of my {}",
-    "a photo of the cool {}",
-    "a close-up photo of a {}",
-    "a bright photo of the {}",
-    "a cropped photo of a {}",
-    "a photo of the {}",
-    "a good photo of the {}",
-    "a photo of one {}",
-    "a close-up photo of the {}",
-    "a rendition of the {}",
-    "a photo of the clean {}",
-    "a rendition of a {}",
-    "a photo of a nice {}",
-    "a good photo of a {}",
-    "a photo of the nice {}",
-    "a photo of the small {}",
-    "a photo of the weird {}",
-    "a photo of the large {}",
-    "a photo of a cool {}",
-    "a photo of a small {}",
-)
-
-STYLE_TEMPLATES = (
-    "a painting in the style of {}",
-    "a rendering in the style of {}",
-    "a cropped painting in the style of {}",
-    "the painting in the style of {}",
-    "a clean painting in the style of {}",
-    "a dark painting in the style of {}",
-    "a picture in the style of {}",
-    "a cool painting in the style of {}",
-    "a close-up painting in the style of {}",
-    "a bright painting in the style of {}",
-    "a good painting in the style of {}",
-    "a rendition in the style of {}",
-    "a nice painting in the style of {}",
-    "a small painting in the style of {}",
-    "a weird painting in the style of {}",
-    "a large painting in the style of {}",
-)
-
-# For small vocabularies that know no "photo"/"rendering" (dti-mini): the bare word.
-BARE_TEMPLATES = ("a {}",)
-
-TEMPLATE_SETS = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES, "bare": BARE_TEMPLATES}
 
 
 def _names(paths: Sequence[Path], limit: int = 5) -> str:
@@ -377,3 +323,8 @@ class LatentCache:
         std = torch.stack([d[1] for d in dists])
         eps = to_device(draws.randn(mean.shape[1:]), mean.device)
         return mean + std * eps
+
+
+def load_photos(folder: str | Path) -> list[Image.Image]:
+    """All photos of the subject, decoded (so an unreadable file fails before any model loads)."""
+    return [load_image(path) for path in list_images(folder)]

@@ -11,7 +11,9 @@ four).
 
 The encoder comes back to the device for anything else: a prompt that was not kept (the validation
 samples, another concept's prompts in a batch of several), or when another concept trains it.
-The pipeline is handed back as it came.
+All of it is one hook the adapter owns (``adapter.hooks["frozen"]``, told by
+:meth:`~dti.models.base.Adapter.encode` which prompts it encodes); releasing it hands the pipeline
+back as it came.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 import torch
 from torch.utils import _pytree
 
+from dti.models.base import AdapterHook
 from dti.training import offload
 
-MEMO = "_dti_frozen"  # the adapter's attribute: encoder name -> Memo
-TRAINED = "_dti_trained_encoders"  # the adapter's attribute: names some concept trains (never parked, never kept)
+HOOK = "frozen"  # its name among the adapter's hooks
 
 
 class Memo:
@@ -109,34 +111,39 @@ class Memo:
             del self.module.forward
 
 
-class _Condition:
-    """Wraps the adapter's ``condition`` so each memo knows which prompts its call encodes."""
+class FrozenEncoders(AdapterHook):
+    """The adapter's hook: a :class:`Memo` per frozen encoder, and the encoders some concept trains
+    (never kept, never parked: their gradient has to flow)."""
 
-    def __init__(self, adapter: Any) -> None:
-        self.adapter, self.real = adapter, adapter.condition
-        adapter.condition = self
+    def __init__(self) -> None:
+        self.memos: dict[str, Memo] = {}
+        self.trained: set[str] = set()
 
-    def __call__(self, prompts: Sequence[str], crops: Sequence[Any]) -> Any:
-        memos = getattr(self.adapter, MEMO, {})
-        for memo in memos.values():
+    def before_encode(self, prompts: Sequence[str]) -> None:
+        for memo in self.memos.values():
             memo.prompts = list(prompts)
-        try:
-            return self.real(prompts, crops)
-        finally:
-            for memo in memos.values():
-                memo.prompts = None
+
+    def after_encode(self) -> None:
+        for memo in self.memos.values():
+            memo.prompts = None
+
+    def release(self) -> None:
+        for memo in self.memos.values():
+            memo.release()
+        self.memos.clear()
 
 
 def memos(adapter: Any) -> dict[str, Memo]:
-    return getattr(adapter, MEMO, {})
+    hook = adapter.hooks.get(HOOK)
+    return hook.memos if hook is not None else {}
 
 
 def keep_outputs(adapter: Any, frozen: Sequence[Any], trained: Sequence[Any], prompts: Sequence[str], crop: Any) -> None:
     """Run ``prompts`` once through the ``frozen`` slots' encoders (outputs kept on the device), then
     park them. An encoder that some concept on this adapter trains (``trained``, now or in an
     earlier setup) is never kept nor parked: its gradient has to flow."""
-    table: dict[str, Memo] = adapter.__dict__.setdefault(MEMO, {})
-    names: set[str] = adapter.__dict__.setdefault(TRAINED, set())
+    hook = adapter.hooks.setdefault(HOOK, FrozenEncoders())
+    table, names = hook.memos, hook.trained
     names.update(slot.name for slot in trained)
     for memo in table.values():
         if not memo.serves:
@@ -144,8 +151,6 @@ def keep_outputs(adapter: Any, frozen: Sequence[Any], trained: Sequence[Any], pr
     keep = [slot for slot in frozen if slot.name not in names]
     if not keep:
         return
-    if not isinstance(adapter.__dict__.get("condition"), _Condition):
-        _Condition(adapter)
     for slot in keep:
         if slot.name not in table:
             table[slot.name] = Memo(slot.text_encoder, adapter.device, names, slot.name)
@@ -155,7 +160,7 @@ def keep_outputs(adapter: Any, frozen: Sequence[Any], trained: Sequence[Any], pr
             memo.recording = True
         try:
             for p in dict.fromkeys(prompts):
-                adapter.condition([p], [crop])
+                adapter.encode([p], [crop])
         finally:
             for memo in recording:
                 memo.recording = False
@@ -170,15 +175,10 @@ def served(adapter: Any, name: str) -> bool:
 
 
 def release(adapter: Any) -> None:
-    """Every memo off, every encoder back on the device, the adapter's ``condition`` its own."""
-    adapter.__dict__.pop(TRAINED, None)
-    table = adapter.__dict__.pop(MEMO, None)
-    if not table:
-        return
-    for memo in table.values():
-        memo.release()
-    if isinstance(adapter.__dict__.get("condition"), _Condition):
-        del adapter.condition
+    """Every memo off, every encoder back on the device with its own forward."""
+    hook = adapter.hooks.pop(HOOK, None)
+    if hook is not None:
+        hook.release()
 
 
 @contextlib.contextmanager

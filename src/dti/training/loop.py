@@ -1,8 +1,10 @@
-"""The training loop: photos + pipeline adapter + trainable rows + optimizer -> a Concept.
+"""The training loop: photos + pipeline adapter + the method's rows and optimizer -> a Concept.
 
-Everything that can be wrong with the input is checked before anything is written: settings,
-output folder, photos, model family, placeholder and initializer. Then the run folder is
-created and filled as training goes (log, snapshots, samples), the concept last.
+A :class:`Trainer` is one run: it attaches the word's rows (:meth:`Trainer.setup`), takes optimizer
+steps decided on the device (:meth:`Trainer.launch`), reads them on the host now and then
+(:meth:`Trainer.fit`), and hands each step's record to its callbacks
+(:mod:`dti.training.callbacks`: log, snapshots, samples, checkpoints, the results). What the method
+is comes from :mod:`dti.methods`; setting up and resuming a run folder is :mod:`dti.training.session`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,33 +20,29 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dti import __version__
+from dti import methods
 from dti.concepts.concept import MAX_ROW_NORM, Concept, EncoderVectors
-from dti.concepts.formats import check_trigger_word, file_stem, write, write_diffusers
 from dti.core import sphere
-from dti.core.devices import resolve_device
 from dti.core.draws import SampleDraws, batch_indices
-from dti.core.errors import DTIError, warn
-from dti.core.files import save_image, write_json
+from dti.core.errors import DTIError
 from dti.core.images import grid
-from dti.core.optim import RiemannianSGD, guarded_step
-from dti.models import Adapter, CropInfo, EncoderSlot, adapter_for, load_adapter, load_tokenizers, model_hints, resolve_dtype
-from dti.text.vocab import TrainableRows, check_placeholder, initializer_ids, resolve_magnitude, vocab_stats, vocabulary_rows
+from dti.core.optim import guarded_step
+from dti.core.rows import TrainableRows
+from dti.core.version import __version__
+from dti.methods import EncoderStart
+from dti.models import Adapter, CropInfo, EncoderSlot, model_hints, model_record
+from dti.text.templates import TEMPLATE_SETS
+from dti.text.vocab import vocab_stats, vocabulary_rows
+from dti.text.words import initializer_ids
 from dti.training import checkpoints, frozen, offload
-from dti.training.config import TrainConfig, check, check_settings, ignored_settings, resolve
-from dti.training.data import TEMPLATE_SETS, LatentCache, SubjectData, check_photos, list_images, load_image
+from dti.training.callbacks import Callback, default_callbacks
+from dti.training.checks import check_family_settings, webui_name
+from dti.training.config import TrainConfig
+from dti.training.data import LatentCache, SubjectData
 from dti.training.distributed import Ranks
-from dti.training.lock import RunLock
-from dti.training.plots import plot_norms
-from dti.training.run_folder import WEBUI_DIR, RunFolder
+from dti.training.run_folder import RunFolder
 from dti.training.stopping import RunStopped, StopRequests
 from dti.use.generate import render
-from dti.use.loading import attach_vectors
-
-
-def load_photos(folder: str | Path) -> list[Image.Image]:
-    """All photos of the subject, decoded (so an unreadable file fails before any model loads)."""
-    return [load_image(path) for path in list_images(folder)]
 
 
 @dataclasses.dataclass
@@ -70,14 +67,26 @@ class Trainer:
     """One run: built from a resolved config, an adapter and decoded photos."""
 
     def __init__(
-        self, config: TrainConfig, adapter: Adapter, photos: Sequence[Image.Image], run: RunFolder | None, ranks: Ranks | None = None
+        self,
+        config: TrainConfig,
+        adapter: Adapter,
+        photos: Sequence[Image.Image],
+        run: RunFolder | None,
+        ranks: Ranks | None = None,
+        callbacks: Sequence[Callback] | None = None,
     ) -> None:
         self.config = c = config
         self.adapter = adapter
         self.run = run
         self.ranks = ranks or Ranks()
+        self.method = methods.get(c.method)
+        #: What writes the run's files, in order (log, snapshots, samples, plot, tool files, checkpoints, the concept).
+        self.callbacks: list[Callback] = list(default_callbacks() if callbacks is None else callbacks)
         if c.batch_size % self.ranks.world:
-            raise DTIError(f"--batch-size {c.batch_size} must split evenly over the {self.ranks.world} processes; use a multiple")
+            raise DTIError(
+                f"{{batch_size}} {c.batch_size} must split evenly over the {self.ranks.world} processes; use a multiple",
+                settings=["batch_size"],
+            )
         templates = TEMPLATE_SETS[c.templates] if isinstance(c.templates, str) else tuple(c.templates)
         self.data = SubjectData(
             photos, c.resolution, c.token, templates, snap=adapter.resolution_multiple, seed=c.seed, positions=c.crop_positions
@@ -111,8 +120,9 @@ class Trainer:
         counts = set()
         slots = self.adapter.encoders
         trained = set(c.encoders or [slot.name for slot in slots])
+        candidates = model_hints(c.model).get("class_words", []) if c.model else []
         for slot in slots:
-            ids = initializer_ids(slot.tokenizer, c.init, slot.name)
+            ids = initializer_ids(slot.tokenizer, c.init, slot.name, candidates)
             counts.add(len(ids))
             table = vocabulary_rows(slot.tokenizer, slot.text_encoder)
             stats = vocab_stats(table)
@@ -123,22 +133,20 @@ class Trainer:
                 m = None
                 rows = TrainableRows(raw, "free")
                 rows.param.requires_grad_(False)
-            elif c.method == "dti":
-                m = resolve_magnitude(c.magnitude, stats)
-                rows = TrainableRows(raw, "sphere" if c.optimizer == "rsgd" else "normalized", m)
-            elif c.method == "crossinit":
-                m = None
-                rows = TrainableRows(self.adapter.contextual_init(slot, ids).cpu(), "free")
             else:
-                m = None
-                rows = TrainableRows(raw, "free")
+                start = EncoderStart(slot.name, raw, stats, lambda slot=slot, ids=ids: self.adapter.contextual_init(slot, ids).cpu())
+                m = self.method.magnitude(c, stats)
+                rows = self.method.rows(start, c, m)
             self.magnitudes[slot.name] = m
             rows.to(self.adapter.device)
             self.rows[slot.name] = rows
         if len(counts) != 1:
-            raise DTIError(f"--init {c.init!r} gives different vector counts per encoder {sorted(counts)}; use a single common word")
+            raise DTIError(
+                f"{{init}} {c.init!r} gives different vector counts per encoder {sorted(counts)}; use a single common word",
+                settings=["init"],
+            )
         for slot in slots:
-            attach_vectors(slot, c.token, self.rows[slot.name], c.pooling)
+            slot.attach(c.token, self.rows[slot.name], c.pooling)
             self.attached.append(slot)
         self.trained = [slot.name for slot in slots if slot.name in trained]
         # encoders that do not learn the word: each prompt's output kept once, the encoder off the device
@@ -147,7 +155,7 @@ class Trainer:
             self.adapter, [s for s in slots if s.name not in trained], [s for s in slots if s.name in trained], self.data.prompts(), crop
         )
         self.kinds = {slot.name: slot.kind for slot in slots}
-        self.crossinit_targets = {name: rows.vectors() for name, rows in self.rows.items()}
+        self.start_rows = {name: rows.vectors() for name, rows in self.rows.items()}  # where each row started (CrossInit's pull)
         # on the device once: a host tensor used in a step would be a blocking copy every step
         self.init_dirs_dev = {name: d.to(self.adapter.device) for name, d in self.init_dirs.items()}
         self.webui_name = webui_name(c.token, {slot.name: slot.tokenizer for slot in slots}, warn_user=self.ranks.main)
@@ -167,17 +175,9 @@ class Trainer:
             offload.park(self.adapter)
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        c = self.config
-        lr = c.effective_lr
-        if c.optimizer == "rsgd":
-            groups = [
-                {"params": [self.rows[name].param], "prior": self.init_dirs[name].to(self.rows[name].param.device)} for name in self.trained
-            ]
-            return RiemannianSGD(groups, lr=lr, kappa=c.kappa, beta=c.beta, eps=c.eps)
-        params = [self.rows[name].param for name in self.trained]
-        # capturable: the step counter stays on the GPU, so a skipped step is undone there (guarded_step)
-        capturable = self.adapter.device.type == "cuda"
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(c.adam_betas), weight_decay=c.weight_decay, capturable=capturable)
+        trained = {name: self.rows[name] for name in self.trained}
+        priors = {name: self.init_dirs[name] for name in self.trained}
+        return self.method.optimizer(self.config, trained, priors, self.magnitudes)
 
     def detach(self) -> None:
         from dti.text.attach import detach
@@ -185,25 +185,17 @@ class Trainer:
         for slot in self.attached:
             detach(slot.tokenizer, slot.text_encoder, self.config.token)
         self.attached.clear()
-        offload.unpark(self.adapter)
-        frozen.release(self.adapter)
+        self.adapter.release_hooks()  # frozen encoders back home, the VAE back on its device
         if getattr(self, "_undo_compile", None) is not None:
             self._undo_compile()
             self._undo_compile = None
 
     # ------------------------------------------------------------------ one step
     def _regularizer(self) -> torch.Tensor | None:
-        """Prior terms the optimizer does not apply itself."""
-        c = self.config
-        terms = []
-        if c.method == "dti" and c.optimizer == "adamw" and c.kappa > 0:
-            for name in self.trained:
-                rows, mu = self.rows[name], self.init_dirs_dev[name]
-                terms.append(-c.kappa * (mu * sphere.normalize(rows.param)).sum())
-        if c.method == "crossinit" and c.crossinit_lambda > 0:
-            for name in self.trained:
-                terms.append(c.crossinit_lambda * torch.nn.functional.mse_loss(self.rows[name].param, self.crossinit_targets[name]))
-        return torch.stack(terms).sum() if terms else None
+        """The method's terms that the optimizer does not apply itself."""
+        trained = {name: self.rows[name] for name in self.trained}
+        priors = {name: self.init_dirs_dev[name] for name in self.trained}
+        return self.method.regularizer(self.config, trained, priors, self.start_rows)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [self.rows[name].param for name in self.trained]
@@ -370,7 +362,7 @@ class Trainer:
             "method": c.method,
             "optimizer": c.optimizer,
             "initializer": c.init,
-            "base_model": str(c.model),
+            "base_model": model_record(c.model),
             "family": self.adapter.family,
             "pipeline_class": self.adapter.pipeline_class,
             "step": step,
@@ -380,7 +372,7 @@ class Trainer:
             "lr": c.effective_lr,
             "kappa": c.kappa,
             "beta": c.beta,
-            "magnitude": c.magnitude if c.method == "dti" else None,
+            "magnitude": c.magnitude if self.method.fixed_norm else None,
             "resolution": c.resolution,
             "seed": c.seed,
             "pooling": c.pooling,
@@ -389,7 +381,7 @@ class Trainer:
             "family_options": self.adapter.record_options(),
             "vocab_norms": self.stats,
             "dti_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         return Concept(c.token, encoders, meta)
 
@@ -427,14 +419,10 @@ class Trainer:
         prompts = [p.format(c.token) for p in c.validation_prompts]
         with offload.vae_home(self.adapter), frozen.all_home(self.adapter):
             rows = [
-                [render(self.adapter.pipe, p, s, c.validation_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
+                [render(self.adapter.pipe, p, s, c.sample_steps, c.validation_guidance, c.resolution) for s in c.validation_seeds]
                 for p in prompts
             ]
         return grid(rows, row_labels=prompts, col_labels=[f"seed {s}" for s in c.validation_seeds])
-
-    def _save_samples(self, step: int) -> None:
-        assert self.run is not None
-        save_image(self.samples(), self.run.sample_grid(step))
 
     def save_checkpoint(self) -> None:
         if self.run is not None and self.ranks.main:
@@ -447,7 +435,6 @@ class Trainer:
         steps and at each step that writes something (log flush, snapshot, samples, checkpoint, the
         end) or sees a stop request."""
         c = self.config
-        self.begin_log()
         quiet = not (c.progress and self.ranks.main)
         bar = tqdm(total=c.steps, initial=self.step_count, desc=f"dti {c.method}", disable=quiet, dynamic_ncols=True)
         pending: list[tuple[int, torch.Tensor]] = []
@@ -482,32 +469,24 @@ class Trainer:
         for (step, _), row in zip(pending, rows):
             self.after_step(step, self.settle(step, row), bar, row[3:])
 
-    def begin_log(self) -> None:
-        """A fresh run's log starts with its step-0 record."""
-        run = self.run if self.ranks.main else None
-        if run is not None and self.step_count == 0:
-            run.rewrite_log(self.records[:1])
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (the main process of a run with a folder)."""
+        return self.run is not None and self.ranks.main
 
     def after_step(self, step: int, loss: float | None, bar: Any = None, values: Sequence[float] | None = None) -> dict[str, Any]:
-        """Record step ``step`` (``values``: its :meth:`record_values`, read); write its log line,
-        snapshot, samples and checkpoint as the settings ask; stop the run (:class:`RunStopped`)
-        after ``max_bad_steps`` bad steps in a row."""
+        """Record step ``step`` (``values``: its :meth:`record_values`, read) and hand it to the callbacks
+        (log line, snapshot, samples, checkpoint, as the settings ask); stop the run
+        (:class:`RunStopped`) after ``max_bad_steps`` bad steps in a row."""
         c = self.config
-        run = self.run if self.ranks.main else None
         rec = self.record(step, loss, values)
         self.records.append(rec)
         if bar is not None:
             first = next(iter(rec["norms"].values()))
             bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", norm=f"{first[0]:.3f}")
-        if run is not None:
-            if step % max(c.log_every, 1) == 0 or step == c.steps or loss is None:
-                run.append_log(rec)
-            if c.snapshot_every and step % c.snapshot_every == 0 and step < c.steps:
-                self.concept(step).save(run.snapshot(step))
-            if c.validate and c.validation_every and step % c.validation_every == 0 and step < c.steps:
-                self._save_samples(step)
-            if c.checkpoint_every and step % c.checkpoint_every == 0 and step < c.steps:
-                self.save_checkpoint()
+        if self.writes:
+            for callback in self.callbacks:
+                callback.on_step(self, step, rec, loss)
         if self.bad_in_row >= c.max_bad_steps:
             self._stop_numerics(step)
         return rec
@@ -544,15 +523,12 @@ class Trainer:
     def start(self, saved: dict[str, Any] | None = None) -> None:
         """Set up, restore ``saved`` (a checkpoint's state), write the run's config.json (and a
         resumed run's log as of its checkpoint)."""
-        c, run = self.config, self.run
         self.setup()
         if saved is not None:
             self.load_state_dict(saved)
-        if run is not None and self.ranks.main:
-            write_json(run.config, _recorded_config(c))
-            if saved is not None:
-                logged = [r for r in self.records if r["step"] == 0 or r["step"] % max(c.log_every, 1) == 0 or r.get("skipped")]
-                run.rewrite_log(logged)
+        if self.writes:
+            for callback in self.callbacks:
+                callback.on_start(self, saved is not None)
 
     def complete(self, concept: Concept) -> None:
         """The last step is done: write the results and commit an overwrite."""
@@ -562,292 +538,14 @@ class Trainer:
         self.ranks.barrier()
 
     def finish(self, concept: Concept) -> None:
-        """Write the run's results: samples, plot, diffusers files, the final checkpoint (so the
-        run can later be trained further), and the concept last."""
-        if self.run is None or not self.ranks.main:
-            return
-        c = self.config
-        if c.validate:
-            sheet = self.samples()
-            save_image(sheet, self.run.sample_grid(c.steps))
-            save_image(sheet, self.run.work / "samples.png")
-        plot_norms(self.records, self.stats, self.run.norms_plot, title=f"{c.token} ({c.method}, init '{c.init}')")
-        write_diffusers(concept, self.run.work)
-        write(concept, "a1111", self.run.work / WEBUI_DIR / f"{self.webui_name}.safetensors")
-        if c.checkpoint_every:
-            self.save_checkpoint()
-        concept.save(self.run.concept)
+        """Write the run's results through the callbacks: samples, plot, the tools' files, the final
+        checkpoint (so the run can later be trained further), and the concept last."""
+        if self.writes:
+            for callback in self.callbacks:
+                callback.on_finish(self, concept)
 
 
 def usable_rows(rows: torch.Tensor) -> torch.Tensor:
     """Whether every row is finite and within the norm a concept file may hold (a scalar tensor)."""
     norms = rows.detach().double().norm(dim=-1)
     return rows.isfinite().all() & (norms <= MAX_ROW_NORM).all() & (norms > 0).all()
-
-
-def webui_name(token: str, tokenizers: dict[str, Any], warn_user: bool = True) -> str:
-    """The A1111 / ComfyUI / kohya file name (the trigger word those tools use): the token without
-    brackets, or ``dti-<name>`` when that name is an ordinary word (A1111 would put the concept in
-    place of every "toy" in every prompt), said once."""
-    stem = file_stem(token)
-    try:
-        check_trigger_word(token, tokenizers)
-    except DTIError:
-        if warn_user:
-            warn(
-                f"{stem!r} is an ordinary word, so it cannot be the A1111 / ComfyUI trigger word; the single-file embedding is "
-                f"webui/dti-{stem}.safetensors (type dti-{stem} in A1111, embedding:dti-{stem} in ComfyUI)"
-            )
-        return f"dti-{stem}"
-    return stem
-
-
-def check_words(tokenizers: dict[str, Any], token: str, init: str) -> None:
-    """The placeholder must be new and the initializer known, in every encoder's tokenizer."""
-    for name, tokenizer in tokenizers.items():
-        check_placeholder(tokenizer, token, name)
-        initializer_ids(tokenizer, init, name)
-
-
-def check_family_settings(cls: type[Adapter], names: Sequence[str], c: TrainConfig) -> None:
-    """``--encoders`` and ``--option`` must name what this model has (checked before weights load
-    and before any folder is made); ``names`` are the model's text encoders."""
-    unknown = sorted(set(c.encoders or names) - set(names))
-    if unknown:
-        raise DTIError(f"--encoders {','.join(unknown)} is not a text encoder of this model; it has {', '.join(names)}")
-    unknown = sorted(set(c.family_options or {}) - set(cls.default_options))
-    if unknown:
-        have = ", ".join(sorted(cls.default_options)) or "none"
-        raise DTIError(f"--option {unknown[0]} is not an option of {cls.pipeline_class}; it has {have}")
-    for key, value in (c.family_options or {}).items():
-        check_option_value(key, value, cls.default_options[key])
-
-
-def check_option_value(key: str, value: Any, default: Any) -> None:
-    """A family option has its default's type; numbers are finite, positive and sane."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise DTIError(f"--option {key}={value!r} must be true or false")
-        return
-    if isinstance(default, (int, float)):
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not numeric or (isinstance(default, int) and not isinstance(value, int)):
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            raise DTIError(f"--option {key}={value!r} must be {kind}, e.g. {key}={default}")
-        limit = 4096 if isinstance(default, int) else 1e3  # token counts of any encoder; guidance scales
-        if not (math.isfinite(value) and 0 < value <= limit):
-            raise DTIError(f"--option {key}={value!r} must be a finite number in (0, {limit:g}], e.g. {key}={default}")
-
-
-def check_family_words(cls: type[Adapter], token: str) -> None:
-    """Families whose pipelines lower-case prompts (PixArt, SANA) could never see a mixed-case token."""
-    if getattr(cls, "lowercases_prompts", False) and token != token.lower():
-        raise DTIError(f"--token {token!r} has capitals, but {cls.pipeline_class} lower-cases every prompt; use {token.lower()!r}")
-
-
-def train(
-    photos: str | os.PathLike | None = None,
-    token: str | None = None,
-    init: str | None = None,
-    model: str | os.PathLike | Any | None = None,
-    output: str | os.PathLike | None = None,
-    *,
-    config: TrainConfig | None = None,
-    **settings: Any,
-) -> Concept:
-    """Learn a concept from a folder of photos; returns it and (with ``output``) writes a run folder.
-
-    ``model`` is a hub id, a local diffusers folder, or an already loaded pipeline (it is left
-    as it was found). ``settings`` are :class:`~dti.training.config.TrainConfig` fields, e.g.
-    ``steps=400, method="ti"``. An interrupted run (SIGTERM, Ctrl-C, repeated non-finite
-    losses) raises :class:`~dti.training.stopping.RunStopped` after saving a checkpoint; :func:`resume`
-    continues it.
-    """
-    base = _base_config(config)
-    given = {"photos": photos, "token": token, "init": init, "output": output}
-    pipe = None
-    if model is not None and not isinstance(model, (str, os.PathLike)):
-        pipe = model
-        given["model"] = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
-    elif model is not None:
-        given["model"] = str(model)
-    settings = _checked_settings(settings)
-    values = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
-    c = dataclasses.replace(base, **values, **settings)
-    for name in ("photos", "token", "model"):
-        if not getattr(c, name):
-            raise DTIError(f"--{name} is missing; see `dti train --help`")
-    check(c)
-    ranks = Ranks()
-    if ranks.main:
-        for line in ignored_settings(c):
-            warn(line)
-    lock = None
-    if c.output and ranks.main:
-        out = Path(c.output)
-        if out.exists() and not out.is_dir():
-            raise DTIError(f"--output {out} is a file; choose a folder path")
-        lock = _take_lock(out, lambda: RunFolder.for_new_run(out, c.overwrite))
-    try:
-        run = None
-        if c.output:  # the main process checks and owns the folder; the others only know where it is
-            run = RunFolder.for_new_run(c.output, c.overwrite) if ranks.main else RunFolder(c.output)
-        photo_paths = list_images(c.photos)
-        photo_images = load_photos(c.photos)
-        adapter, c = _prepare(c, pipe, ranks)
-        if ranks.main:
-            for line in check_photos(photo_images, c.resolution):
-                warn(line)
-        trainer = Trainer(c, adapter, photo_images, run, ranks)
-        trainer.extra_state["photos"] = checkpoints.photos_fingerprint(photo_paths)
-        if run is not None and ranks.main:
-            run.create()
-        return _run(trainer, saved=None)
-    finally:
-        if lock is not None:
-            lock.release()
-            _remove_if_empty(lock.folder)
-
-
-def resume(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: Any) -> Concept:
-    """Continue the run in ``run_folder`` from its last checkpoint, bit-identically to a run that
-    was never stopped. ``settings`` may change only what does not change the result: ``steps``
-    (to train a finished run further), ``progress``, ``device``, ``checkpoint_every``,
-    ``keep_checkpoints``, ``max_bad_steps``. A finished run is left as it is: one warning line,
-    and its concept is returned."""
-    try:
-        return resume_run(run_folder, pipe, **settings)
-    except RunFinished as done:
-        warn(str(done))
-        return Concept.load(RunFolder.for_resume(run_folder).path)
-
-
-def resume_run(run_folder: str | os.PathLike, pipe: Any | None = None, **settings: Any) -> Concept:
-    allowed = {"steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
-    settings = _checked_settings(settings, "dti.resume()")
-    changed = sorted(set(settings) - allowed)
-    if changed:
-        flag = "--" + changed[0].replace("_", "-")
-        raise DTIError(
-            f"{flag} cannot change when a run is resumed (the run continues with its own settings); "
-            f"start a new run to change it, or resume with only --steps/--device/--quiet"
-        )
-    ranks = Ranks()
-    run = RunFolder.for_resume(run_folder)
-    c = TrainConfig.from_file(run.config)
-    c = dataclasses.replace(c, output=str(run.path), overwrite=False, **settings)
-    check(c)
-    lock = _take_lock(run.path, lambda: None) if ranks.main else None
-    try:
-        found = checkpoints.load_latest(run.checkpoints)
-        finished = run.concept.is_file()
-        if finished and found is not None and found[0] >= c.steps:
-            done = found[0]
-            raise RunFinished(f"{run.path} already finished at step {done}; nothing to do (pass --steps above {done} to train further)")
-        if finished and found is None:
-            raise RunFinished(f"{run.path} already finished and keeps no checkpoint; nothing to do")
-        if found is not None and found[0] > c.steps:
-            raise DTIError(f"--steps {c.steps} is below the step {found[0]} this run already reached; pass more steps")
-        photo_paths = list_images(c.photos)
-        photo_images = load_photos(c.photos)
-        adapter, c = _prepare(c, pipe, ranks)
-        trainer = Trainer(c, adapter, photo_images, run, ranks)
-        trainer.extra_state["photos"] = checkpoints.photos_fingerprint(photo_paths)
-        if found is not None:
-            checkpoints.check_same_photos(found[1].get("extra", {}).get("photos"), trainer.extra_state["photos"], c.photos)
-        return _run(trainer, saved=found[1] if found else None)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-class RunFinished(Exception):
-    """``resume`` of a run that has nothing left to do (the CLI says so and exits 0)."""
-
-
-def _base_config(config: TrainConfig | str | os.PathLike | dict[str, Any] | None) -> TrainConfig:
-    """``config=``: a TrainConfig, a settings file (.toml / .json) or a dict of settings."""
-    if config is None:
-        return TrainConfig()
-    if isinstance(config, TrainConfig):
-        return config
-    if isinstance(config, (str, os.PathLike)):
-        return TrainConfig.from_file(config)
-    if isinstance(config, dict):
-        return TrainConfig.from_dict(config, source="config=")
-    raise DTIError(f"config= takes a TrainConfig, a .toml/.json settings file or a dict, not a {type(config).__name__}")
-
-
-def _checked_settings(settings: dict[str, Any], source: str = "dti.train()") -> dict[str, Any]:
-    """Keyword settings of the Python API: known fields of the right types, or one line."""
-    return dict(check_settings(settings, source)) if settings else {}
-
-
-def _take_lock(folder: Path, check_folder: Any) -> RunLock:
-    """Lock ``folder`` (refused while another live run holds it), then run the folder checks; a
-    folder this call created is removed again when a check refuses it."""
-    created = not folder.exists()
-    lock = RunLock(folder)
-    lock.acquire()
-    try:
-        check_folder()
-    except BaseException:
-        lock.release()
-        if created:
-            _remove_if_empty(folder)
-        raise
-    return lock
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def _prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, TrainConfig]:
-    """Load (or adopt) the pipeline after every cheap check, and resolve the family's defaults."""
-    device = ranks.device if ranks.device is not None and c.device == "auto" else resolve_device(c.device)
-    if pipe is None:
-        cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
-        check_family_words(cls, c.token)
-        check_family_settings(cls, list(tokenizers), c)
-        check_words(tokenizers, c.token, c.init)
-        adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
-    else:
-        adapter = adapter_for(pipe)
-    check_family_words(type(adapter), c.token)
-    check_words({slot.name: slot.tokenizer for slot in adapter.encoders}, c.token, c.init)
-    check_family_settings(type(adapter), [slot.name for slot in adapter.encoders], c)
-    c = resolve(c, adapter.defaults, adapter.native_resolution(), model_hints(c.model))
-    if c.resolution % adapter.resolution_multiple:
-        raise DTIError(f"--resolution {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model")
-    return adapter, c
-
-
-def _recorded_config(c: TrainConfig) -> dict[str, Any]:
-    """The resolved config as saved with the run: local paths made absolute, so ``--resume``
-    works from any folder."""
-    data = {**c.to_dict(), "dti_version": __version__}
-    data["photos"] = str(Path(c.photos).resolve())
-    if Path(c.model).exists():
-        data["model"] = str(Path(c.model).resolve())
-    return data
-
-
-def _run(trainer: Trainer, saved: dict[str, Any] | None) -> Concept:
-    """Set up, restore ``saved``, train to the last step, write the results, commit an overwrite."""
-    c, run = trainer.config, trainer.run
-    try:
-        with StopRequests() as stop:
-            trainer.start(saved)
-            try:
-                concept = trainer.fit(stop)
-            except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint remains
-                hint = f"; continue from its last checkpoint with `{trainer._resume_hint()}`" if run is not None else ""
-                raise RunStopped(f"Ctrl-C at step {trainer.step_count} of {c.steps}{hint}", 130) from None
-            trainer.complete(concept)
-    finally:
-        trainer.detach()
-    return concept

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dti.concepts.concept import check_token_text
 from dti.core.errors import DTIError
+from dti.text.words import check_token_text
 from dti.training.config import _toml, check_settings, field_keys
 
 KINDS = ("live", "object")

@@ -40,23 +40,15 @@ from dti.core.draws import SampleDraws
 from dti.core.errors import DTIError, warn
 from dti.models import Adapter, load_tokenizers
 from dti.training import checkpoints
+from dti.training.checks import check_family_settings, check_family_words, check_words
 from dti.training.config import TrainConfig, check
-from dti.training.data import check_photos, list_images
+from dti.training.data import check_photos, list_images, load_photos
 from dti.training.distributed import Ranks, launched
 from dti.training.lock import RunLock
-from dti.training.loop import (
-    Trainer,
-    _checked_settings,
-    _prepare,
-    _remove_if_empty,
-    _take_lock,
-    check_family_settings,
-    check_family_words,
-    check_words,
-    load_photos,
-)
+from dti.training.loop import Trainer
 from dti.training.manifest import Manifest, Subject, load_manifest
 from dti.training.run_folder import RunFolder
+from dti.training.session import check_resume_settings, checked_settings, prepare, remove_if_empty, take_lock
 from dti.training.stopping import RunStopped, StopRequests
 
 #: Settings that change the shared model pass: one value for every subject of a manifest run.
@@ -72,8 +64,6 @@ SHARED_SETTINGS = (
     "grad_accum",
 )
 MIXES = ("auto", "batch", "group")
-#: What a resumed manifest run may change (as ``dti.resume``): nothing that changes the result.
-RESUME_SETTINGS = ("steps", "progress", "device", "checkpoint_every", "keep_checkpoints", "max_bad_steps")
 
 
 def per_sample_losses(adapter: Adapter) -> bool:
@@ -147,8 +137,6 @@ class MultiTrainer:
     def fit(self, stop: StopRequests | None = None) -> dict[str, Concept]:
         """Train every concept to its last step; a finished concept's results are written at once.
         As in :meth:`Trainer.fit`, the host reads the device only when some concept's step is due."""
-        for t in self.trainers:
-            t.begin_log()
         for name, t in zip(self.names, self.trainers):
             if t.step_count >= t.config.steps and name not in self.concepts:
                 self._complete(name, t)
@@ -255,17 +243,14 @@ def train_manifest(
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise DTIError(f"--output {out} is a file; choose a folder path")
-    settings = _checked_settings(settings, "dti.train_manifest()")
+    settings = checked_settings(settings, "dti.train_manifest()")
     given = sorted(set(settings) & {"photos", "token", "init", "output"})
     if given:
         raise DTIError(f"{given[0]!r} is set per subject in the manifest with --manifest; remove it")
     pipe = model if model is not None and not isinstance(model, (str, os.PathLike)) else None
     model_name = _model_name(model)
     if resume:
-        changed = sorted(set(settings) - set(RESUME_SETTINGS))
-        if changed:
-            flag = "--" + changed[0].replace("_", "-")
-            raise DTIError(f"{flag} cannot change when a manifest run is resumed; resume with only --steps/--device/--quiet")
+        check_resume_settings(settings, "a manifest run")
 
     plans = [_plan(m, s, out, model_name, settings, resume, loaded=pipe is not None) for s in m.subjects]
     _check_shared([(p.subject.name, p.config) for p in plans], resolved=False)
@@ -277,14 +262,14 @@ def train_manifest(
         for p in plans:
             folder = Path(p.config.output)
             checker = (lambda: None) if p.resuming else (lambda folder=folder, c=p.config: RunFolder.for_new_run(folder, c.overwrite))
-            taken.append(_take_lock(folder, checker))
+            taken.append(take_lock(folder, checker))
         return _train(plans, pipe, mix, m.path, out)
     finally:
         for lock in taken:
             lock.release()
-            _remove_if_empty(lock.folder)
+            remove_if_empty(lock.folder)
         if created:
-            _remove_if_empty(out)
+            remove_if_empty(out)
 
 
 @dataclasses.dataclass
@@ -376,7 +361,7 @@ def _check_words_early(plans: Sequence[_Plan]) -> None:
             check_family_settings(cls, list(tokenizers), p.config)
             check_words(tokenizers, p.config.token, p.config.init)
         except DTIError as exc:
-            raise DTIError(f"{p.subject.name}: {exc}") from None
+            raise exc.within(f"{p.subject.name}: ") from None
 
 
 def _train(plans: Sequence[_Plan], pipe: Any | None, mix: str, manifest: Path, out: Path) -> dict[str, Concept]:
@@ -392,9 +377,9 @@ def _train(plans: Sequence[_Plan], pipe: Any | None, mix: str, manifest: Path, o
     configs = []
     for p in todo:
         try:
-            loaded, c = _prepare(p.config, pipe if adapter is None else adapter.pipe, ranks)
+            loaded, c = prepare(p.config, pipe if adapter is None else adapter.pipe, ranks)
         except DTIError as exc:
-            raise DTIError(f"{p.subject.name}: {exc}") from None
+            raise exc.within(f"{p.subject.name}: ") from None
         adapter = adapter or loaded
         configs.append(c)
     assert adapter is not None

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from dti.concepts.concept import CONCEPT_FILENAME
-from dti.core.errors import DTIError
+from dti.core.errors import DTIError, warn
+from dti.methods import VARIANTS, Variant
 from dti.training.config import TrainConfig, check, check_settings, field_keys
 from dti.training.manifest import Manifest, Subject, load_manifest
 from dti.training.run_folder import CHECKPOINTS_DIR, CONFIG_FILENAME, STAGING_DIR
@@ -30,39 +31,17 @@ SWEEP_FILENAME = "sweep.json"
 FORMAT = "dti-sweep"
 VERSION = 1
 STATUSES = ("done", "failed", "pending")
+#: The fix for a damaged index: a sweep finds what it needs in its run folders.
+REBUILD = "rerun the `dti sweep` that wrote it (it rebuilds the index from the run folders)"
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """One column of the paper's table: the `dti train` settings that make it, or (``derived_from``)
-    another method's concept used differently at load time (``rescale``), with no training of its own."""
-
-    name: str
-    settings: Mapping[str, Any]
-    about: str
-    derived_from: str | None = None
-    rescale: str | None = None
+class DamagedIndex(DTIError):
+    """A ``sweep.json`` that cannot be read back (a sweep rebuilds it; evaluation cannot use it)."""
 
 
-# METHOD.md sections 5 and 6. Everything not named here is the method's default for the model
-# family (steps, batch, lr, resolution, kappa 1e-4 for dti), so each column differs from DTI in
-# exactly what the paper varies.
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("dti", {"method": "dti"}, "DTI: direction on the sphere at the vocabulary's mean norm, Riemannian SGD, vMF prior"),
-        Method("ti", {"method": "ti"}, "Textual Inversion: a free vector, AdamW"),
-        Method("crossinit", {"method": "crossinit"}, "CrossInit: init from the class word's contextual embedding, AdamW"),
-        Method("ti-rescaled", {}, "TI's concept rescaled to the vocabulary's mean norm when loaded", derived_from="ti", rescale="mean"),
-        Method("adamw-fixed", {"method": "dti", "optimizer": "adamw"}, "ablation: AdamW on a vector of fixed (mean) norm"),
-        Method("dti-min", {"method": "dti", "magnitude": "min"}, "ablation: magnitude = the vocabulary's smallest norm"),
-        # The paper's "magnitude 5.0" is an absolute norm (METHOD.md section 2: a float is the norm
-        # itself), about 13x SDXL CLIP-L's mean of 0.387: the ablation of an inflated vector.
-        Method("dti-5", {"method": "dti", "magnitude": 5.0}, "ablation: magnitude = 5.0 (absolute norm)"),
-        Method("dti-kappa0", {"method": "dti", "kappa": 0.0}, "ablation: no vMF prior (kappa 0)"),
-        Method("dti-kappa5e-4", {"method": "dti", "kappa": 5e-4}, "ablation: a stronger vMF prior (kappa 5e-4)"),
-    )
-}
+#: The columns a sweep can train: every method and the paper's ablations (:mod:`dti.methods`).
+METHODS: dict[str, Variant] = VARIANTS
+
 
 # Settings a sweep decides itself: per subject (photos, token, init), per run (output, method) or
 # by its own arguments (progress), and never overwriting a finished run.
@@ -96,8 +75,8 @@ class RunEntry:
     token: str
     init: str
     photos: Path  # absolute
-    run: Path  # absolute
-    concept: Path  # absolute
+    run: Path  # absolute; OUT/<method or the one it derives from>/<subject>, written relative to OUT
+    concept: Path  # absolute; the run's concept.safetensors
     status: str  # done | failed | pending
     seconds: float | None = None  # training time of the run (None: not trained by a sweep)
     error: str | None = None  # why it failed
@@ -107,27 +86,42 @@ class RunEntry:
     def done(self) -> bool:
         return self.status == "done"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, folder: Path | None = None) -> dict[str, Any]:
+        """The entry as the index holds it: the run and its concept relative to the sweep's ``folder``
+        (so a copied or moved sweep still finds its own runs), the photos absolute."""
         data = dataclasses.asdict(self)
         for key in ("photos", "run", "concept"):
             data[key] = str(data[key])
+        if folder is not None:
+            data["run"] = run_folder(self.subject, self.method, self.derived_from).as_posix()
+            data["concept"] = (run_folder(self.subject, self.method, self.derived_from) / CONCEPT_FILENAME).as_posix()
         data["settings"] = _plain(dict(self.settings))
         return data
 
     @classmethod
-    def from_json(cls, data: Any, where: str) -> RunEntry:
+    def from_json(cls, data: Any, where: str, folder: Path | None = None) -> RunEntry:
+        """An index entry; with ``folder`` (the sweep's), its run is found where the sweep's layout puts
+        it under ``folder``, wherever the sweep was when the index was written."""
         fields = {f.name for f in dataclasses.fields(cls)}
         required = fields - {"seconds", "error", "settings"}
         if not isinstance(data, dict) or not required <= set(data):
             missing = sorted(required - set(data)) if isinstance(data, dict) else ["everything"]
-            raise DTIError(f"{where} is damaged (a run lacks {', '.join(missing)}); rerun the `dti sweep` that wrote it")
+            raise DamagedIndex(f"{where} is damaged (a run lacks {', '.join(missing)}); {REBUILD}")
         values = {k: v for k, v in data.items() if k in fields}
         if values["status"] not in STATUSES:
-            raise DTIError(f"{where} is damaged (a run has status {values['status']!r}); rerun the `dti sweep` that wrote it")
+            raise DamagedIndex(f"{where} is damaged (a run has status {values['status']!r}); {REBUILD}")
         for key in ("photos", "run", "concept"):
             values[key] = Path(values[key])
+        if folder is not None:
+            values["run"] = folder / run_folder(values["subject"], values["method"], values["derived_from"])
+            values["concept"] = values["run"] / CONCEPT_FILENAME
         values["settings"] = dict(values.get("settings") or {})
         return cls(**values)
+
+
+def run_folder(subject: str, method: str, derived_from: str | None = None) -> Path:
+    """Where a run lives inside a sweep's folder: ``<method>/<subject>`` (a derived method: its source's)."""
+    return Path(derived_from or method) / subject
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,12 +162,12 @@ def read_sweep(folder: str | os.PathLike) -> SweepIndex:
         raise DTIError(f"{path} does not exist; pass the --out folder of a `dti sweep` (run one first)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
-        raise DTIError(f"cannot read {path} ({reason}); rerun the `dti sweep` that wrote it") from None
+        raise DamagedIndex(f"cannot read {path} ({reason}); {REBUILD}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("runs"), list):
         raise DTIError(f"{path} is not a dti sweep index; pass the --out folder of a `dti sweep`")
     if data.get("version") != VERSION:
         raise DTIError(f"{path} is sweep index version {data.get('version')!r}, this dti reads version {VERSION}; update dti")
-    runs = tuple(RunEntry.from_json(r, str(path)) for r in data["runs"])
+    runs = tuple(RunEntry.from_json(r, str(path), path.parent) for r in data["runs"])
     methods = tuple(data.get("methods", []))
     return SweepIndex(path.parent, Path(data.get("manifest", "")), str(data.get("model", "")), methods, runs, data.get("settings", {}))
 
@@ -255,7 +249,7 @@ def plan(
     return entries
 
 
-def _entry(subject: Subject, method: Method, run: Path, settings: dict[str, Any]) -> RunEntry:
+def _entry(subject: Subject, method: Variant, run: Path, settings: dict[str, Any]) -> RunEntry:
     return RunEntry(
         subject=subject.name,
         method=method.name,
@@ -278,7 +272,7 @@ def _check_run(subject: Subject, method: str, model: str, run: Path, settings: d
     try:
         check(dataclasses.replace(config, **settings))
     except DTIError as exc:
-        raise DTIError(f"subject {subject.name}, method {method}: {exc}") from None
+        raise exc.within(f"subject {subject.name}, method {method}: ") from None
 
 
 def _plain(value: Any) -> Any:
@@ -408,11 +402,11 @@ def sweep(
 
 def _load(model: Any, device: str, precision: str, entries: list[RunEntry], quiet: bool) -> Any:
     """The pipeline every run shares, and the tokens and initializers checked against its tokenizers."""
-    from dti.training.loop import check_family_words, check_words
+    from dti.training.checks import check_family_words, check_words
 
     if isinstance(model, (str, os.PathLike)):
-        from dti.core.devices import resolve_device
-        from dti.models import load_adapter, resolve_dtype
+        from dti.core.devices import resolve_device, resolve_dtype
+        from dti.models import load_adapter
 
         if not quiet:
             print(f"loading {model}", flush=True)
@@ -428,7 +422,7 @@ def _load(model: Any, device: str, precision: str, entries: list[RunEntry], quie
             check_family_words(type(adapter), entry.token)
             check_words(tokenizers, entry.token, entry.init)
         except DTIError as exc:
-            raise DTIError(f"subject {entry.subject}: {exc}") from None
+            raise exc.within(f"subject {entry.subject}: ") from None
     return adapter.pipe
 
 
@@ -444,8 +438,13 @@ class _Index:
         """The planned runs with what their folders already hold (checked to be these very runs).
         An earlier sweep's other runs (``--methods dti`` now, ``--methods ti`` before) stay indexed."""
         earlier: dict[tuple[str, str], RunEntry] = {}
+        previous = None
         if self.path.is_file():
-            previous = read_sweep(self.out)
+            try:
+                previous = read_sweep(self.out)
+            except DamagedIndex as exc:  # what it said is in the run folders themselves
+                warn(f"{str(exc).split('; rerun')[0]}; rebuilding it from the run folders")
+        if previous is not None:
             if previous.model != self.model:
                 raise DTIError(
                     f"{self.path} is a sweep of {previous.model}, not {self.model}; pass --model {previous.model} or another --out"
@@ -479,7 +478,7 @@ class _Index:
                 "model": self.model,
                 "methods": list(self.methods),
                 "settings": _plain(self.settings),
-                "runs": [e.to_json() for e in [*entries, *self.kept]],
+                "runs": [e.to_json(self.out) for e in [*entries, *self.kept]],
             },
         )
 
@@ -543,7 +542,7 @@ class _Sweeper:
         return list(self.entries)
 
     def train(self, i: int, entry: RunEntry) -> RunEntry:
-        from dti.training import loop as trainer
+        from dti.training import session as trainer
 
         state = run_state(entry.run)
         start = time.perf_counter()

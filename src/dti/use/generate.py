@@ -82,20 +82,34 @@ CONTACT_CELL = 512  # the contact sheet shows larger images scaled down to this
 
 
 def check_settings(
-    n: int | None = None, steps: int | None = None, guidance: float | None = None, resolution: int | None = None, seed: int | None = None
+    n: int | None = None,
+    sample_steps: int | None = None,
+    guidance: float | None = None,
+    resolution: int | None = None,
+    seed: int | None = None,
 ) -> None:
     """Refuse sampler settings no model can use, before any model loads (``None``: not given).
     The model's own multiple (its latent downsampling) is checked once it is loaded."""
     if n is not None and not 0 < n <= MAX_IMAGES:
-        raise DTIError(f"-n {n} is not valid; generate 1 to {MAX_IMAGES} images per run (use --seed to continue a series)")
-    if steps is not None and not 0 < steps <= MAX_SAMPLER_STEPS:
-        raise DTIError(f"--steps {steps} is not valid; use 1 to {MAX_SAMPLER_STEPS} sampler steps (25 is typical)")
+        raise DTIError(
+            f"{{n}} {n} is not valid; generate 1 to {MAX_IMAGES} images per run (use {{seed}} to continue a series)", settings=["n", "seed"]
+        )
+    if sample_steps is not None and not 0 < sample_steps <= MAX_SAMPLER_STEPS:
+        raise DTIError(
+            f"{{sample_steps}} {sample_steps} is not valid; use 1 to {MAX_SAMPLER_STEPS} sampler steps (25 is typical)",
+            settings=["sample_steps"],
+        )
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise DTIError(f"--guidance {guidance} is not valid; use a finite number >= 0 (5.0 is typical, 1 turns guidance off)")
+        raise DTIError(
+            f"{{guidance}} {guidance} is not valid; use a finite number >= 0 (5.0 is typical, 1 turns guidance off)", settings=["guidance"]
+        )
     if resolution is not None and (resolution <= 0 or resolution % 8 or resolution > MAX_RESOLUTION):
-        raise DTIError(f"--resolution {resolution} is not valid; use a positive multiple of 8 up to {MAX_RESOLUTION}, e.g. 512 or 1024")
+        raise DTIError(
+            f"{{resolution}} {resolution} is not valid; use a positive multiple of 8 up to {MAX_RESOLUTION}, e.g. 512 or 1024",
+            settings=["resolution"],
+        )
     if seed is not None and not 0 <= seed <= 2**63 - 1 - (n or 1):
-        raise DTIError(f"--seed {seed} is not valid; use a whole number from 0 to 2**63 - 1")
+        raise DTIError(f"{{seed}} {seed} is not valid; use a whole number from 0 to 2**63 - 1", settings=["seed"])
 
 
 def check_model_resolution(adapter: Any, resolution: int | None) -> None:
@@ -103,7 +117,9 @@ def check_model_resolution(adapter: Any, resolution: int | None) -> None:
     multiple = adapter.resolution_multiple
     if resolution is not None and resolution % multiple:
         nearest = max(1, round(resolution / multiple)) * multiple
-        raise DTIError(f"--resolution {resolution} must be a multiple of {multiple} for this model, e.g. {nearest}")
+        raise DTIError(
+            f"{{resolution}} {resolution} must be a multiple of {multiple} for this model, e.g. {nearest}", settings=["resolution"]
+        )
 
 
 def output_paths(out: str | os.PathLike, n: int, seed: int) -> list[Path]:
@@ -115,7 +131,7 @@ def output_paths(out: str | os.PathLike, n: int, seed: int) -> list[Path]:
 def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
-        raise DTIError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+        raise DTIError(f"{existing[0]} already exists; pass {{overwrite}} or choose another {{out}}", settings=["overwrite", "out"])
 
 
 def generate(
@@ -124,7 +140,7 @@ def generate(
     concepts: Sequence[str | os.PathLike | Concept] = (),
     n: int = 4,
     seed: int = 0,
-    steps: int = 25,
+    sample_steps: int = 25,
     guidance: float = 5.0,
     out: str | os.PathLike | None = None,
     resolution: int | None = None,
@@ -135,7 +151,7 @@ def generate(
 ) -> list[Image.Image]:
     """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet,
     written together once every image is made (a failure leaves no new file, and replaces no old one)."""
-    check_settings(n, steps, guidance, resolution, seed)
+    check_settings(n, sample_steps, guidance, resolution, seed)
     check_model_resolution(adapter_for(pipe), resolution)
     paths = []
     if out is not None:
@@ -149,13 +165,13 @@ def generate(
             attached.append(load(pipe, source, rescale=rescale))
         tokenizer = adapter_for(pipe).encoders[0].tokenizer
         check_prompt(prompt, tokenizer, [c.token for c in attached])
-        images = [render(pipe, prompt, seed + i, steps, guidance, resolution, negative_prompt) for i in range(n)]
+        images = [render(pipe, prompt, seed + i, sample_steps, guidance, resolution, negative_prompt) for i in range(n)]
     finally:
         for concept in attached:
             unload(pipe, concept.token)
     if out is not None:
         names = [c.token for c in attached]
-        recipes = [Recipe(prompt, seed + i, steps, guidance, model_name, names, negative_prompt) for i in range(n)]
+        recipes = [Recipe(prompt, seed + i, sample_steps, guidance, model_name, names, negative_prompt) for i in range(n)]
         sheet = grid([images], row_labels=[prompt], col_labels=[f"seed {seed + i}" for i in range(n)], max_cell=CONTACT_CELL)
         files = [(image, path, {"pnginfo": r.pnginfo()}) for image, path, r in zip(images, paths, recipes)]
         save_images([*files, (sheet, paths[-1], {})])

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import torch
 
 from dti.concepts.concept import Concept, value_problems
-from dti.concepts.formats import REFERENCE_MEAN_NORM, encoder_kind
+from dti.concepts.formats import encoder_kind
 from dti.core import sphere
-from dti.core.errors import DTIError
+from dti.core.errors import DTIError, Line
+from dti.models.kinds import REFERENCE_MEAN_NORM
 
 #: A vector whose norm is this many times the vocabulary mean is flagged as inflated.
 INFLATION_FACTOR = 2.0
@@ -140,7 +142,7 @@ def inspect_concept(concept: Concept, pipe: Any | None = None, k: int = 8, probl
     ``problems`` adds what the vectors themselves show (NaN, infinite, all-zero or no rows, a width
     the model does not have). A block with problems is flagged ``usable: false`` with its reasons.
     """
-    from dti.text.vocab import initializer_ids
+    from dti.text.words import initializer_ids
 
     slots, width_problems = _usable_slots(concept, pipe)
     vocab = vocabulary_statistics(concept, pipe)
@@ -152,6 +154,7 @@ def inspect_concept(concept: Concept, pipe: Any | None = None, k: int = 8, probl
         "token": concept.token,
         "n_vectors": counts[-1] if counts else 0,
         "method": concept.method,
+        "with_model": pipe is not None,
         "meta": concept.meta,
         "problems": [],
         "encoders": {},
@@ -233,6 +236,13 @@ def format_report(report: dict[str, Any]) -> str:
     if problems:
         lines.append(f"  PROBLEMS ({len(problems)}; other dti commands refuse a concept with unusable vectors or damaged metadata):")
         lines.extend(f"    - {p}" for p in problems)
+    if not report.get("with_model", True):
+        hint = Line(
+            "  (no model: the norms are compared with the vocabulary statistics the concept records or the published means; "
+            "pass {model} to measure them and to list each vector's nearest vocabulary words)",
+            settings=["model"],
+        )
+        lines.append(str(hint))
     for name, e in report["encoders"].items():
         kind = "" if e["kind"].startswith("width") else f"{e['kind']}, "
         lines.append(f"  {name} ({kind}width {e['width']})")
@@ -258,3 +268,30 @@ def format_report(report: dict[str, Any]) -> str:
             words = ", ".join(f"{n['token']} ({n['distance']:.3f})" for n in row)
             lines.append(f"    vector {k} nearest by distance: {words}")
     return "\n".join(lines)
+
+
+def inspect(
+    source: str | os.PathLike | Concept,
+    model: Any | None = None,
+    *,
+    top: int = 8,
+    token: str | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+) -> dict[str, Any]:
+    """``dti.inspect``: the report of :func:`inspect_concept` for a file or folder in any format (a bad
+    file is reported with its problems listed, not refused) or a Concept; ``model`` (a loaded pipeline
+    or a name) measures the vocabulary and lists the ``top`` nearest vocabulary words of each vector."""
+    from dti.concepts.formats import read
+    from dti.text.words import check_token_text
+    from dti.use.pipelines import pipeline_of
+
+    if top < 1:
+        raise DTIError(f"{{top}} {top} must be at least 1 (the number of nearest words to list)", settings=["top"])
+    if token is not None:
+        check_token_text(token)
+    problems: list[str] = []
+    concept = source.renamed(token) if isinstance(source, Concept) and token else source
+    concept = concept if isinstance(concept, Concept) else read(concept, token, problems=problems)
+    pipe = pipeline_of(model, None, precision, device)[0] if model is not None else None
+    return inspect_concept(concept, pipe, k=top, problems=problems)

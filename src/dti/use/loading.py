@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dti.concepts.concept import Concept, EncoderVectors, check_token_text
+from dti.concepts.concept import Concept, EncoderVectors
 from dti.concepts.formats import read
 from dti.core.errors import DTIError
+from dti.core.rows import TrainableRows
 from dti.models import EncoderSlot, adapter_for
-from dti.text.attach import attach, attached_tokens, detach
-from dti.text.vocab import TrainableRows
+from dti.text.attach import attached_tokens, detach
+from dti.text.words import check_token_text
 from dti.use.inspection import vocabulary_statistics
 
 
@@ -96,18 +97,6 @@ def fixed_rows(vectors: Any) -> TrainableRows:
     return rows
 
 
-def attach_vectors(slot: EncoderSlot, token: str, rows: TrainableRows, pooling: str = "eos") -> None:
-    """One encoder's part of the attach path, shared by training and loading."""
-    attach(
-        slot.tokenizer,
-        slot.text_encoder,
-        token,
-        rows,
-        pooling=pooling if slot.role.pooling == "eos" else "none",
-        sentencepiece=slot.role.sentencepiece,
-    )
-
-
 def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = None, rescale: str | None = None) -> Concept:
     """Attach a concept (file/folder in any format, or a Concept) to every text encoder of ``pipe``.
 
@@ -131,7 +120,7 @@ def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = Non
     done: list[EncoderSlot] = []
     try:
         for slot in slots:
-            attach_vectors(slot, concept.token, fixed_rows(matched[slot.name].vectors), pooling)
+            slot.attach(concept.token, fixed_rows(matched[slot.name].vectors), pooling)
             done.append(slot)
     except BaseException:
         for slot in done:
