@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from dti.concepts.kinds import tool_keys
 from dti.core import sphere
 from dti.core.errors import DTIError
 from dti.core.files import atomic_write
@@ -201,14 +202,12 @@ class Concept:
 
         Beside dti's own ``<encoder>.vectors`` / ``<encoder>.init``, the trained vectors are stored
         once more under the keys other tools look for (``emb_params``; ``clip_l`` / ``clip_g`` /
-        ``t5xxl``; see :func:`dti.concepts.formats.tool_keys`), so a tool that reads this file by its own
+        ``t5xxl``; see :func:`dti.concepts.kinds.tool_keys`), so a tool that reads this file by its own
         rules picks the trained rows, never the initializer's: ComfyUI takes its encoder's key and
         otherwise the *first* tensor of the file (safetensors stores float32 tensors in name order,
         and ``emb_params`` sorts before ``text_encoder.*``); A1111 takes ``clip_g`` + ``clip_l`` and
         refuses other files with several keys. dti itself reads its own keys and checks the copies.
         """
-        from dti.concepts.formats import tool_keys
-
         tensors: dict[str, torch.Tensor] = {}
         enc_meta: dict[str, Any] = {}
         for name, enc in self.encoders.items():
@@ -222,7 +221,7 @@ class Concept:
                 "kind": enc.kind,
                 "trained": enc.trained,
             }
-        copies = tool_keys(self)
+        copies = tool_keys(self.encoders, self.meta)
         for key, name in copies.items():
             tensors[key] = self.encoders[name].vectors.clone().contiguous()  # a copy: safetensors refuses shared storage
         metadata = {

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dti.concepts.concept import Concept, value_problems
-from dti.concepts.formats import encoder_kind
+from dti.concepts.kinds import encoder_kind
 from dti.core import sphere
 from dti.core.errors import DTIError, Line
 from dti.models.kinds import REFERENCE_MEAN_NORM
