@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from dti.core.errors import DTIError
-from dti.models.kinds import CLIP_WIDTHS, KIND_KEYS
+from dti.models.kinds import CLIP_WIDTHS, KIND_KEYS, ONE_CLIP_KEYS, READ_ONLY_KEYS
 
 
 class Block(Protocol):
@@ -62,8 +62,8 @@ def infer_kinds(concept: Any) -> Any:
 
 
 def key_kinds() -> dict[str, str]:
-    """Single-file key -> encoder kind, over every kind dti knows."""
-    return {key: kind for kind, keys in KIND_KEYS.items() for key in keys}
+    """Single-file key -> encoder kind, over every kind dti knows (the keys it writes and the older ones it reads)."""
+    return {**READ_ONLY_KEYS, **{key: kind for kind, keys in KIND_KEYS.items() for key in keys}}
 
 
 def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
@@ -85,17 +85,18 @@ def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
 SOLE_KEYED = ("t5", "gemma2")
 
 
-def single_file_keys(encoders: Mapping[str, Block], meta: Mapping[str, Any]) -> dict[str, str]:
+def single_file_keys(encoders: Mapping[str, Block], meta: Mapping[str, Any], tool: str = "default") -> dict[str, str]:
     """Single-file key -> the concept's component, in the layout other tools read, every key a tool
     looks up for each kind (:data:`~dti.models.kinds.KIND_KEYS`: ``{clip_l, clip_g}`` for SDXL; for T5
-    both ComfyUI's ``t5xxl`` and OneTrainer's ``t5``; ...). One CLIP encoder is ``emb_params`` (A1111 /
-    kohya / ComfyUI, SD 1.x/2.x). Refused in one line when no single file can hold the blocks."""
+    both ComfyUI's ``t5xxl`` and OneTrainer's ``t5``; ...). One CLIP encoder (SD 1.x/2.x) is one key,
+    ``emb_params`` (A1111, ComfyUI, kohya, InvokeAI: A1111 refuses a one-encoder file of several keys),
+    or ``emp_params`` for ``tool="onetrainer"``. Refused in one line when no single file can hold the blocks."""
     kinds = inferred_kinds(encoders, meta)
     if len(encoders) == 1:
         name, kind = next(iter(kinds.items()))
         if kind in SOLE_KEYED:
             return {key: name for key in KIND_KEYS[kind]}
-        return {"emb_params": name}
+        return {ONE_CLIP_KEYS.get(tool, ONE_CLIP_KEYS["default"]): name}
     known = list(kinds.values())
     if None in known or len(set(known)) != len(known) or any(k not in KIND_KEYS for k in known):
         raise DTIError(f"no single-file layout holds encoders {sorted(encoders)}; write --to diffusers (one file per encoder) instead")

@@ -7,15 +7,22 @@ formats map kinds to the keys each tool looks up.
 
 from __future__ import annotations
 
-#: Encoder kinds dti knows, with the keys other tools use for them in single-file embeddings.
-#: The first key is the one dti writes (ComfyUI / A1111 / kohya naming); the others are read.
+#: Encoder kind -> every key the tools that read single-file embeddings look it up under (dti writes
+#: them all: duplicating a vector is cheap, a key a tool misses is a word it silently drops). Read from
+#: each tool's source (docs/formats.md): ComfyUI's ``embedding_key`` (``clip_l``, ``clip_g``, ``t5xxl``,
+#: ``gemma2_2b``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and kohya
+#: read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "clip_l": ("clip_l",),
     "clip_g": ("clip_g",),
     "openclip_h": ("clip_h",),
     "t5": ("t5xxl", "t5"),
-    "gemma2": ("gemma", "gemma2"),
+    "gemma2": ("gemma2_2b", "gemma"),
 }
+#: Keys read as a kind besides :data:`KIND_KEYS` (earlier writers' names), never written.
+READ_ONLY_KEYS: dict[str, str] = {"gemma2": "gemma2"}
+#: One CLIP encoder's key (SD 1.x/2.x): kohya's, which A1111, ComfyUI and InvokeAI read; OneTrainer spells it ``emp_params``.
+ONE_CLIP_KEYS = {"default": "emb_params", "onetrainer": "emp_params"}
 
 #: Published mean row norms of the original vocabularies (METHOD.md section 2), for files
 #: inspected without a model. Measured tables override these whenever a model is given.

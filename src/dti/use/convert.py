@@ -14,6 +14,7 @@ from typing import Any
 
 from dti.concepts import formats
 from dti.concepts.concept import Concept
+from dti.concepts.formats.single import KeyedFile
 from dti.core.errors import DTIError
 from dti.models import model_path
 from dti.text.vocab import MAGNITUDES
@@ -23,7 +24,7 @@ from dti.use.loading import match_encoders
 from dti.use.pipelines import pipeline_of
 
 #: The formats whose single file is named after the token (the trigger word).
-SINGLE_FILE_FORMATS = ("a1111", "comfyui", "kohya")
+SINGLE_FILE_FORMATS = KeyedFile.writes
 
 
 def default_output(concept: Concept, to: str) -> Path:

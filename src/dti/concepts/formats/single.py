@@ -13,6 +13,7 @@ from dti.concepts.concept import Concept, EncoderVectors
 from dti.concepts.formats.base import Format, Job, RawFile, file_token, matrix, metadata, problem, save_job, single
 from dti.concepts.kinds import components_for_kinds, key_kinds, single_file_keys
 from dti.core.errors import DTIError
+from dti.models.kinds import ONE_CLIP_KEYS
 from dti.text.words import file_stem
 
 
@@ -21,7 +22,7 @@ class KeyedFile(Format):
     single file of ``--to a1111 / comfyui / kohya``."""
 
     name = "single-file"
-    writes = ("a1111", "comfyui", "kohya")
+    writes = ("a1111", "comfyui", "kohya", "invokeai", "onetrainer")
 
     def sniff(self, raw: RawFile) -> bool:
         return any(k in key_kinds() for k in raw.data)
@@ -62,22 +63,24 @@ class KeyedFile(Format):
         return Concept(name, encoders, {"method": "unknown", **carried, "source_format": "single-file"})
 
     def paths(self, concept: Concept, fmt: str, out: Path) -> list[Path]:
-        single_file_keys(concept.encoders, concept.meta)  # refuses a concept no single file holds
+        single_file_keys(concept.encoders, concept.meta, fmt)  # refuses a concept no single file holds
         return [out if out.suffix.lower() == ".safetensors" else out / f"{file_stem(concept.token)}.safetensors"]
 
     def jobs(self, concept: Concept, fmt: str, paths: list[Path]) -> list[Job]:
-        keys = single_file_keys(concept.encoders, concept.meta)
+        keys = single_file_keys(concept.encoders, concept.meta, fmt)
         return [(paths[0], save_job({key: concept.encoders[name].vectors for key, name in keys.items()}, metadata(concept, fmt)))]
 
 
 class KohyaFile(Format):
-    """Read: ``{emb_params: [n, d]}``, one encoder (kohya's, A1111's and ComfyUI's SD 1.x/2.x layout)."""
+    """Read: ``{emb_params: [n, d]}``, one encoder (kohya's, A1111's and ComfyUI's SD 1.x/2.x layout),
+    or OneTrainer's spelling of it, ``emp_params``."""
 
     name = "kohya"
 
     def sniff(self, raw: RawFile) -> bool:
-        return "emb_params" in raw.data
+        return any(key in raw.data for key in ONE_CLIP_KEYS.values())
 
     def read(self, raw: RawFile, token: str | None, problems: list[str] | None) -> Concept:
-        vectors = matrix(raw.data["emb_params"], raw.path, "emb_params", problems)
+        key = next(key for key in ONE_CLIP_KEYS.values() if key in raw.data)
+        vectors = matrix(raw.data[key], raw.path, key, problems)
         return single(vectors, file_token(raw, token, raw.stored_name, problems), "kohya", raw.carried)
