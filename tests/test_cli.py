@@ -221,3 +221,21 @@ def test_a_hard_interrupt_says_how_to_continue(argv, hint, capsys, monkeypatch):
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("interrupted;") and hint in err[0]
+
+
+def test_a_hub_model_without_a_network_is_one_line_at_once(tmp_path, base_args, capsys, monkeypatch):
+    """dti train --model org/name, the hub unreachable and the machine not told it is offline: one line,
+    no download tried (defect: 11 lines of huggingface_hub retries over about 25 s before dti's line)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from dti.models import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("a download was tried"))
+    code, _, err = run_cli(with_arg(base_args, "--model", "some-org/some-model"), capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "'some-org/some-model' is not a local folder and not in the hub cache, and the hub cannot be reached" in lines[0]

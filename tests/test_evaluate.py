@@ -480,3 +480,18 @@ def test_non_finite_scores_are_left_out(first, runs, tmp_path, capsys):
     assert [("half.image" in r["scores"]) for r in result.records] == [True, False, True, False]
     assert result.summary["methods"]["dti"]["overall"]["half.image"]["n"] == 2
     assert "NaN" not in (tmp_path / "scores.jsonl").read_text()
+
+
+def test_the_mini_metric_refuses_real_photos_in_one_line(tmp_path, dreambooth, tiny_sd, capsys):
+    """dti evaluate --metrics mini on a run of real photos: one line before anything is generated
+    (defect: a 60-line traceback from the judge, 'all input arrays must have the same shape')."""
+    from dti.training.session import train
+
+    run = tmp_path / "dog"
+    train(dreambooth / "dog", "<my-dog>", "dog", tiny_sd, run, steps=1, resolution=64, validate=False, progress=False)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a {} on the left\n")
+    argv = [run, "--out", tmp_path / "out", "--metrics", "mini", "--prompts", prompts, "--device", "cpu", "--quiet"]
+    code, lines = cli(argv, capsys)
+    assert code == 2 and len(lines) == 1 and "the mini metric judges dti-mini's toy world" in lines[0], lines
+    assert "dinov2, siglip, clip or dino" in lines[0] and not (tmp_path / "out").exists()

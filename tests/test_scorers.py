@@ -191,7 +191,26 @@ def test_hub_id_not_in_offline_cache_refused(tmp_path, monkeypatch):
     with pytest.raises(DTIError) as exc:
         load_scorer("siglip", "google/siglip-base-patch16-512")
     text = _one_line(exc)
-    assert "offline hub cache" in text and "google/siglip-base-patch16-512" in text and "--metric-model siglip=PATH" in text
+    assert "not in the hub cache, and the machine is offline" in text and "google/siglip-base-patch16-512" in text
+    assert "--metric-model siglip=PATH" in text
+
+
+def test_a_hub_id_without_a_network_is_one_line_at_once(tmp_path, monkeypatch):
+    """Not told it is offline, the hub unreachable: one line before any download is tried (defect:
+    11 lines of retries over 25 s, then a message cut in the middle of a URL)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from dti.models import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("a download was tried"))
+    with pytest.raises(DTIError) as exc:
+        load_scorer("dinov2", "facebook/dinov2-base")
+    text = _one_line(exc)
+    assert "the hub cannot be reached (no network)" in text and "facebook/dinov2-base" in text and text.endswith(")")
 
 
 def test_folder_of_another_model_refused(folders, tmp_path):

@@ -75,8 +75,10 @@ def test_load_refuses_mismatched_concepts(tiny_sdxl, tiny_sd, runs):
     with pytest.raises(DTIError, match="has no place for text_encoder_2"):
         load(load_pipe(tiny_sd), runs / "dog")
     load(pipe, runs / "dog")
-    with pytest.raises(DTIError, match="already loaded"):
+    with pytest.raises(DTIError, match=r"already loaded \(the same concept given twice\?\)"):
         load(pipe, runs / "dog")
+    with pytest.raises(DTIError, match="is a word of text_encoder's vocabulary, so loading it would change what that word means"):
+        load(pipe, runs / "cat", token="dog")  # a vocabulary word is not "already loaded" (defect: it said so)
 
 
 def test_ti_rescaled_at_load_time(tiny_sdxl, runs):

@@ -51,6 +51,14 @@ class Scorer(Protocol):
         ...
 
 
+def check_inputs(scorer: Any, references: Sequence[Image.Image], prompts: Sequence[str], what: str) -> None:
+    """Ask a scorer that can judge only some inputs (it has ``check_inputs``) about a run's reference
+    photos and text prompts before anything is generated; it refuses in one line naming ``what``."""
+    check = getattr(scorer, "check_inputs", None)
+    if callable(check):
+        check(references, prompts, what)
+
+
 def class_prompt(prompt: str, token: str, class_word: str) -> str:
     """The prompt a text metric reads: every occurrence of the learned token replaced by the class
     word, and the doubled class word a DreamBooth prompt then has ("a <dog> dog" -> "a dog") collapsed.

@@ -28,7 +28,7 @@ from dti.core.errors import DTIError, warn
 from dti.core.settings import check_seeds, parse_seeds
 from dti.evaluation.cache import GenerationCache, Sampler, cache_key, file_sha256, model_identity, recipe
 from dti.evaluation.prompts import SUBJECT_FORMS, check_kind, default_kind, fill, prompt_set, subject_text
-from dti.evaluation.protocol import Scorer, class_prompt
+from dti.evaluation.protocol import Scorer, check_inputs, class_prompt
 from dti.evaluation.report import REPORT_FILES, metric_key, write_report
 
 DEFAULT_SEEDS = (0, 1, 2, 3)
@@ -377,7 +377,12 @@ def evaluate(
     check_out(out, overwrite)
     # every subject's photos (and masks) read once now, so a bad one is refused before the model loads;
     # kept only while its runs are scored (a sweep is subject-major), not all at once
-    masked = {(r.photos, r.subject): reference_photos(r, mask_dir)[1] for r in evaluated}
+    masked = {}
+    for r in evaluated:
+        refs, masked[(r.photos, r.subject)] = reference_photos(r, mask_dir)
+        texts = [class_prompt(fill(t, subject_text(r.token, r.class_word, subject_form)), r.token, r.class_word) for t in templates[r.kind]]
+        for scorer in scorers.values():
+            check_inputs(scorer, refs, texts, f"{r.method} {r.subject}")
     references: dict[tuple[Path, str], list[Image.Image]] = {}
     shas = {id(run): file_sha256(run.concept) for run in evaluated}
     name = resolve_model(model, evaluated)

@@ -118,20 +118,9 @@ def read_model_index(model: str | os.PathLike) -> dict[str, Any]:
     name = str(model)
     if not _HUB_ID.match(name) or name.count("/") > 1:
         raise DTIError(f"model {name!r} does not exist as a local folder and is not a valid hub id; check the path")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from dti.models import hub
 
-    try:
-        downloaded = Path(hf_hub_download(name, "model_index.json"))
-    except LocalEntryNotFoundError:
-        raise DTIError(
-            f"model {name!r} is not a local folder and is not in the hub cache, and the hub cannot be reached (offline); "
-            "pass a local diffusers folder or download the model once with network"
-        ) from None
-    except (RepositoryNotFoundError, HFValidationError, HfHubHTTPError, OSError) as exc:
-        raise DTIError(
-            f"model {name!r} could not be found ({type(exc).__name__}); check the hub id or pass a local diffusers folder"
-        ) from None
+    downloaded = hub.fetch(name, "model_index.json", "model", "pass a local diffusers folder, or download the model once with network")
     label = f"model_index.json of {name!r}"
     fix = "it is not a diffusers pipeline, or the cached copy is damaged: delete it from the hub cache and download again"
     return _check_index(_read_json_object(downloaded, label, fix), label, fix)
@@ -290,7 +279,12 @@ def load_adapter(
     check_components(model, index, skip=[name for name, value in cls.load_kwargs.items() if value is None])
     try:
         with _quiet_loading(quiet):
-            pipe = cls.load_pipeline(str(model), dtype)
+            from dti.models import hub
+
+            options = {}
+            if not Path(str(model)).exists() and not hub.online():  # a hub id and no network: the cache alone, no retries
+                options["local_files_only"] = True
+            pipe = cls.load_pipeline(str(model), dtype, **options)
     except (OSError, ValueError, RuntimeError, SafetensorError, KeyError, TypeError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DTIError(f"could not load the pipeline from {model}: {first}; check that the folder is complete") from None

@@ -154,10 +154,11 @@ class Adapter(abc.ABC):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load_pipeline(cls, model: str, dtype: torch.dtype) -> Any:
+    def load_pipeline(cls, model: str, dtype: torch.dtype, **options: Any) -> Any:
+        """The pipeline from a folder or the hub (``options``: ``from_pretrained``'s, e.g. ``local_files_only``)."""
         import diffusers
 
-        return getattr(diffusers, cls.pipeline_class).from_pretrained(model, dtype=dtype, **cls.load_kwargs)
+        return getattr(diffusers, cls.pipeline_class).from_pretrained(model, dtype=dtype, **cls.load_kwargs, **options)
 
     @classmethod
     def tokenizer_folders(cls) -> dict[str, str]:

@@ -29,7 +29,7 @@ class StableDiffusion3Adapter(LatentVAEMixin, FlowMatchingAdapter):
     default_options: ClassVar[dict[str, Any]] = {"max_sequence_length": 256}
 
     @classmethod
-    def load_pipeline(cls, model: str, dtype: torch.dtype) -> Any:
+    def load_pipeline(cls, model: str, dtype: torch.dtype, **options: Any) -> Any:
         """A pipeline saved without T5 lists it as ``[null, null]``, which ``from_pretrained``
         refuses unless told the component is absent."""
         from diffusers import StableDiffusion3Pipeline
@@ -38,7 +38,7 @@ class StableDiffusion3Adapter(LatentVAEMixin, FlowMatchingAdapter):
 
         index = read_model_index(model)
         absent = {name: None for name in ("text_encoder_3", "tokenizer_3") if not any(index.get(name) or [None])}
-        return StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, **absent)
+        return StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, **absent, **options)
 
     @property
     def resolution_multiple(self) -> int:

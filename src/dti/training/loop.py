@@ -450,7 +450,19 @@ class Trainer:
                         self._stop_signal(step, stop)
         finally:
             bar.close()
+        self.check_learned()
         return self.concept(c.steps)
+
+    def check_learned(self) -> None:
+        """At the last step: a run none of whose steps was applied learned nothing, and says so
+        (:class:`RunStopped`, status 1) instead of writing the initializer as a learned word."""
+        if self.step_count > 0 and self.skipped >= self.step_count:
+            hint = "lower --lr" + (" or use --precision fp32" if self.adapter.denoiser.dtype != torch.float32 else "")
+            raise RunStopped(
+                f"every one of the {self.step_count} steps was skipped (the loss or a gradient was never finite, or every update "
+                f"pushed a row past norm {MAX_ROW_NORM:g}): nothing was learned and no concept was written; {hint} and start again",
+                1,
+            )
 
     def sync_due(self, step: int, stop_asked: bool = False) -> bool:
         """Whether the host reads the device after step ``step``: on the cadence, at the last step, at a

@@ -190,6 +190,12 @@ class MultiTrainer:
             bar.set_postfix_str(" ".join(f"{n}={v}" for n, v in shown.items())[:80])
 
     def _complete(self, name: str, t: Trainer) -> None:
+        try:
+            t.check_learned()
+        except RunStopped as failed:  # this concept learned nothing; the others go on
+            self.stopped[name] = str(failed)
+            warn(f"{name}: {failed}")
+            return
         concept = t.concept(t.config.steps)
         t.complete(concept)
         self.concepts[name] = concept

@@ -114,8 +114,18 @@ def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = Non
         matched = match_encoders(concept, pipe)
     slots = adapter.encoders
     for slot in slots:
-        if concept.token in attached_tokens(slot.text_encoder) or concept.token in slot.tokenizer.get_vocab():
-            raise DTIError(f"{concept.token} is already loaded in {slot.name}; unload it first or pass another token")
+        if concept.token in attached_tokens(slot.text_encoder):
+            raise DTIError(
+                f"{concept.token} is already loaded (the same concept given twice?); unload it first, or load this one under "
+                "another name with {token}",
+                settings=["token"],
+            )
+        if concept.token in slot.tokenizer.get_vocab():
+            raise DTIError(
+                f"{concept.token} is a word of {slot.name}'s vocabulary, so loading it would change what that word means in every "
+                f"prompt; load it under a made-up name with {{token}}, e.g. '<my-{concept.token.strip('<>')}>'",
+                settings=["token"],
+            )
     pooling = str(concept.meta.get("pooling") or "eos")
     done: list[EncoderSlot] = []
     try:

@@ -55,12 +55,6 @@ def _fix(metric: str) -> str:
     return f"pass --metric-model {metric}=PATH to a folder holding the {model} checkpoint (as its hub repo holds it)"
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _folder_revision(folder: Path) -> str | None:
     """The commit a folder's files came from: a hub cache snapshot is named by it; ``hf download
     --local-dir`` writes it as the first line of ``.cache/huggingface/download/config.json.metadata``."""
@@ -94,18 +88,15 @@ def resolve_source(metric: str, source: str | os.PathLike) -> tuple[str, str, st
         raise DTIError(f"{metric} model {text} is a file, not a model folder; {_fix(metric)}")
     if not _HUB_ID.match(text):
         raise DTIError(f"{metric} model folder {text} does not exist; {_fix(metric)}")
-    from huggingface_hub import try_to_load_from_cache
+    from dti.models import hub
 
-    cached = try_to_load_from_cache(text, "config.json")
-    if isinstance(cached, str):
-        folder = Path(cached).parent
-        return str(folder), text, folder.name
-    if _offline():
-        raise DTIError(
-            f"{metric} model {text} is neither a folder nor in the offline hub cache; download it once (hf download {text}) "
-            f"or {_fix(metric)}"
-        )
-    return text, text, None  # from_pretrained downloads it; the revision is looked up in the cache afterwards
+    cached = hub.cached(text, "config.json")
+    if cached is not None:
+        return str(cached.parent), text, cached.parent.name
+    hub.fetch(
+        text, "config.json", f"{metric} model", f"download it once (hf download {text}) or {_fix(metric)}"
+    )  # no network: one line now
+    return text, text, None  # from_pretrained downloads the rest; the revision is looked up in the cache afterwards
 
 
 def _read_config(metric: str, folder: str, expected: tuple[str, ...]) -> dict[str, Any]:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from dti.core.errors import DTIError
 from dti.evaluation.protocol import ScorerInfo
+
+#: What the judge sees: the toy world's renders, this many pixels square.
+WORLD_SIZE = 32
+#: The fix when the judge is asked about anything else.
+OTHER_METRICS = "score photos of the real world with dinov2, siglip, clip or dino"
 
 
 class MiniJudgeScorer:
@@ -33,6 +39,25 @@ class MiniJudgeScorer:
             text_metric="judge text fidelity",
             notes="exact: the toy world's prompts have a grammar the judge checks attribute by attribute",
         )
+
+    def check_inputs(self, references: Sequence[Image.Image], prompts: Sequence[str], what: str) -> None:
+        """The judge reads only dti-mini's world: 32x32 renders, and prompts in its grammar."""
+        from dti.mini.text import parse_caption
+
+        for ref in references:
+            if ref.size != (WORLD_SIZE, WORLD_SIZE):
+                raise DTIError(
+                    f"the mini metric judges dti-mini's toy world (its {WORLD_SIZE}x{WORLD_SIZE} renders), but {what}'s reference "
+                    f"photos are {ref.size[0]}x{ref.size[1]}; {OTHER_METRICS}"
+                )
+        for prompt in prompts:
+            try:
+                parse_caption(prompt)
+            except ValueError:
+                raise DTIError(
+                    f"the mini metric reads prompts in dti-mini's grammar, and {prompt!r} ({what}) is not one; pass --prompts with "
+                    f"the world's prompts, or {OTHER_METRICS}"
+                ) from None
 
     def image_similarity(self, images: Sequence[Image.Image], references: Sequence[Image.Image]) -> list[float]:
         return self.judge.subject_similarity(list(images), list(references))
