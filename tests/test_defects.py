@@ -31,7 +31,8 @@ def train_args(photos, model, out, *extra):
 def test_a_learning_rate_past_float_range_is_one_line(tiny_sd, photos, tmp_path, capsys):
     """`--method ti --lr 1e38` ended in a traceback from AdamW (its step lr x batch overflowed float32)."""
     out = tmp_path / "run"
-    assert_refused(train_args(photos, tiny_sd, out, "--method", "ti", "--lr", "1e38", "--steps", "2"), capsys, "--lr 1e+38 is past")
+    argv = train_args(photos, tiny_sd, out, "--method", "ti", "--lr", "1e38", "--steps", "2")
+    assert_refused(argv, capsys, "--lr 1e+38 is past the sane limit")
     assert not out.exists()
 
 

@@ -396,7 +396,7 @@ def test_sweep_folder_with_a_rescaled_ti(first, runs, mini_scorer, tmp_path, cap
 def test_masks_change_the_references(first, runs, mini_scorer, tmp_path):
     from dti.mini.model import PACKAGED
 
-    pytest.importorskip("dti.evaluation.scorers.backbones")
+    pytest.importorskip("dti.evaluation.scorers")
     root, folders = runs
     masks = tmp_path / "masks" / "photos"  # masks/<subject>/<photo stem>.png; the subject is named by its photo folder
     masks.mkdir(parents=True)

@@ -18,18 +18,13 @@ from PIL import Image
 
 from dti.core.errors import DTIError
 from dti.evaluation.protocol import Scorer, class_prompt
-from dti.evaluation.scorers.backbones import (
-    METRICS,
-    ClipScorer,
-    DinoScorer,
-    Dinov2Scorer,
-    SiglipScorer,
-    apply_mask,
-    load_references,
-    load_scorer,
-    parse_metric_models,
-)
+from dti.evaluation.scorers import METRICS, load_scorer, parse_metric_models
+from dti.evaluation.scorers.clip import ClipScorer
+from dti.evaluation.scorers.dino import DinoScorer
+from dti.evaluation.scorers.dinov2 import Dinov2Scorer
+from dti.evaluation.scorers.hf import apply_mask, load_references
 from dti.evaluation.scorers.mini import MiniJudgeScorer
+from dti.evaluation.scorers.siglip import SiglipScorer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

@@ -77,33 +77,18 @@ def metric_names(text: str) -> list[str]:
 
 
 def load_scorers(names: list[str], metric_models: list[str], device: Any) -> dict[str, Any]:
-    """Every metric's scorer. ``mini`` (dti-mini's judge) needs nothing else; the real backbones
-    come from :mod:`dti.evaluation.scorers.backbones`. Unknown names are refused before anything loads."""
+    """Every metric's scorer (:mod:`dti.evaluation.scorers`); unknown names are refused before anything loads."""
     from dti.core.errors import DTIError
+    from dti.evaluation import scorers
 
-    try:
-        from dti.evaluation.scorers import backbones
-    except ImportError:
-        backbones = None
-    known = tuple(backbones.METRICS) if backbones is not None else ("mini",)
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in scorers.METRICS]
     if unknown:
-        raise DTIError(f"unknown metric {unknown[0]!r}; use {', '.join(known)}")
-    sources = backbones.parse_metric_models(metric_models) if backbones is not None else {}
-    if backbones is None and metric_models:
-        raise DTIError("--metric-model needs dti.evaluation.scorers.backbones, which this install lacks")
+        raise DTIError(f"unknown metric {unknown[0]!r}; use {', '.join(scorers.METRICS)}")
+    sources = scorers.parse_metric_models(metric_models)
     extra = sorted(set(sources) - set(names))
     if extra:
         raise DTIError(f"--metric-model names {extra[0]}, which --metrics does not use; add it to --metrics or drop it")
-    scorers = {}
-    for name in names:
-        if backbones is None:
-            from dti.evaluation.scorers.mini import MiniJudgeScorer
-
-            scorers[name] = MiniJudgeScorer()
-        else:
-            scorers[name] = backbones.load_scorer(name, sources.get(name), device=str(device))
-    return scorers
+    return {name: scorers.load_scorer(name, sources.get(name), device=str(device)) for name in names}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -262,7 +262,7 @@ def reference_photos(run: EvalRun, masks: Path | None) -> tuple[list[Image.Image
     paths = list_images(run.photos)
     if masks is None:
         return [load_image(p) for p in paths], 0
-    from dti.evaluation.scorers.backbones import load_references
+    from dti.evaluation.scorers.hf import load_references
 
     folder = masks / run.subject if (masks / run.subject).is_dir() else masks
     return load_references(paths, folder), len(paths)
@@ -334,7 +334,7 @@ def evaluate(
     out: str | os.PathLike,
     prompts: str | os.PathLike = "dreambooth",
     seeds: Sequence[int] | str = DEFAULT_SEEDS,
-    scorers: Mapping[str, Scorer] | None = None,
+    scorers: Mapping[str, Scorer] | Sequence[str] | str | None = None,
     *,
     sample_steps: int | None = None,
     guidance: float | None = None,
@@ -355,7 +355,8 @@ def evaluate(
 
     ``model`` is a hub id, a local folder, ``dti-mini``, or a pipeline loaded from a local folder
     (used as it is: ``device`` and ``precision`` then only label the report). ``scorers`` maps a
-    metric name to a :class:`~dti.evaluation.protocol.Scorer`. ``cache_dir`` defaults to ``out/cache``.
+    metric name to a :class:`~dti.evaluation.protocol.Scorer`, or names metrics to load (``"dinov2,siglip"``).
+    ``cache_dir`` defaults to ``out/cache``.
     ``subject_form`` says what ``{}`` in a prompt becomes (:data:`~dti.evaluation.prompts.SUBJECT_FORMS`;
     default: the token alone, as the paper's code)."""
     from dti.core.devices import resolve_device, resolve_dtype
@@ -365,6 +366,11 @@ def evaluate(
     out = Path(out)
     if not scorers:
         raise DTIError("no metrics to score with; pass --metrics, e.g. dinov2,siglip")
+    if isinstance(scorers, (str, list, tuple)):
+        from dti.evaluation.scorers import load_scorer
+
+        names = [n.strip() for n in scorers.split(",")] if isinstance(scorers, str) else list(scorers)
+        scorers = {name: load_scorer(name, device=str(resolve_device(device))) for name in names if name}
     if subject_form not in SUBJECT_FORMS:
         raise DTIError(f"subject form {subject_form!r} is not valid; use {' or '.join(SUBJECT_FORMS)}")
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else check_seeds(seeds)

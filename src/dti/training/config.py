@@ -40,9 +40,10 @@ MAX_CROP_POSITIONS = 64  # fixed crop offsets per photo: more is every offset at
 MAX_BATCH = 1024  # batch_size and grad_accum: a subject has 3-6 photos; 1024 crops at 512 px already exceed any GPU
 MAX_RESOLUTION = 4096  # the largest native size of a supported family (SANA 4K)
 MAX_SAMPLER_STEPS = 1000  # the schedulers' training timesteps; DDIM/DDPM refuse more inference steps
-# A per-sample learning rate: the paper's are 0.005-0.01; AdamW's step of lr x batch past float32's range (3.4e38) is
-# not even a number, and anything near 1e3 already throws every row out of the vocabulary in one step.
-MAX_LR = 1e3
+# A per-sample learning rate whose step, times the largest batch x accumulation (1024 x 1024), stays inside float32
+# (3.4e38): past it AdamW's step size is not even a number (a traceback, not a skipped step). Anything above ~1e3
+# already throws every row out of the vocabulary in one step: such runs stop cleanly as non-finite.
+MAX_LR = 1e30
 
 
 def _resolution(value: int) -> str | None:

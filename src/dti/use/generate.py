@@ -150,8 +150,13 @@ def generate(
     overwrite: bool = False,
 ) -> list[Image.Image]:
     """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet,
-    written together once every image is made (a failure leaves no new file, and replaces no old one)."""
+    written together once every image is made (a failure leaves no new file, and replaces no old one).
+    ``pipe`` is a loaded pipeline or a model name (a hub id, a local folder or ``dti-mini``)."""
     check_settings(n, sample_steps, guidance, resolution, seed)
+    if isinstance(pipe, (str, os.PathLike)):
+        from dti.use.pipelines import load_pipeline
+
+        pipe, model_name = load_pipeline(pipe)[0], model_name or str(pipe)
     check_model_resolution(adapter_for(pipe), resolution)
     paths = []
     if out is not None:

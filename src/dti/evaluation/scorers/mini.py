@@ -15,6 +15,7 @@ from PIL import Image
 
 from dti.core.errors import DTIError
 from dti.evaluation.protocol import ScorerInfo
+from dti.evaluation.scorers.registry import register
 
 #: What the judge sees: the toy world's renders, this many pixels square.
 WORLD_SIZE = 32
@@ -22,6 +23,7 @@ WORLD_SIZE = 32
 OTHER_METRICS = "score photos of the real world with dinov2, siglip, clip or dino"
 
 
+@register("mini")
 class MiniJudgeScorer:
     """The mini world's judge behind the scoring protocol."""
 

@@ -1,4 +1,5 @@
-"""The real metric backbones behind :class:`~dti.evaluation.protocol.Scorer`: DINOv2, SigLIP, CLIP and DINO.
+"""What the real metric backbones share (DINOv2, SigLIP, CLIP, DINO: one module each): where the
+weights come from, the reference photos and their masks, and the scorer over a transformers model.
 
 Each loads a checkpoint with ``from_pretrained`` from a hub id (offline: from the local hub cache)
 or from a folder that holds what the hub repo holds (config, weights, the image processor and,
@@ -15,6 +16,8 @@ comparable; the info says which one a number came from.
 - ``clip`` (DreamBooth's CLIP-I / CLIP-T): raw cosines of the projected embeddings.
 - ``dino`` (DreamBooth's DINO): ViT-S/16 DINO, CLS token of ``last_hidden_state``.
 - ``mini``: dti-mini's judge (:mod:`dti.evaluation.scorers.mini`).
+
+A scorer registers under its metric name (:mod:`dti.evaluation.scorers.registry`).
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import torch
 from PIL import Image
 
 from dti.core.errors import DTIError
-from dti.evaluation.protocol import Scorer, ScorerInfo
-from dti.evaluation.scorers.mini import MiniJudgeScorer
+from dti.evaluation.protocol import ScorerInfo
+from dti.evaluation.scorers.registry import SCORERS
 
 COSINE = "cosine in [-1, 1]"
 SIGLIP_MAX_LENGTH = 64
@@ -51,7 +54,7 @@ _CACHE_LIMIT = 512
 
 
 def _fix(metric: str) -> str:
-    model = getattr(METRICS.get(metric), "MODEL_NAME", metric)
+    model = getattr(SCORERS.get(metric), "MODEL_NAME", metric)
     return f"pass --metric-model {metric}=PATH to a folder holding the {model} checkpoint (as its hub repo holds it)"
 
 
@@ -111,7 +114,7 @@ def _read_config(metric: str, folder: str, expected: tuple[str, ...]) -> dict[st
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in expected:
         raise DTIError(
-            f"{metric} model folder {folder} holds a {kind or 'untyped'} model, not {getattr(METRICS.get(metric), 'MODEL_NAME', metric)} "
+            f"{metric} model folder {folder} holds a {kind or 'untyped'} model, not {getattr(SCORERS.get(metric), 'MODEL_NAME', metric)} "
             f"(model_type {'/'.join(expected)}); {_fix(metric)}"
         )
     return config
@@ -214,7 +217,7 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class _HFScorer:
+class HFScorer:
     """Shared machinery: loading, batching, cached reference embeddings, cosine image similarity."""
 
     METRIC: str = ""
@@ -331,91 +334,7 @@ class _HFScorer:
             raise DTIError(f"{self.METRIC}: {len(prompts)} prompts for {len(images)} images; pass one prompt per image")
 
 
-class Dinov2Scorer(_HFScorer):
-    """DINOv2 image similarity (the paper's): CLS cosine to every reference photo, optionally with masked references.
-
-    ``masks``: a folder holding one mask per reference photo with the same file stem (white =
-    subject). Masks are applied to references given as file paths (:meth:`image_similarity`
-    accepts paths too) or loaded with :func:`load_references`; :meth:`use_masks` switches the
-    folder per subject without reloading the model."""
-
-    METRIC = "dinov2"
-    DEFAULT = "facebook/dinov2-base"
-    MODEL_NAME = "DINOv2"
-    MODEL_TYPES = ("dinov2",)
-    IMAGE_METRIC = "DINOv2"
-
-    def __init__(
-        self,
-        source: str | os.PathLike | None = None,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        batch_size: int = BATCH_SIZE,
-        masks: str | os.PathLike | None = None,
-    ) -> None:
-        super().__init__(source, device, dtype, batch_size)
-        self.masks: Path | None = None
-        self.use_masks(masks)
-
-    def use_masks(self, masks: str | os.PathLike | None) -> None:
-        """Mask the references of the next calls with this folder (``None``: unmasked)."""
-        if masks is not None and not Path(masks).is_dir():
-            raise DTIError(f"mask folder {masks} does not exist; pass a folder holding one mask per reference photo (same file stem)")
-        self.masks = None if masks is None else Path(masks)
-
-    @property
-    def masked(self) -> bool:
-        return self.masks is not None
-
-    def _load_model(self, where: str) -> Any:
-        from transformers import Dinov2Model
-
-        return _load(self.METRIC, "weights", Dinov2Model, where)
-
-    def _embed_batch(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # last_hidden_state is after DINOv2's final LayerNorm: its CLS row is also pooler_output
-        return self.model(pixel_values=pixel_values).last_hidden_state[:, 0]
-
-    def _notes(self) -> str:
-        masks = f"references masked by {self.masks} (background black)" if self.masks else "references unmasked"
-        return f"embedding: CLS token of last_hidden_state (layer-normed, = pooler_output), as the paper's code; {masks}"
-
-    def _check_references(self, references: Sequence[Any]) -> list[Image.Image]:
-        if self.masks is None or not references:
-            return super()._check_references(references)
-        if all(isinstance(r, (str, os.PathLike)) for r in references):
-            return load_references(references, self.masks)
-        names = [getattr(r, "filename", "") if isinstance(r, Image.Image) else "" for r in references]
-        if not all(names):
-            raise DTIError(f"{self.METRIC} masks need the reference photos' file names; pass the references as file paths")
-        return load_references(names, self.masks)
-
-
-class DinoScorer(_HFScorer):
-    """DreamBooth's DINO image metric: ViT-S/16 DINO (v1), CLS of ``last_hidden_state``, cosine."""
-
-    METRIC = "dino"
-    DEFAULT = "facebook/dino-vits16"
-    MODEL_NAME = "DINO ViT"
-    MODEL_TYPES = ("vit",)
-    IMAGE_METRIC = "DINO"
-
-    def _load_model(self, where: str) -> Any:
-        from transformers import ViTModel
-
-        # the DINO checkpoints carry no pooler; without this transformers would add a random one
-        return _load(self.METRIC, "weights", ViTModel, where, add_pooling_layer=False)
-
-    def _embed_batch(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).last_hidden_state[:, 0]
-
-    def _notes(self) -> str:
-        return (
-            "embedding: CLS token of last_hidden_state (after the final LayerNorm), DreamBooth's DINO metric; images by the saved processor"
-        )
-
-
-class _TextScorer(_HFScorer):
+class TextScorer(HFScorer):
     """A joint image-text model: the tokenizer is loaded too, and text embeddings are unit-normalized."""
 
     def __init__(
@@ -457,124 +376,3 @@ class _TextScorer(_HFScorer):
     def _image_text_cosines(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
         self._check_pairs(images, prompts)
         return (self.embed_images(list(images)) * self.embed_texts(list(prompts))).sum(dim=-1)
-
-
-class SiglipScorer(_TextScorer):
-    """SigLIP text similarity (the paper's): ``sigmoid(exp(logit_scale) * cos + logit_bias)``, each
-    image with its own prompt; image similarity: cosine of the image embeddings."""
-
-    METRIC = "siglip"
-    DEFAULT = "google/siglip-base-patch16-512"
-    MODEL_NAME = "SigLIP"
-    MODEL_CLASS = "SiglipModel"
-    MODEL_TYPES = ("siglip",)
-    IMAGE_METRIC = "SigLIP image cosine"
-    TEXT_METRIC = "SigLIP"
-
-    def prepare_prompt(self, prompt: str) -> str:
-        """The paper's code reads the prompt as a sentence: a final "." unless it has one."""
-        text = prompt.rstrip()
-        return text if text.endswith(".") else text + "."
-
-    def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Token ids padded to 64, as SigLIP was trained; no attention mask (SigLIP attends to its
-        padding, which is the end token, and pools the last position)."""
-        enc = self.tokenizer(
-            [self.prepare_prompt(p) for p in prompts],
-            padding="max_length",
-            max_length=SIGLIP_MAX_LENGTH,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"]}
-
-    def _scale(self) -> str:
-        return "text: sigmoid probability in [0, 1]; image: cosine in [-1, 1]"
-
-    def _notes(self) -> str:
-        return (
-            "text: sigmoid(exp(logit_scale) * cos + logit_bias) of the image and its prompt, the prompt ending in '.' "
-            f"(appended unless present) and padded to {SIGLIP_MAX_LENGTH} tokens (padding='max_length'), as the paper's code; "
-            "input_ids only, no attention mask; the real SiglipTokenizer lowercases and strips punctuation itself; "
-            "image: cosine of the image embeddings (pooled head output)"
-        )
-
-    @torch.no_grad()
-    def text_similarity(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        if not images and not prompts:
-            return []
-        cos = self._image_text_cosines(images, prompts)
-        scale = self.model.logit_scale.float().exp().cpu()
-        bias = self.model.logit_bias.float().cpu()
-        return torch.sigmoid(cos * scale + bias).tolist()
-
-
-class ClipScorer(_TextScorer):
-    """DreamBooth's CLIP-I (image-image cosine, mean over references) and CLIP-T (raw image-text
-    cosine, no logit scale) on the projected embeddings."""
-
-    METRIC = "clip"
-    DEFAULT = "openai/clip-vit-base-patch32"
-    MODEL_NAME = "CLIP"
-    MODEL_CLASS = "CLIPModel"
-    MODEL_TYPES = ("clip",)
-    IMAGE_METRIC = "CLIP-I"
-    TEXT_METRIC = "CLIP-T"
-
-    def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        max_length = min(int(self.tokenizer.model_max_length), int(self.model.config.text_config.max_position_embeddings))
-        enc = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def _notes(self) -> str:
-        return (
-            "CLIP-I: cosine of projected image embeddings, mean over references; "
-            "CLIP-T: raw cosine image-prompt (no logit scale), DreamBooth's protocol"
-        )
-
-    def text_similarity(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        if not images and not prompts:
-            return []
-        return self._image_text_cosines(images, prompts).tolist()
-
-
-# ----------------------------------------------------------------------------------------------
-# the registry
-
-
-METRICS: dict[str, Any] = {
-    "dinov2": Dinov2Scorer,
-    "siglip": SiglipScorer,
-    "clip": ClipScorer,
-    "dino": DinoScorer,
-    "mini": MiniJudgeScorer,
-}
-
-
-def _names() -> str:
-    return ", ".join(METRICS)
-
-
-def load_scorer(name: str, source: str | os.PathLike | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Scorer:
-    """The scorer ``name`` (a key of :data:`METRICS`) from ``source`` (a folder or hub id; ``None``: its default)."""
-    if name not in METRICS:
-        raise DTIError(f"unknown metric {name!r}; metrics: {_names()}")
-    if name == "mini":
-        return MiniJudgeScorer(source)
-    return METRICS[name](source, device=device, dtype=dtype)
-
-
-def parse_metric_models(items: Sequence[str]) -> dict[str, str]:
-    """``--metric-model NAME=PATH`` values -> ``{name: path}``; bad syntax, an unknown name or a name given twice is one line."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = str(item).partition("=")
-        name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise DTIError(f"--metric-model {item!r} is not NAME=PATH (e.g. dinov2=/models/dinov2-base); names: {_names()}")
-        if name not in METRICS:
-            raise DTIError(f"--metric-model {item!r}: unknown metric {name!r}; names: {_names()}")
-        if name in out:
-            raise DTIError(f"--metric-model {name} given twice ({out[name]} and {path}); give each metric once")
-        out[name] = path
-    return out
