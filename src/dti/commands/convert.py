@@ -9,7 +9,7 @@ from dti.commands.flags import groups_of
 from dti.text.vocab import MAGNITUDES
 
 VERB = "convert"
-HELP = "convert a concept between dti, diffusers, A1111, ComfyUI and kohya formats"
+HELP = "convert a concept between the formats of dti, diffusers, A1111, ComfyUI, kohya, InvokeAI and OneTrainer"
 
 
 def add_arguments(p: argparse.ArgumentParser, rescale_default: str | None) -> None:
