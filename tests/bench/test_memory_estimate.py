@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 memory = pytest.importorskip("memory")
 full_configs = pytest.importorskip("full_configs")
 

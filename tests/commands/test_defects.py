@@ -1,8 +1,8 @@
 """The defects a new user and hostile input found (issue 18, section 6), each with the test that fails
-without its fix. Defects tested where their room's tests live: 6 (tests/test_cli.py, test_scorers.py:
-a hub id without a network), 7 (test_evaluate.py: the mini metric on real photos), 10 (test_use.py:
-"unload it first"; test_bad_concepts.py: a .pt named with a space), 12 (test_tool_lookups.py: every
-tool's lookup rule)."""
+without its fix. Defects tested where their room's tests live: 6 (commands/test_cli.py and
+evaluation/test_scorers.py: a hub id without a network), 7 (evaluation/test_evaluate.py: the mini
+metric on real photos), 10 (use/test_use.py: "unload it first"; concepts/test_bad_concepts.py: a .pt
+named with a space), 12 (concepts/test_tool_lookups.py: every tool's lookup rule)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import sys
 import pytest
 
 import dti
-from conftest import REPO, nan_loss_at
+from conftest import REPO, load_pipe, nan_loss_at
 from dti.commands import main
 from dti.concepts.concept import Concept
+from dti.text.vocab import vocabulary_rows
 from refusal import assert_refused
 
 FAST = ["--resolution", "64", "--no-validation", "--quiet"]
@@ -147,10 +148,14 @@ def test_a_closed_pipe_ends_quietly(tiny_sd, photos, tmp_path):
     """`dti inspect --json | head -1` printed "could not write: Broken pipe; free space..."."""
     run = tmp_path / "run"
     assert main(train_args(photos, tiny_sd, run, "--steps", "1")) == 0
-    shell = f"{sys.executable} -m dti inspect {run} --json | head -1"
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.stdout.strip() == "{" and done.stderr == "", done.stderr
-    assert done.returncode == 141  # 128 + SIGPIPE, as a shell reports a tool ended by a closed pipe
+    # The reader is gone before dti writes a byte, so the write must meet the closed pipe (with `| head -1`
+    # a small output can fit the pipe's buffer first and the run ends 0: a race, not a test).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dti", "inspect", str(run), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err  # 128 + SIGPIPE, as a shell reports a tool ended by a closed pipe
 
 
 # ------------------------------------------------------------------ 9. words dti-mini knows
@@ -208,3 +213,107 @@ def test_an_abbreviated_or_foreign_flag_gets_dtis_name_for_it(tiny_sd, photos, t
     assert_refused([*base, "--max_train_steps", "9"], capsys, "dti calls it --steps")
     assert_refused([*base, "--validation_steps", "9"], capsys, "dti calls it --validation-every")
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ 13. what the hostile-user suite found
+@pytest.mark.parametrize("which", ["photos", "model"])
+def test_an_output_inside_an_input_folder_is_refused(tiny_sd, photos, tmp_path, capsys, which):
+    """`--output <the photo folder> --overwrite` wrote the run among the photos (and into the model)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    target = {"photos": photos, "model": model}[which]
+    for out in (target, target / "sub"):
+        argv = train_args(photos, model, out, "--steps", "1", "--overwrite")
+        line = assert_refused(argv, capsys, "choose a separate output folder", untouched=[photos, model])
+        assert ("is the" if out == target else "lies inside the") in line, line
+    assert not (target / "sub").exists()
+
+
+@pytest.mark.parametrize("text", ["=1", "foo"])
+def test_a_malformed_family_option_is_a_usage_line(text, capsys):
+    """`--option =1` escaped argparse as a DTIError traceback."""
+    argv = ["train", "p", "--token", "<t>", "--model", "m", "--output", "o", "--option", text]
+    assert_refused(argv, capsys, f"argument --option: {text!r} is not KEY=VALUE, e.g. instruction=true")
+
+
+def test_generate_rescales_to_every_statistic_help_offers(tiny_sd, photos, tmp_path, capsys):
+    """`generate --rescale median` was offered by --help and refused by the loader ('use mean, min or max')."""
+    from dti.concepts.concept import Concept
+
+    run = tmp_path / "run"
+    assert main(train_args(photos, tiny_sd, run, "--steps", "1", "--method", "ti")) == 0
+    out = tmp_path / "g"
+    argv = ["generate", "a <my-tok>", "--concept", str(run), "--model", str(tiny_sd), "--out", str(out), "--sample-steps", "1"]
+    assert main([*argv, "--rescale", "median", "--resolution", "64", "-n", "1"]) == 0, capsys.readouterr().err
+    assert len(list(out.glob("seed-*.png"))) == 1
+    pipe = load_pipe(tiny_sd)
+    median = float(vocabulary_rows(pipe.tokenizer, pipe.text_encoder).detach().norm(dim=-1).median())
+    concept = dti.load(pipe, run, rescale="median")
+    norm = float(concept.encoders["text_encoder"].vectors.norm(dim=-1)[0])
+    assert norm == pytest.approx(median, rel=1e-5)
+    assert Concept.load(run).encoders["text_encoder"].vectors.norm() != pytest.approx(norm)
+
+
+def test_generation_speaks_in_dtis_lines_only(tiny_sd, photos, tmp_path, capsys):
+    """fp16 on the CPU and a prompt past 77 tokens printed diffusers' and transformers' own log lines
+    (several, repeated); now one dti warning each, and nothing else on stderr."""
+    run = tmp_path / "run"
+    assert main(train_args(photos, tiny_sd, run, "--steps", "1")) == 0
+    prompt = "a <my-tok> dog " + "very " * 100 + "fluffy"
+    argv = ["generate", prompt, "--concept", str(run), "--out", str(tmp_path / "g"), "-n", "1", "--sample-steps", "1"]
+    argv += ["--resolution", "64", "--precision", "fp16"]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")}
+    done = subprocess.run([sys.executable, "-m", "dti", *argv], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 0 and all(line.startswith("warning:") for line in lines), done.stderr
+    assert len(lines) == 2 and "fp16 on the CPU" in lines[0] and "reads the first 77; the rest is ignored" in lines[1], lines
+
+
+def test_an_unknown_token_in_the_negative_prompt_is_refused(tiny_sd, photos, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(photos, tiny_sd, run, "--steps", "1")) == 0
+    out = tmp_path / "g"
+    argv = ["generate", "a <my-tok>", "--concept", str(run), "--out", str(out), "--sample-steps", "1", "--resolution", "64"]
+    assert_refused([*argv, "--negative-prompt", "a <nope>"], capsys, "the negative prompt uses <nope> but no --concept provides it")
+    assert_refused([*argv, "--guidance", "1e30"], capsys, "--guidance 1e+30 is not valid; use a number from 0 to 100")
+    assert not out.exists()
+
+
+def test_a_token_without_a_file_name_and_its_plot_are_quiet(tiny_sd, photos, tmp_path, capsys):
+    """An emoji token: matplotlib's "Glyph missing" warnings on stderr, and a file-name warning that
+    called the fallback 'concept' an ordinary word."""
+    run = tmp_path / "run"
+    argv = ["train", str(photos), "--token", "<\U0001f436>", "--init", "dog", "--model", str(tiny_sd), "--output", str(run), *FAST]
+    assert main([*argv, "--steps", "1"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no letter, digit, '.' or '-' a file name keeps" in err[0] and "dti-concept" in err[0], err
+    assert (run / "norms.png").is_file()
+
+
+def test_the_demo_refuses_runaway_lengths(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert_refused(["demo", "--out", out, "--steps", "1000000000"], capsys, "--steps 1000000000 is not valid; use 1 to 1,000,000")
+    assert_refused(["demo", "--out", out, "--sample-steps", "100000"], capsys, "--sample-steps 100000 is not valid; use 1 to 1000")
+    assert not out.exists()
+
+
+def test_a_component_written_as_a_bare_class_name_is_named(tiny_sd, photos, tmp_path, capsys):
+    """model_index.json with `"vae": "AutoencoderKL"` ended in "too many values to unpack (expected 2)"."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    index = json.loads((model / "model_index.json").read_text())
+    index["vae"] = "AutoencoderKL"
+    (model / "model_index.json").write_text(json.dumps(index))
+    line = assert_refused(train_args(photos, model, tmp_path / "run", "--steps", "1"), capsys, "lists component vae as")
+    assert '"AutoencoderKL", not a [library, class] pair' in line
+
+
+def test_error_lines_escape_control_characters(tmp_path, capsys):
+    """A photo named with a newline split the error over two lines."""
+    from dti.core.errors import one_line
+
+    assert one_line("bad\nname\t.png") == "bad\\nname\\t.png" and one_line("caf\u00e9 \U0001f436") == "caf\u00e9 \U0001f436"
+    photos = tmp_path / "p"
+    photos.mkdir()
+    (photos / "a\nb.png").write_bytes(b"not a png")
+    assert_refused(train_args(photos, "m", tmp_path / "o", "--steps", "1"), capsys, "a\\nb.png")

@@ -95,3 +95,23 @@ def test_incompatible_pairs_are_refused(b, pattern):
 def test_weights_outside_unit_interval_are_refused():
     with pytest.raises(DTIError, match="outside"):
         blend(dti_concept("<a>", 0), dti_concept("<b>", 1), [0.0, 1.5])
+
+
+@pytest.mark.parametrize("failing", ["interpolation.json", "blend-02"])
+def test_written_blends_appear_together_or_not_at_all(tmp_path, failing):
+    """A write failing part-way (a full disk at the summary, or at the last blend) leaves no partial
+    set behind, and an earlier set in the folder is kept whole."""
+    from dti.testing.faults import fail_os_replace
+    from dti.use.interpolate import interpolate
+
+    a, b = dti_concept("<a>", 0), dti_concept("<b>", 1)
+    out = tmp_path / "blends"
+    with fail_os_replace(match=failing), pytest.raises(DTIError, match=r"no space left|free space"):
+        interpolate(a, b, out, blends=3, grid=False)
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+    first = interpolate(a, b, out, blends=3, grid=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before) == 4 and len(first.files) == 3
+    with fail_os_replace(match=failing), pytest.raises(DTIError):
+        interpolate(b, a, out, blends=3, grid=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

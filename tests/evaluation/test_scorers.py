@@ -494,3 +494,60 @@ def test_siglip_s_real_tokenizer_without_sentencepiece_is_one_line(folders, tmp_
     with pytest.raises(DTIError) as exc:
         load_scorer("siglip", folder)
     assert "pip install sentencepiece protobuf" in _one_line(exc)
+
+
+# --- one suite over every registered scorer: a new metric gets it by registering ----------------
+
+
+def test_every_registered_scorer_has_a_tiny_build():
+    """A scorer registered in dti.evaluation.scorers must be buildable here, or the suite below skips it."""
+    assert set(METRICS) == {*BUILD, "mini"}
+
+
+@pytest.fixture(scope="module")
+def every_scorer(scorers):
+    return {**scorers, "mini": load_scorer("mini")}
+
+
+def _inputs(name: str):
+    """(images, references, prompts) a scorer can judge: the toy world's renders and grammar for the
+    mini judge, random photos and plain prompts for the real backbones."""
+    if name == "mini":
+        import random
+
+        from dti.evaluation.protocol import class_prompt
+        from dti.mini import world
+
+        subject = world.subjects()[0]
+        token = f"<{subject.name}>"
+        jobs = world.compositional_prompts(token, subject.shape, 3, seed=0)
+        prompts = [class_prompt(p, token, subject.shape) for p, _ in jobs]
+        scenes = [world.render(world.realize(spec, random.Random(i), {token: subject})) for i, (_, spec) in enumerate(jobs)]
+        return scenes, world.reference_images(subject, 3), prompts
+    return _images(3, seed=7), _images(2, seed=8), ["a photo of a dog", "a red cube on a table", "two cats"]
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_scorer_keeps_the_protocol_and_scores_again_from_the_files(every_scorer, name, tmp_path):
+    """Each scorer names its backbone and scale, gives one finite score per image for the metrics it
+    declares, and gives the same scores for the same images read back from PNG files (the report's
+    scores can be recomputed from what it links)."""
+    scorer = every_scorer[name]
+    info = scorer.info
+    assert isinstance(scorer, Scorer) and info.name == name and info.backbone and info.scale
+    assert info.image_metric or info.text_metric
+    images, refs, prompts = _inputs(name)
+    paths = []
+    for i, image in enumerate(images):
+        image.save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    again = [Image.open(p).convert("RGB") for p in paths]
+    for declared, score in (
+        (info.image_metric, lambda ims: scorer.image_similarity(ims, refs)),
+        (info.text_metric, lambda ims: scorer.text_similarity(ims, prompts)),
+    ):
+        if not declared:
+            continue
+        first = score(images)
+        assert len(first) == len(images) and all(isinstance(v, float) and np.isfinite(v) for v in first), (name, first)
+        assert score(again) == first, name

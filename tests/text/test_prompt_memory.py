@@ -1,11 +1,11 @@
 """The attached tokenizer's call memory: a repeated prompt is tokenized once, never stale, never shared."""
 
 import torch
+from test_tokens import _tiny_clip
 from transformers import CLIPTokenizerFast
 
 from dti.core.rows import TrainableRows
 from dti.text.attach import CALL_MEMORY, _expand, attach
-from test_tokens import _tiny_clip
 
 
 def _counting(monkeypatch):

@@ -278,6 +278,27 @@ def test_overwrite_replaces_only_on_success_and_only_dti_files(tiny_sd, tiny_sdx
     assert not (run / ".dti-overwrite").exists() and not (run / ".dti.lock").exists()
 
 
+def test_an_overwrite_whose_commit_fails_keeps_every_old_file(tiny_sd, photos, tmp_path, capsys):
+    """Renames onto run/concept.safetensors keep failing (also any put-back): the old concept and
+    every other old file stay as they were, the finished new run stays staged, and --resume
+    commits it once the disk behaves."""
+    from dti.testing.faults import fail_os_replace
+
+    run = tmp_path / "run"
+    assert main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "2", "--no-validation")]) == 0
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with fail_os_replace(match=f"{run}/concept.safetensors"):
+        code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "3", "--overwrite", "--no-validation")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and f"{run}/concept.safetensors" in err and "dti-new" not in err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".dti-overwrite" not in p.parts}
+    assert after == before
+    assert (run / ".dti-overwrite" / "concept.safetensors").is_file()  # the new run, whole
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert Concept.load(run).meta["step"] == 3 and not (run / ".dti-overwrite").exists()
+    assert not [p for p in run.rglob("*") if "dti-old" in p.name or "dti-new" in p.name]
+
+
 # ---------------------------------------------------------------------- numerics
 def test_non_finite_steps_are_skipped_then_the_run_stops_resumably(tiny_sd, photos, tmp_path, capsys, monkeypatch):
     bad = {3}  # one bad step: skipped, counted, the run goes on
@@ -308,7 +329,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_resumably(tiny_sd, phot
 
 def test_huge_learning_rates_end_in_one_line_not_a_traceback(tiny_sd, photos, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "30", "--method", "ti", "--lr", "1e30", "--no-validation")])
+    code = main([str(a) for a in cli_args(photos, tiny_sd, run, "--steps", "30", "--method", "ti", "--lr", "1000", "--no-validation")])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert code == 1 and "in a row" in err, err  # every update pushes the free row past any usable norm: undone, then a clean stop

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from dti.commands.flags import flag
 from dti.commands.parser import EXIT_USAGE, Parser, unknown_flag
-from dti.core.errors import DTIError, naming
+from dti.core.errors import DTIError, naming, one_line
 from dti.training.stopping import RunStopped
 
 #: The verbs, in the order ``dti --help`` lists them; each is a module of this package.
@@ -65,8 +65,22 @@ def _quiet_broken_pipe() -> int:
     return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' log lines (a pipeline moved to the CPU in fp16, a prompt truncated,
+    a component cast) off the command's stderr, where every line is dti's own: dti says what matters in its
+    own words. A user's DIFFUSERS_VERBOSITY / TRANSFORMERS_VERBOSITY still wins."""
+    for library in ("diffusers", "transformers"):
+        variable = f"{library.upper()}_VERBOSITY"
+        if variable in os.environ:
+            continue
+        os.environ[variable] = "error"
+        if library in sys.modules:  # imported before (dti called from Python): the variable is read only at import
+            importlib.import_module(f"{library}.utils.logging").set_verbosity_error()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    quiet_libraries()
     parser = build_parser()
     try:
         args = _parse(parser, argv)
@@ -82,14 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:
             return _quiet_broken_pipe()
         except DTIError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
         except OSError as exc:  # a full disk, a read-only place, a path under a file, met while writing
             where = f" {exc.filename}" if exc.filename else ""
-            print(f"error: could not write{where}: {exc.strerror or exc}; free space or choose another output folder", file=sys.stderr)
+            print(
+                one_line(f"error: could not write{where}: {exc.strerror or exc}; free space or choose another output folder"),
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         except RunStopped as stopped:
-            print(f"stopped: {stopped}", file=sys.stderr)
+            print(f"stopped: {one_line(str(stopped))}", file=sys.stderr)
             return stopped.exit_code
         except KeyboardInterrupt:  # a second Ctrl-C: no time to save, but the last checkpoint is there
             hint = module.resume_hint(args) if hasattr(module, "resume_hint") else ""

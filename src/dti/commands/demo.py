@@ -7,6 +7,8 @@ import argparse
 from dti.commands.flags import groups_of
 from dti.commands.parser import whole
 from dti.core.errors import DTIError
+from dti.core.settings import MAX_SAMPLER_STEPS
+from dti.training.config import MAX_STEPS
 
 VERB = "demo"
 HELP = "learn, generate and blend two words on the built-in dti-mini model (offline, about 1.5 minutes on a 2-core CPU)"
@@ -34,8 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from dti.evaluation.demo import run_demo
 
-    if args.steps <= 0 or args.sample_steps <= 0:
-        raise DTIError("{steps} and {sample_steps} must be positive", settings=["steps", "sample_steps"])
+    if not 0 < args.steps <= MAX_STEPS:
+        raise DTIError(f"{{steps}} {args.steps} is not valid; use 1 to {MAX_STEPS:,} (the demo's 150 takes a minute)", settings=["steps"])
+    if not 0 < args.sample_steps <= MAX_SAMPLER_STEPS:
+        raise DTIError(
+            f"{{sample_steps}} {args.sample_steps} is not valid; use 1 to {MAX_SAMPLER_STEPS} (20 is the demo's)", settings=["sample_steps"]
+        )
     numbers = run_demo(
         args.out, args.model, steps=args.steps, sampler_steps=args.sample_steps, overwrite=args.overwrite, progress=not args.quiet
     )

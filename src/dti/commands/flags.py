@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dti.commands.parser import ExtendSeeds, number, seeds, whole
+from dti.core.errors import DTIError
 from dti.core.settings import GROUPS, Spec, field_types, specs
 from dti.training.config import TrainConfig
 
@@ -31,6 +32,22 @@ def flag(name: str) -> str:
             return name
         return spec.flag or "--" + name.replace("_", "-")
     return VERB_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _usage_errors(parse: Any) -> Any:
+    """``parse`` whose DTIError is argparse's usage error (one line, exit 2): argparse lets any other
+    exception of a type function escape as a traceback. The flag argparse already names is not repeated."""
+
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except DTIError as exc:
+            message = exc.render(flag)
+            named = flag(exc.settings[0]) + " " if exc.settings else ""
+            raise argparse.ArgumentTypeError(message.removeprefix(named)) from None
+
+    read.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in "invalid <name> value"
+    return read
 
 
 def _default_help(spec: Spec, default: Any) -> str:
@@ -94,9 +111,9 @@ def add_settings(
         elif typing.get_origin(tp) is list and typing.get_args(tp)[0] is int:
             kwargs.update(nargs="+", type=seeds, action=ExtendSeeds, metavar=spec.metavar or "SEEDS")
         elif spec.repeat:
-            kwargs.update(action="append", type=spec.parse or str, metavar=spec.metavar)
+            kwargs.update(action="append", type=_usage_errors(spec.parse) if spec.parse else str, metavar=spec.metavar)
         else:
-            parse = spec.parse or {int: whole, float: number}.get(tp, str)
+            parse = _usage_errors(spec.parse) if spec.parse else {int: whole, float: number}.get(tp, str)
             kwargs.update(type=parse, metavar=spec.metavar)
             options = spec.options()
             if options is not None and spec.parse is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -237,9 +238,14 @@ class Concept:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the concept as one safetensors file (atomically); vectors no encoder can use (NaN,
         infinite, all-zero) are refused rather than written."""
+        return atomic_write(path, self.writer())
+
+    def writer(self) -> Callable[[str], None]:
+        """What writes this concept's file at a temporary path, for files that must appear together
+        (:func:`dti.core.files.atomic_write_all`); unusable vectors are refused now, before anything is written."""
         self.check()
         tensors, metadata = self.serialize()
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        return lambda tmp: save_file(tensors, tmp, metadata=metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, problems: list[str] | None = None) -> Concept:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dti.core.errors import DTIError
+from dti.core.errors import DTIError, warn
 
 #: The weights' precisions a model loads in; ``auto`` is bf16 on a GPU and fp32 on the CPU.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -60,4 +60,10 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in table:
         raise DTIError(f"{{precision}} {precision!r} is not valid; use one of {', '.join(PRECISIONS)}", settings=["precision"])
+    if precision == "fp16" and device.type == "cpu" and "fp16-cpu" not in _WARNED:
+        _WARNED.add("fp16-cpu")
+        warn("fp16 on the CPU is slow and loses precision (diffusers does not support it there); the CPU's own is fp32 (auto)")
     return table[precision]
+
+
+_WARNED: set[str] = set()  # warnings said once per process

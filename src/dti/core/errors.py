@@ -69,6 +69,11 @@ def setting_error(message: str, *settings: str) -> DTIError:
     return DTIError(message, settings=settings)
 
 
+def one_line(text: str) -> str:
+    """``text`` as one screen line: a control character (a newline in a file name) written as its escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def warn(message: object) -> None:
     """Print one ``warning: message`` line on stderr (looked up at call time, so captured streams see it);
     a :class:`Line` as message names its settings as :func:`naming` says."""

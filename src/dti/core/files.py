@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,7 +77,7 @@ def atomic_write_all(items: Sequence[tuple[str | os.PathLike, Callable[[str], No
                 os.chmod(tmp, mask)
         if len(targets) == 1:
             os.replace(staged[0], targets[0])
-        else:  # several files: earlier ones move aside first, and come back if a later rename fails
+        else:  # several files: all or none (replace_together)
             replace_together(staged, targets)
     except BaseException as exc:
         for tmp in staged:  # the ones already renamed are gone from here
@@ -90,29 +91,75 @@ def atomic_write_all(items: Sequence[tuple[str | os.PathLike, Callable[[str], No
     return targets
 
 
-def replace_together(staged: Sequence[str], targets: Sequence[Path]) -> None:
-    """Rename every staged file onto its target, or none: an existing target is moved aside first
-    and put back (and the new files taken out again) when any rename fails."""
-    aside: list[tuple[Path, str]] = []
-    placed: list[Path] = []
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """A second name for ``src`` at ``dst`` (a hard link; a copy where the file system has none),
+    made without renaming anything, so a later failed rename cannot take it away."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dst)
     try:
-        for target in targets:
+        os.link(src, dst)
+    except OSError:
+        try:
+            shutil.copy2(src, dst)
+        except BaseException:
+            _remove(str(dst))
+            raise
+
+
+def replace_together(staged: Sequence[str], targets: Sequence[Path]) -> None:
+    """Rename every staged file onto its target, or none. An existing target first gets a second
+    name beside it (:func:`link_or_copy`) and stays where it is until its own rename, which is
+    atomic: a target whose rename fails still holds its earlier file. When any rename fails, the
+    targets already replaced get their earlier files back (renamed, or copied where renames keep
+    failing); if even that fails, the error says where each earlier file is kept."""
+    kept: list[tuple[Path, Path | None]] = []  # (target, its earlier file's second name)
+    placed: list[tuple[Path, Path | None]] = []
+    current = targets[0] if targets else Path()
+    try:
+        for current in targets:
+            target, keep = current, None
             if target.exists():
-                keep = f"{target.parent}/.{target.name}.dti-old"
-                os.replace(target, keep)
-                aside.append((target, keep))
-        for tmp, target in zip(staged, targets):
+                keep = target.with_name(f".{target.name}.dti-old")
+                link_or_copy(target, keep)
+            kept.append((target, keep))
+        for tmp, (target, keep) in zip(staged, kept):
+            current = target
             os.replace(tmp, target)
-            placed.append(target)
-    except BaseException:
-        for target in placed:
-            _remove(str(target))
-        for target, keep in aside:
-            with contextlib.suppress(OSError):
-                os.replace(keep, target)
+            placed.append((target, keep))
+    except BaseException as exc:
+        unrestored = [(target, keep) for target, keep in placed if not _put_back(target, keep)]
+        for _, keep in kept:  # the second names no longer needed (a put-back one is already gone)
+            if keep is not None and all(keep != k for _, k in unrestored):
+                _remove(str(keep))
+        if unrestored:
+            lost = "; ".join(f"{keep} holds the earlier {target.name}" for target, keep in unrestored)
+            reason = _reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise DTIError(f"could not write {current}: {reason}, nor put the earlier files back: {lost}; move them back by hand") from None
+        if isinstance(exc, OSError):
+            raise _write_error(current, exc) from None
         raise
-    for _, keep in aside:
-        _remove(keep)
+    for _, keep in kept:
+        if keep is not None:
+            _remove(str(keep))
+
+
+def _put_back(target: Path, keep: Path | None) -> bool:
+    """Undo one replaced target: its earlier file back (renamed, else copied over it in place), or
+    the new file removed where there was none. False if the earlier file could not be put back."""
+    if keep is None:
+        _remove(str(target))
+        return True
+    try:
+        os.replace(keep, target)
+        return True
+    except OSError:
+        pass
+    try:
+        shutil.copyfile(keep, target)
+    except OSError:
+        return False
+    _remove(str(keep))
+    return True
 
 
 def _remove(tmp: str) -> None:

@@ -261,6 +261,11 @@ def parse_number_or_word(words: Sequence[str]) -> Callable[[str], Any]:
 
 
 # ------------------------------------------------------------------ seeds: one syntax in every verb
+# Sampler limits shared by training's samples and generation.
+MAX_SAMPLER_STEPS = 1000  # the schedulers' own training timesteps: more inference steps repeat timesteps
+# Guidance scales in use run 1-30 (FLUX's distilled guidance ~3.5, SD 7.5); 100 already saturates every image,
+# and past it the prediction's difference is scaled out of half-precision range.
+MAX_GUIDANCE = 100.0
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes int64 / uint64; [0, 2**63 - 1] is valid for both
 MAX_SEEDS = 1000  # per list: each seed is a generation (or a grid row)
 _SEED_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")

@@ -177,6 +177,13 @@ def check_components(model: str | os.PathLike, index: dict[str, Any], only: Sequ
     if not root.is_dir():
         return
     fix = "the copy is incomplete: download the model again or re-save it with save_pretrained"
+    for name, value in index.items():  # a component folder whose entry is not a [library, class] pair
+        pair = isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+        if not name.startswith("_") and not pair and (root / name).is_dir():
+            raise DTIError(
+                f"{root / 'model_index.json'} lists component {name} as {json.dumps(value)[:60]}, not a [library, class] pair such "
+                f'as ["diffusers", "AutoencoderKL"]; fix that entry or re-save the pipeline with save_pretrained'
+            )
     for name, class_name in _components(index).items():
         if (only is not None and name not in only) or name in skip:
             continue

@@ -7,6 +7,7 @@ Each check is one line naming the setting and the fix (:class:`~dti.core.errors.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -75,8 +76,13 @@ def webui_name(token: str, tokenizers: Mapping[str, Any], warn_user: bool = True
         check_trigger_word(token, tokenizers)
     except DTIError:
         if warn_user:
+            why = (
+                f"{stem!r} is an ordinary word, so it cannot be"
+                if re.sub(r"[^\w.-]", "", token)
+                else f"{token!r} has no letter, digit, '.' or '-' a file name keeps, so it cannot name"
+            )
             warn(
-                f"{stem!r} is an ordinary word, so it cannot be the A1111 / ComfyUI trigger word; the single-file embedding is "
+                f"{why} the A1111 / ComfyUI trigger word; the single-file embedding is "
                 f"webui/dti-{stem}.safetensors (type dti-{stem} in A1111, embedding:dti-{stem} in ComfyUI)"
             )
         return f"dti-{stem}"

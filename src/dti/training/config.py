@@ -26,7 +26,18 @@ from typing import Any
 from dti import methods
 from dti.core.devices import PRECISIONS
 from dti.core.errors import DTIError, Line
-from dti.core.settings import MAX_SEED, check_values, conform, file_keys, kind, parse_number_or_word, setting, show
+from dti.core.settings import (
+    MAX_GUIDANCE,
+    MAX_SAMPLER_STEPS,
+    MAX_SEED,
+    check_values,
+    conform,
+    file_keys,
+    kind,
+    parse_number_or_word,
+    setting,
+    show,
+)
 from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS, template_problem
 from dti.text.vocab import MAGNITUDES, magnitude_problem
 from dti.text.words import token_problem
@@ -39,11 +50,11 @@ MAX_STEPS = 1_000_000  # days of training even on the smallest family; 4e6 for 4
 MAX_CROP_POSITIONS = 64  # fixed crop offsets per photo: more is every offset at 768 px in all but very wide photos
 MAX_BATCH = 1024  # batch_size and grad_accum: a subject has 3-6 photos; 1024 crops at 512 px already exceed any GPU
 MAX_RESOLUTION = 4096  # the largest native size of a supported family (SANA 4K)
-MAX_SAMPLER_STEPS = 1000  # the schedulers' training timesteps; DDIM/DDPM refuse more inference steps
-# A per-sample learning rate whose step, times the largest batch x accumulation (1024 x 1024), stays inside float32
-# (3.4e38): past it AdamW's step size is not even a number (a traceback, not a skipped step). Anything above ~1e3
-# already throws every row out of the vocabulary in one step: such runs stop cleanly as non-finite.
-MAX_LR = 1e30
+# Usual rates are 1e-3 to 1e-1 (TI 5e-3, RSGD 1e-2); from ~1e2 up every step throws the row out of the vocabulary
+# (such runs stop cleanly as non-finite), so a rate past 1e3 is a typo, not an experiment.
+MAX_LR = 1e3
+MAX_KAPPA = 1e6  # the paper's prior strength is 1e-4; at 1e6 the prior already pins the word to its initializer
+MAX_EPS = 1.0  # RiemannianSGD's epsilon guards a division by the gradient norm (1e-8); at 1 it replaces the gradient
 
 
 def _resolution(value: int) -> str | None:
@@ -159,10 +170,11 @@ class TrainConfig:
         help="von Mises-Fisher prior strength toward the initializer (dti)",
         group="method",
         low=0.0,
+        high=MAX_KAPPA,
         default_text="the family's: 1e-4; SANA 5e-5",
     )
     beta: float = setting(0.0, help="EMA factor of RiemannianSGD's gradient normalization, in [0, 1)", group="method", check=_unit_interval)
-    eps: float = setting(1e-8, help="RiemannianSGD's normalization epsilon", group="method", low=0.0, low_open=True)
+    eps: float = setting(1e-8, help="RiemannianSGD's normalization epsilon", group="method", low=0.0, low_open=True, high=MAX_EPS)
     adam_betas: tuple[float, float] = setting(
         (0.9, 0.999), help="AdamW's betas", group="method", cli=False, check=_betas, describe="a pair of numbers, e.g. [0.9, 0.999]"
     )
@@ -274,7 +286,7 @@ class TrainConfig:
         metavar="SEEDS",
     )
     sample_steps: int = setting(25, help="sampler steps of the samples", group="sampling", low=1, high=MAX_SAMPLER_STEPS)
-    validation_guidance: float = setting(5.0, help="guidance scale of the samples", group="sampling", low=0.0)
+    validation_guidance: float = setting(5.0, help="guidance scale of the samples", group="sampling", low=0.0, high=MAX_GUIDANCE)
     validate: bool = setting(True, help="write no sample images", group="sampling", flag="--no-validation", negated=True)
 
     # ------------------------------------------------------------------ derived

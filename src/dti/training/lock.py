@@ -7,6 +7,7 @@ SIGKILL, a crash) is stale and taken over, so no manual cleanup is ever needed o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -57,10 +58,21 @@ class RunLock:
         return owner.get("host") == socket.gethostname() and not _alive(owner["pid"])
 
     def acquire(self) -> None:
+        """Take the lock, creating the folder; a refusal leaves no folder this call created behind."""
+        created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DTIError(f"cannot create the output folder {self.folder}: {exc.strerror}; choose another --output") from None
+        try:
+            self._take()
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
+            raise
+
+    def _take(self) -> None:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -48,7 +48,7 @@ from dti.training.lock import RunLock
 from dti.training.loop import Trainer
 from dti.training.manifest import Manifest, Subject, load_manifest
 from dti.training.run_folder import RunFolder
-from dti.training.session import check_resume_settings, checked_settings, prepare, remove_if_empty, take_lock
+from dti.training.session import check_resume_settings, checked_settings, inputs, prepare, remove_if_empty, take_lock
 from dti.training.stopping import RunStopped, StopRequests
 
 #: Settings that change the shared model pass: one value for every subject of a manifest run.
@@ -267,7 +267,8 @@ def train_manifest(
     try:
         for p in plans:
             folder = Path(p.config.output)
-            checker = (lambda: None) if p.resuming else (lambda folder=folder, c=p.config: RunFolder.for_new_run(folder, c.overwrite))
+            c = p.config
+            checker = (lambda: None) if p.resuming else (lambda folder=folder, c=c: RunFolder.for_new_run(folder, c.overwrite, inputs(c)))
             taken.append(take_lock(folder, checker))
         return _train(plans, pipe, mix, m.path, out)
     finally:
@@ -396,7 +397,7 @@ def _train(plans: Sequence[_Plan], pipe: Any | None, mix: str, manifest: Path, o
         if not p.resuming:
             for line in check_photos(images, c.resolution):
                 warn(f"{p.subject.name}: {line}")
-        run = RunFolder.for_resume(c.output) if p.resuming else RunFolder.for_new_run(c.output, c.overwrite)
+        run = RunFolder.for_resume(c.output) if p.resuming else RunFolder.for_new_run(c.output, c.overwrite, inputs(c))
         t = Trainer(c, adapter, images, run, ranks)
         t.extra_state["photos"] = checkpoints.photos_fingerprint(paths)
         if p.saved is not None:

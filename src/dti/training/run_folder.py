@@ -10,15 +10,18 @@ dti writes are ever replaced or removed; a user's own files, also inside ``sampl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dti.concepts.concept import CONCEPT_FILENAME
 from dti.core.errors import DTIError
+from dti.core.files import link_or_copy, replace_together
 
 CONFIG_FILENAME = "config.json"
 LOG_FILENAME = "train_log.jsonl"
@@ -70,11 +73,22 @@ def holds_results(path: Path) -> bool:
     return any((path / name).exists() for name in (CONCEPT_FILENAME, CONFIG_FILENAME, LOG_FILENAME))
 
 
-def check_output(path: str | Path, overwrite: bool) -> None:
-    """Refuse an output that would overwrite earlier results unless ``overwrite``."""
+def check_output(path: str | Path, overwrite: bool, inputs: Mapping[str, Any] | None = None) -> None:
+    """Refuse an output that would overwrite earlier results unless ``overwrite``, and one that is (or
+    lies inside) an input folder (``inputs``: setting name -> path, e.g. the photos and the model)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DTIError(f"--output {path} is a file; choose a folder path")
+    for name, given in (inputs or {}).items():
+        if isinstance(given, (str, os.PathLike)) and str(given) and Path(given).is_dir():
+            folder = Path(given).resolve()
+            if path.resolve() == folder or path.resolve().is_relative_to(folder):
+                where = "is" if path.resolve() == folder else "lies inside"
+                raise DTIError(
+                    f"{{output}} {path} {where} the {{{name}}} folder {given}: the run would be written among its files; "
+                    "choose a separate output folder",
+                    settings=["output", name],
+                )
     if not path.is_dir() or overwrite:
         return
     visible = [p for p in path.iterdir() if p.name not in (".dti.lock",)]
@@ -99,9 +113,9 @@ class RunFolder:
         self.work = Path(work) if work is not None else self.path
 
     @classmethod
-    def for_new_run(cls, path: str | Path, overwrite: bool) -> RunFolder:
+    def for_new_run(cls, path: str | Path, overwrite: bool, inputs: Mapping[str, Any] | None = None) -> RunFolder:
         path = Path(path)
-        check_output(path, overwrite)
+        check_output(path, overwrite, inputs)
         if overwrite and path.is_dir() and holds_results(path):
             return cls(path, path / STAGING_DIR)
         return cls(path)
@@ -130,48 +144,46 @@ class RunFolder:
         self.work.mkdir(parents=True, exist_ok=True)
 
     def commit(self) -> None:
-        """A finished overwrite: the old run's files (dti's only) move aside, the new ones move in,
-        and only then are the old ones removed; if a move fails, the old files are put back."""
+        """A finished overwrite: the new files replace the old ones together (each new file is
+        linked beside its target and renamed onto it, so the staging folder stays whole until the
+        end), then the old run's files the new run did not write are removed (dti's only). If a
+        rename fails, the old files are put back and the staged run stays resumable."""
         if not self.staged:
             return
-        aside = self.work / ".old"
-        moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
-        placed: list[Path] = []
-
-        def move(src: Path, dst: Path, log: list) -> None:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-            log.append((src, dst) if log is moved else dst)
-
+        new = sorted(p.relative_to(self.work) for p in self.work.rglob("*") if p.is_file())
+        targets = [self.path / rel for rel in new]
+        stale = [p for p in self._owned_files() if p not in set(targets)]
+        links: list[str] = []
         try:
-            for entry in list(self.path.iterdir()):
-                if entry.name == STAGING_DIR:
-                    continue
-                if entry.is_dir() and entry.name in OWNED_IN:
-                    for inner in entry.iterdir():
-                        if inner.is_file() and owned(inner, entry.name):
-                            move(inner, aside / entry.name / inner.name, moved)
-                elif entry.is_file() and owned(entry):
-                    move(entry, aside / entry.name, moved)
-            for entry in list(self.work.iterdir()):
-                if entry == aside:
-                    continue
-                inners = list(entry.iterdir()) if entry.is_dir() else [entry]
-                for inner in inners:
-                    target = self.path / inner.relative_to(self.work)
-                    move(inner, target, placed)
-        except OSError:
-            for target in reversed(placed):  # the new files back into staging, the old ones back in place
-                os.replace(target, self.work / target.relative_to(self.path))
-            for src, dst in reversed(moved):
-                os.replace(dst, src)
+            for rel, target in zip(new, targets):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                links.append(str(target.with_name(f".{target.name}.dti-new")))
+                link_or_copy(self.work / rel, links[-1])
+            replace_together(links, targets)
+        except BaseException:
+            for link in links:
+                with contextlib.suppress(OSError):
+                    os.unlink(link)
             raise
         shutil.rmtree(self.work)
+        for path in stale:
+            with contextlib.suppress(OSError):
+                path.unlink()
         for name in OWNED_IN:  # a folder the new run did not fill and that holds nothing else
             folder = self.path / name
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         self.work = self.path
+
+    def _owned_files(self) -> list[Path]:
+        """The files of the run in ``path`` that dti wrote (what an overwrite may replace)."""
+        found = []
+        for entry in self.path.iterdir():
+            if entry.is_dir() and entry.name in OWNED_IN:
+                found += [inner for inner in entry.iterdir() if inner.is_file() and owned(inner, entry.name)]
+            elif entry.is_file() and owned(entry):
+                found.append(entry)
+        return found
 
     @property
     def concept(self) -> Path:

@@ -64,19 +64,19 @@ def train(
             raise DTIError(f"{{{name}}} is missing; see `dti train --help`", settings=[name])
     check(c)
     ranks = Ranks()
-    if ranks.main:
-        for line in ignored_settings(c):
-            warn(line)
     lock = None
     if c.output and ranks.main:
         out = Path(c.output)
         if out.exists() and not out.is_dir():
             raise DTIError(f"{{output}} {out} is a file; choose a folder path", settings=["output"])
-        lock = take_lock(out, lambda: RunFolder.for_new_run(out, c.overwrite))
+        lock = take_lock(out, lambda: RunFolder.for_new_run(out, c.overwrite, inputs(c)))
+    if ranks.main:  # after the output's refusals, which are then the only line
+        for line in ignored_settings(c):
+            warn(line)
     try:
         run = None
         if c.output:  # the main process checks and owns the folder; the others only know where it is
-            run = RunFolder.for_new_run(c.output, c.overwrite) if ranks.main else RunFolder(c.output)
+            run = RunFolder.for_new_run(c.output, c.overwrite, inputs(c)) if ranks.main else RunFolder(c.output)
         photo_paths = list_images(c.photos)
         photo_images = load_photos(c.photos)
         adapter, c = prepare(c, pipe, ranks)
@@ -122,6 +122,10 @@ def resume_run(run_folder: str | os.PathLike, pipe: Any | None = None, **setting
     try:
         found = checkpoints.load_latest(run.checkpoints)
         finished = run.concept.is_file()
+        if finished and run.staged and (found is None or found[0] >= c.steps):
+            if ranks.main:  # the overwrite finished but could not replace the earlier results: do it now
+                run.commit()
+            raise RunFinished(f"{run.path}: the finished overwrite now replaces the earlier results; nothing left to train")
         if finished and found is not None and found[0] >= c.steps:
             done = found[0]
             raise RunFinished(f"{run.path} already finished at step {done}; nothing to do (pass --steps above {done} to train further)")
@@ -200,6 +204,11 @@ def take_lock(folder: Path, check_folder: Any) -> RunLock:
             remove_if_empty(folder)
         raise
     return lock
+
+
+def inputs(c: TrainConfig) -> dict[str, Any]:
+    """The folders a run reads, which its output must stay out of."""
+    return {"photos": c.photos, "model": c.model}
 
 
 def remove_if_empty(folder: Path) -> None:

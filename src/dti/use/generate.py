@@ -21,6 +21,7 @@ from dti.concepts.concept import Concept
 from dti.core.errors import DTIError, warn
 from dti.core.files import check_writable, save_image, save_images
 from dti.core.images import grid
+from dti.core.settings import MAX_GUIDANCE, MAX_SAMPLER_STEPS
 from dti.models import adapter_for
 from dti.use.loading import load, unload
 
@@ -51,14 +52,28 @@ class Recipe:
         return info
 
 
-def check_prompt(prompt: str, tokenizer: Any, loaded: Sequence[str]) -> None:
-    """Error for a ``<token>`` no loaded concept provides; warn when no concept token is used."""
+def check_prompt(prompt: str, tokenizer: Any, loaded: Sequence[str], negative_prompt: str | None = None) -> None:
+    """Error for a ``<token>`` no loaded concept provides (in the prompt or the negative prompt); warn
+    when no concept token is used."""
     vocab = tokenizer.get_vocab()
-    missing = [t for t in _BRACKETED.findall(prompt) if t not in vocab and t not in loaded]
-    if missing:
-        raise DTIError(f"the prompt uses {', '.join(missing)} but no --concept provides it; load its concept or fix the prompt")
+    for text, which, setting in ((prompt, "prompt", "prompt"), (negative_prompt or "", "negative prompt", "negative_prompt")):
+        missing = [t for t in _BRACKETED.findall(text) if t not in vocab and t not in loaded]
+        if missing:
+            raise DTIError(
+                f"the {which} uses {', '.join(missing)} but no --concept provides it; load its concept or fix the {{{setting}}}",
+                settings=[setting],
+            )
     if loaded and not any(t in prompt for t in loaded):
         warn(f"the prompt names none of the loaded concepts ({', '.join(loaded)}); write one of them in the prompt")
+
+
+def warn_truncation(slots: Sequence[Any], prompt: str, which: str = "prompt") -> None:
+    """One line when an encoder reads only the start of ``prompt`` (the pipeline truncates it quietly,
+    or with the tokenizer's and pipeline's own log lines, which dti keeps off the user's screen)."""
+    for slot in slots:
+        ids = slot.tokenizer(prompt, add_special_tokens=True, truncation=False, verbose=False).input_ids
+        if len(ids) > slot.max_length:
+            warn(f"the {which} is {len(ids)} tokens long for {slot.name}, which reads the first {slot.max_length}; the rest is ignored")
 
 
 def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resolution: int | None, negative_prompt: str | None = None):
@@ -76,7 +91,6 @@ def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Pa
 
 
 MAX_RESOLUTION = 8192
-MAX_SAMPLER_STEPS = 1000  # the schedulers' own training timesteps: more steps than that repeat timesteps
 MAX_IMAGES = 256  # per run: all of them are kept in memory and laid out on one contact sheet
 CONTACT_CELL = 512  # the contact sheet shows larger images scaled down to this
 
@@ -99,9 +113,10 @@ def check_settings(
             f"{{sample_steps}} {sample_steps} is not valid; use 1 to {MAX_SAMPLER_STEPS} sampler steps (25 is typical)",
             settings=["sample_steps"],
         )
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+    if guidance is not None and not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
         raise DTIError(
-            f"{{guidance}} {guidance} is not valid; use a finite number >= 0 (5.0 is typical, 1 turns guidance off)", settings=["guidance"]
+            f"{{guidance}} {guidance} is not valid; use a number from 0 to {MAX_GUIDANCE:g} (5.0 is typical, 1 turns guidance off)",
+            settings=["guidance"],
         )
     if resolution is not None and (resolution <= 0 or resolution % 8 or resolution > MAX_RESOLUTION):
         raise DTIError(
@@ -168,8 +183,11 @@ def generate(
     try:
         for source in concepts:
             attached.append(load(pipe, source, rescale=rescale))
-        tokenizer = adapter_for(pipe).encoders[0].tokenizer
-        check_prompt(prompt, tokenizer, [c.token for c in attached])
+        slots = adapter_for(pipe).encoders
+        check_prompt(prompt, slots[0].tokenizer, [c.token for c in attached], negative_prompt)
+        warn_truncation(slots, prompt)
+        if negative_prompt:
+            warn_truncation(slots, negative_prompt, "negative prompt")
         images = [render(pipe, prompt, seed + i, sample_steps, guidance, resolution, negative_prompt) for i in range(n)]
     finally:
         for concept in attached:

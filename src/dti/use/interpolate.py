@@ -8,6 +8,7 @@ written or loaded; the blends are written only once every one of them is usable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,11 +20,12 @@ from dti.concepts.blend import Blend, blend
 from dti.concepts.concept import Concept, value_problems
 from dti.concepts.formats import read
 from dti.core import sphere
-from dti.core.errors import DTIError
-from dti.core.files import check_writable, save_image, write_text
+from dti.core.errors import DTIError, Line, warn
+from dti.core.files import atomic_write_all, check_writable, save_image
 from dti.core.settings import check_seeds
+from dti.models import adapter_for, load_tokenizers
 from dti.text.templates import check_template
-from dti.text.words import check_token_text
+from dti.text.words import check_placeholder, check_token_text
 from dti.use.generate import check_outputs, check_settings, interpolation_grid, interpolation_images
 from dti.use.loading import match_encoders
 from dti.use.pipelines import pipeline_of
@@ -87,6 +89,8 @@ def interpolate(
     if grid and (model is not None or first.meta.get("base_model")):
         pipe, _ = pipeline_of(model, first.meta.get("base_model"), precision, device)
         match_encoders(mix.concepts[0], pipe)  # a concept of another family is refused before anything is written
+    if token is not None:
+        check_blend_token(token, pipe, model if isinstance(model, (str, os.PathLike)) else first.meta.get("base_model"))
     summary = _summary(first, second, mix, mode, weights)
     try:
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"  # strict JSON: never a bare NaN
@@ -98,14 +102,31 @@ def interpolate(
             raise DTIError(
                 f"the {mode} blend at weight {weight:g}: {bad[0]} (the two vectors are opposite); use {{mode}} slerp", settings=["mode"]
             )
-    for concept, path in zip(mix.concepts, files):
-        concept.save(path)
-    write_text(folder / "interpolation.json", text)
+    jobs = [(path, concept.writer()) for concept, path in zip(mix.concepts, files)]
+    jobs.append((folder / "interpolation.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8")))
+    atomic_write_all(jobs)  # the blends and their summary appear together, or none of them
     written = None
     if pipe is not None:
         columns = interpolation_images(pipe, mix, prompt, seeds, sample_steps, guidance, resolution)
         written = save_image(interpolation_grid(columns, weights, seeds), grid_path)
     return Interpolation(mix, files, summary, written, list(mix.notes))
+
+
+def check_blend_token(token: str, pipe: Any | None, model: str | os.PathLike | None) -> None:
+    """Refuse a blend name that is a word of the model's vocabulary (loading the blend would change that
+    word in every prompt): checked against the loaded pipeline, else the model's tokenizers where they
+    load without the weights, else a warning for a plain word."""
+    tokenizers: dict[str, Any] = {}
+    if pipe is not None:
+        tokenizers = {slot.name: slot.tokenizer for slot in adapter_for(pipe).encoders}
+    elif model:
+        with contextlib.suppress(DTIError):  # a hub id offline, a moved folder: the concepts still blend
+            tokenizers = load_tokenizers(model)[1]
+    for name, tokenizer in tokenizers.items():
+        check_placeholder(tokenizer, token, f"the {name} tokenizer")
+    if not tokenizers and token.isalpha():
+        line = f"{{token}} {token!r} looks like an ordinary word; loading the blends would change what it means in every prompt: "
+        warn(Line(line + f"use a made-up name such as '<{token}-blend>'", settings=["token"]))
 
 
 def _summary(a: Concept, b: Concept, mix: Blend, mode: str, weights: list[float]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dti.core.errors import DTIError
 from dti.core.rows import TrainableRows
 from dti.models import EncoderSlot, adapter_for
 from dti.text.attach import attached_tokens, detach
+from dti.text.vocab import MAGNITUDES
 from dti.text.words import check_token_text
 from dti.use.inspection import vocabulary_statistics
 
@@ -107,8 +108,8 @@ def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = Non
     matched = match_encoders(concept, pipe)
     adapter = adapter_for(pipe)
     if rescale:
-        if rescale not in ("mean", "min", "max"):
-            raise DTIError(f"rescale={rescale!r} is not valid; use mean, min or max")
+        if rescale not in MAGNITUDES:
+            raise DTIError(f"{{rescale}} {rescale!r} is not valid; use one of {', '.join(MAGNITUDES)}", settings=["rescale"])
         stats = vocabulary_statistics(concept, pipe, rescale)
         concept = concept.rescaled({name: s[rescale] for name, s in stats.items()})
         matched = match_encoders(concept, pipe)

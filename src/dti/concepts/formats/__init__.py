@@ -17,7 +17,6 @@ written. A new format is one module here plus its entry in :data:`READERS` / :da
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from dti.concepts.formats.dti import DTIFormat
 from dti.concepts.formats.single import KeyedFile, KohyaFile
 from dti.concepts.kinds import infer_kinds
 from dti.core.errors import DTIError
-from dti.core.files import atomic_write, replace_together
+from dti.core.files import atomic_write_all
 
 #: The layouts a file is read as, asked in this order (the first whose ``sniff`` says yes reads it).
 READERS: tuple[Format, ...] = (DTIFormat(), A1111Pickle(), KeyedFile(), KohyaFile(), DiffusersFile())
@@ -137,26 +136,12 @@ def write(concept: Concept, fmt: str, out: str | os.PathLike, overwrite: bool = 
     stale = stale_paths(fmt, paths)
     check_destination(paths, overwrite, stale)
     jobs = _writer(concept, fmt, out).jobs(concept, fmt, paths)
-    created = [p for p in {parent for path in paths for parent in path.parents} if not p.exists()]
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, job in jobs:
-            stage = path.with_name(f".{path.name}.dti-new")
-            atomic_write(stage, job)
-            staged.append((stage, path))
-        replace_together([str(stage) for stage, _ in staged], [path for _, path in staged])  # all or none
-        for path in stale:
+    atomic_write_all(jobs)  # all or none; a failure names the output, never a temp file
+    for path in stale:
+        try:
             path.unlink()
-    except BaseException as exc:
-        for stage, _ in staged:
-            with contextlib.suppress(OSError):
-                stage.unlink()
-        for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if isinstance(exc, OSError):
-            raise DTIError(f"could not write {out}: {exc.strerror or exc}; choose another {{out}}", settings=["out"]) from None
-        raise
+        except OSError as exc:
+            raise DTIError(f"wrote {out}, but could not remove the stale {path}: {exc.strerror or exc}; remove it by hand") from None
     return paths
 
 
