@@ -142,3 +142,22 @@ def test_long_run_lists_are_summarized_in_the_pages(tmp_path):
     assert summary["settings"]["runs"] == runs and json.loads((tmp_path / "summary.json").read_text())["settings"]["runs"] == runs
     md = (tmp_path / "report.md").read_text()
     assert '"runs": "12 entries (see summary.json)"' in md and '"steps": 50' in md
+
+
+def test_section_markdown_becomes_html_and_escapes_everything():
+    """The demo's sections were raw Markdown in a <pre> (literal |---| and backticks); now HTML, escaped."""
+    from dti.evaluation.markup import inline, to_html
+
+    page = to_html(
+        "Ran in 3 s (`<a & b>`).\nsecond line\n\n| word | note |\n|---|:---:|\n| `<ruby>` | a \\| b <script> |\n\n"
+        "- one **two**\n  continued\n- ![plot](ruby/norms.png) [bad](javascript:alert(1)) [abs](/etc/passwd) [ok](https://x.org/a)\n\n"
+        "```\n| not | a table |\n```"
+    )
+    assert page.startswith("<p>Ran in 3 s (<code>&lt;a &amp; b&gt;</code>). second line</p>")
+    assert "<table><thead><tr><th>word</th><th>note</th></tr></thead>" in page and "---" not in page.split("<pre>")[0]
+    assert "<td><code>&lt;ruby&gt;</code></td><td>a | b &lt;script&gt;</td>" in page and "<script>" not in page
+    assert "<li>one <strong>two</strong> continued</li>" in page
+    assert "<img src='ruby/norms.png' alt='plot' loading='lazy'>" in page and "<a href='https://x.org/a'>ok</a>" in page
+    assert "href='javascript" not in page and "[bad](javascript:alert(1))" in page and "href='/etc" not in page
+    assert page.endswith("<pre>| not | a table |</pre>")
+    assert inline("Slerp from `<ruby>`") == "Slerp from <code>&lt;ruby&gt;</code>"

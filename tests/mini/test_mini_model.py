@@ -237,22 +237,37 @@ def test_build_scripts_run_as_modules_at_their_new_paths():
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     from dti.commands import main
+    from dti.evaluation.demo import _subject
 
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "4", "--sample-steps", "4", "--quiet"]) == 0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    stages = [line for line in stdout if line.startswith("demo: ")]
+    for fragment in ("rendering 5 photos", "training <ruby>", "training <berry>", "generating", "scoring", "blending", "writing"):
+        assert any(fragment in line for line in stages), (fragment, stages)
+    assert stdout[-1].startswith("demo finished in ") and stdout[-1].endswith(f"open {out / 'report.html'}"), stdout[-1]
     report = (out / "report.md").read_text()
-    assert "<ruby>" in report and "Slerp" in report and "judge text fidelity" in report
+    assert "<ruby>" in report and "<berry>" in report and "Slerp" in report and "judge text fidelity" in report
     records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
-    assert len(records) == 4 and all(0.0 <= r["scores"]["mini.text"] <= 1.0 for r in records)
-    assert all("<ruby>" in r["prompt"] and "<ruby>" not in r["text_prompt"] and "star" in r["text_prompt"] for r in records)
+    assert sorted({r["subject"] for r in records}) == ["berry", "ruby"] and len(records) == 8  # both words' compositions
+    assert all(0.0 <= r["scores"]["mini.text"] <= 1.0 for r in records)
+    for r in records:
+        token, shape = f"<{r['subject']}>", _subject(r["subject"]).shape
+        assert token in r["prompt"] and token not in r["text_prompt"] and shape in r["text_prompt"], r
     html = (out / "report.html").read_text()
-    for src in re.findall(r"<img src='([^']+)'", html):  # the scatter, the slerp grid and every generated image
+    sources = re.findall(r"<img src='([^']+)'", html)
+    for src in sources:  # the scatter, the slerp grid, both norm plots and every generated image
         assert (out / src).is_file(), src
-    assert "interpolation.png" in html and html.count("generated/prompt-") == 4
+    assert "interpolation.png" in sources and "ruby/norms.png" in sources and "berry/norms.png" in sources
+    assert sum(src.startswith("generated/") for src in sources) == 8
+    # the demo's sections are HTML: tables as tables, code as code, no raw Markdown on the page
+    assert "|---|" not in html and "`" not in html and "<pre>" not in html.split("<h2>Settings</h2>")[1].split("</pre>", 1)[1]
+    assert "<h2>Slerp from <code>&lt;ruby&gt;</code> to <code>&lt;berry&gt;</code>" in html
+    assert html.count("<table>") == 4 and "<td>2</td>" in html  # methods (2 subjects), over subject means, the words, the slerp
     for name in ("ruby", "berry"):
         assert (out / name / "concept.safetensors").is_file() and len(list((out / "photos" / name).glob("*.png"))) == 5
-    assert (out / "interpolation.png").is_file() and (out / "generated" / "contact_sheet.png").is_file()
-    capsys.readouterr()
+        assert (out / "generated" / name / "contact_sheet.png").is_file()
+    assert (out / "interpolation.png").is_file()
     assert main(["demo", "--out", str(out), "--steps", "4"]) == 2  # never over an earlier demo without --overwrite
     err = capsys.readouterr().err
     assert "not empty" in err and "--overwrite" in err

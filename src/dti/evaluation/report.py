@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dti.core.files import atomic_write_all
+from dti.evaluation.markup import inline, to_html
 from dti.evaluation.protocol import ScorerInfo
 from dti.evaluation.stats import LEVEL, RESAMPLES, Interval, bootstrap, paired_difference
 
@@ -235,7 +236,8 @@ _CSS = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left;vertical-align:top}"
     "figure{display:inline-block;margin:4px;text-align:center;font-size:11px}figure img{width:160px;height:auto;image-rendering:auto}"
-    "h3{margin-top:1.5em}.prompt{font-style:italic}"
+    "h3{margin-top:1.5em}.prompt{font-style:italic}img{max-width:100%}"
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere}td{overflow-wrap:anywhere}code{background:#f4f4f4;padding:0 2px}"
 )
 
 
@@ -255,10 +257,10 @@ def html_page(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], 
     parts.append("<img src='scatter.png' alt='image vs text similarity' style='max-width:600px'>")
     parts.append("<h2>Scorers</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in _scorer_lines(summary)) + "</ul>")
     parts.append(f"<h2>Settings</h2><pre>{e(_shown_settings(summary['settings']))}</pre>")
-    for heading, text, *image in extra_sections:
-        parts.append(f"<h2>{e(heading)}</h2><pre>{e(text)}</pre>")
+    for heading, text, *image in extra_sections:  # the callers' Markdown, rendered: tables as tables, code as code
+        parts.append(f"<h2>{inline(heading)}</h2>{to_html(text)}")
         if image:
-            parts.append(f"<img src='{_src(image[0])}' alt='{e(heading, quote=True)}' style='max-width:100%'>")
+            parts.append(f"<img src='{_src(image[0])}' alt='{e(heading.replace('`', ''), quote=True)}'>")
     parts.append("<h2>Images</h2>")
     for subject in _ordered([str(r["subject"]) for r in records]):
         parts.append(f"<h3>{e(subject)}</h3>")

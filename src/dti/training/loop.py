@@ -436,7 +436,7 @@ class Trainer:
         end) or sees a stop request."""
         c = self.config
         quiet = not (c.progress and self.ranks.main)
-        bar = tqdm(total=c.steps, initial=self.step_count, desc=f"dti {c.method}", disable=quiet, dynamic_ncols=True)
+        bar = tqdm(total=c.steps, initial=self.step_count, desc=f"training {c.token} ({c.method})", disable=quiet, dynamic_ncols=True)
         pending: list[tuple[int, torch.Tensor]] = []
         try:
             for step in range(self.step_count + 1, c.steps + 1):
