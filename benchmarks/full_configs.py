@@ -3,8 +3,9 @@
 The dicts below restate the published ``config.json`` files (written from the released configs of
 runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
 stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev,
-PixArt-alpha/PixArt-Sigma-XL-2-1024-MS and Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers, plus
-the text encoders they ship: CLIP ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1 XXL, Gemma-2-2B).
+PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers and
+Wan-AI/Wan2.1-T2V-1.3B-Diffusers / Wan2.1-T2V-14B-Diffusers, plus the text encoders they ship: CLIP
+ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1 XXL, Gemma-2-2B, UMT5-XXL).
 Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published parameter counts and
 :func:`parameter_counts` (meta device, no memory) checks the configs against them
 (``python benchmarks/full_configs.py``).
@@ -12,7 +13,8 @@ Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published pa
 Tokenizers come from :mod:`dti.testing`: the real CLIP vocabulary; T5 and Gemma tokenizers built
 offline with small vocabularies (the models' embedding tables keep their real row counts, so the
 table is larger than the tokenizer, as T5's already is). Prompts are padded to the families' real
-sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma), so the text-side cost is the real one.
+sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma, 512 UMT5), so the text-side cost is the real one.
+Wan's UMT5 tokenizer is stood in for by the T5 one (the same class; the table keeps UMT5's 256384 rows).
 """
 
 from __future__ import annotations
@@ -65,6 +67,22 @@ T5_XXL = dict(  # google/t5-v1_1-xxl encoder (SD3 text_encoder_3, FLUX text_enco
     layer_norm_epsilon=1e-6,
     dropout_rate=0.1,
     tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+UMT5_XXL = dict(  # google/umt5-xxl encoder (Wan 2.1's text_encoder, UMT5EncoderModel): T5-XXL's shape, 256k vocabulary
+    vocab_size=256384,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6,
+    dropout_rate=0.1,
     pad_token_id=0,
     eos_token_id=1,
     decoder_start_token_id=0,
@@ -130,6 +148,15 @@ DC_AE_F32C32 = dict(  # mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers (SANA 1.5)
     decoder_norm_types="rms_norm",
     decoder_act_fns="silu",
     scaling_factor=0.41407,
+)
+WAN21_VAE = dict(  # Wan 2.1's AutoencoderKLWan (1.3B and 14B ship the same); latents_mean / latents_std are the class defaults
+    base_dim=96,
+    z_dim=16,
+    dim_mult=[1, 2, 4, 4],
+    num_res_blocks=2,
+    attn_scales=[],
+    temperal_downsample=[False, True, True],
+    dropout=0.0,
 )
 
 # ------------------------------------------------------------------ denoisers
@@ -238,6 +265,23 @@ SANA15_1600M_TRANSFORMER = dict(
     qk_norm="rms_norm_across_heads",
 )
 
+WAN21_13B_TRANSFORMER = dict(  # Wan-AI/Wan2.1-T2V-1.3B-Diffusers: dim 12 x 128 = 1536, 30 layers
+    patch_size=[1, 2, 2],
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+WAN21_14B_TRANSFORMER = dict(WAN21_13B_TRANSFORMER, num_attention_heads=40, ffn_dim=13824, num_layers=40)  # dim 40 x 128 = 5120
+
 # ------------------------------------------------------------------ schedulers
 SD15_SCHEDULER = (
     "PNDMScheduler",
@@ -296,6 +340,10 @@ PIXART_SCHEDULER = (
     ),
 )
 SANA_SCHEDULER = ("DPMSolverMultistepScheduler", dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
+WAN_SCHEDULER = (
+    "UniPCMultistepScheduler",
+    dict(num_train_timesteps=1000, flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"),
+)
 
 #: family -> what its pipeline is made of: (component, library class, config).
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -357,7 +405,17 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "tokenizer": ("gemma", {}),
         "scheduler": SANA_SCHEDULER,
     },
+    "wan": {  # Wan 2.1 T2V 1.3B
+        "pipeline": "WanPipeline",
+        "transformer": ("WanTransformer3DModel", WAN21_13B_TRANSFORMER),
+        "vae": ("AutoencoderKLWan", WAN21_VAE),
+        "text_encoder": ("UMT5EncoderModel", UMT5_XXL),
+        "tokenizer": ("t5", {"model_max_length": 512}),
+        "scheduler": WAN_SCHEDULER,
+    },
 }
+#: The same family at another size (``<family>-<variant>``: the adapter is the family's).
+FAMILIES["wan-14b"] = dict(FAMILIES["wan"], transformer=("WanTransformer3DModel", WAN21_14B_TRANSFORMER))
 
 #: Published parameter counts in millions (model cards / papers, rounded), for :func:`parameter_counts`.
 PUBLISHED_MILLIONS = {
@@ -368,6 +426,10 @@ PUBLISHED_MILLIONS = {
     "flux": {"transformer": 11901.4, "text_encoder": 123.1, "text_encoder_2": 4762.3},
     "pixart": {"transformer": 611.0, "text_encoder": 4762.3},
     "sana": {"transformer": 1600.0, "text_encoder": 2614.3},
+    # Wan 2.1: the names say 1.3B / 14B; the released weights hold 1419M / 14289M (counted from the configs, as their file
+    # sizes give: no rounder published count); Wan-VAE 127M (Wan report); UMT5-XXL's encoder ~5.7B
+    "wan": {"transformer": 1419.0, "vae": 127.0, "text_encoder": 5700.0},
+    "wan-14b": {"transformer": 14288.5, "vae": 127.0, "text_encoder": 5700.0},
 }
 
 

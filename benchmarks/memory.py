@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py --family sdxl --resolution 768 --batch 4 [--gradient-checkpointing] [--vae-offload]
     python benchmarks/memory.py --all --json OUT.json --md OUT.md
+    python benchmarks/memory.py --all --only wan wan-14b --json OUT.json --md OUT.md   # some families' rows
     python benchmarks/memory.py --calibrate        # the one configuration measured on an H200 (ENVIRONMENT.md)
 
 How: the full-size pipeline of ``benchmarks/full_configs.py`` (real diffusers / transformers classes
@@ -97,6 +98,8 @@ TABLE = (
     ("pixart", 1024, (1, 2)),
     ("sd3", 1024, (1, 2)),
     ("flux", 1024, (1, 2)),
+    ("wan", 512, BATCHES),  # Wan 2.1 T2V 1.3B at the paper's 512 px (one-frame latents)
+    ("wan-14b", 512, (1, 2)),
 )
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
@@ -310,6 +313,7 @@ class Estimator:
             slot.attach(token, rows, "eos")
             self.rows.append(rows)
         self.build_s = time.perf_counter() - t0
+        self._latent_shapes: dict[int, tuple[int, ...]] = {}
 
     # -------------------------------------------------------------- parts resident on the device
     def weights(self, vae: bool, text_encoders: bool = True) -> list[torch.Tensor]:
@@ -326,9 +330,14 @@ class Estimator:
         return {n: round(tensors_bytes(module_tensors(getattr(self.pipe, n))) / GIB, 3) for n in names}
 
     def latent_shape(self, batch: int, resolution: int) -> tuple[int, ...]:
-        factor = int(self.pipe.vae_scale_factor)
-        channels = int(self.pipe.vae.config.latent_channels)
-        return (batch, channels, resolution // factor, resolution // factor)
+        """Cached latents of ``batch`` crops: the shape ``adapter.encode_pixels`` gives one crop (run once per
+        resolution on fake tensors: shapes only), so a family's own layout (Wan's one-frame time axis) comes along."""
+        if resolution not in self._latent_shapes:
+            with self.mode:
+                pixels = torch.empty((1, 3, resolution, resolution), dtype=torch.float32)
+            mean, _ = self.adapter.encode_pixels(pixels)
+            self._latent_shapes[resolution] = tuple(mean.shape[1:])
+        return (batch, *self._latent_shapes[resolution])
 
     def _checkpointing(self, on: bool) -> None:
         denoiser = self.adapter.denoiser
@@ -627,7 +636,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=("sd", "sdxl", "sana", "pixart", "sd3", "flux"), default="sdxl")
+    p.add_argument("--family", choices=tuple(DEFAULT_RESOLUTION), default="sdxl")
     p.add_argument("--resolution", type=int, default=None, help="default: the family's training resolution")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--gradient-checkpointing", action="store_true")
@@ -637,6 +646,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"the whole table: {', '.join(f'{f} {r} px' for f, r, _ in TABLE)} x batch 1/2(/4) x checkpointing x VAE",
     )
+    p.add_argument("--only", nargs="+", choices=tuple(dict.fromkeys(f for f, _, _ in TABLE)), help="with --all: only these families' rows")
     p.add_argument("--calibrate", action="store_true", help="also estimate ENVIRONMENT.md's measured configuration (always with --all)")
     p.add_argument("--json", default=None, help="write the result here")
     p.add_argument("--md", default=None, help="write a markdown table here")
@@ -646,7 +656,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-DEFAULT_RESOLUTION = {"sd": 512, "sdxl": 768, "sana": 1024, "pixart": 1024, "sd3": 1024, "flux": 1024}
+DEFAULT_RESOLUTION = {"sd": 512, "sdxl": 768, "sana": 1024, "pixart": 1024, "sd3": 1024, "flux": 1024, "wan": 512, "wan-14b": 512}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -671,11 +681,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.all:
         built: dict[str, Estimator] = {}
         for family, resolution, batches in TABLE:
+            if args.only and family not in args.only:
+                continue
             est = built.setdefault(family, Estimator(family))
             result["components_gib"][family] = est.component_gib()
             rows += rows_for(est, resolution, batches, (False, True), (True, False))
             print(f"{family} {resolution} px done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        result["calibration"] = calibration_row(built.get("sdxl"))
+        if not args.only or args.calibrate or "sdxl" in args.only:
+            result["calibration"] = calibration_row(built.get("sdxl"))
         result["smallest"] = smallest_fitting(rows)
     else:
         est = Estimator(args.family)

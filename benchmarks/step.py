@@ -72,7 +72,8 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart", "sana")
+#: full_configs.FAMILIES' names; ``<family>-<size>`` (wan-14b) is the family at another size (``--tiny``: the family's tiny pipeline)
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart", "sana", "wan", "wan-14b")
 #: parts every run reports (plus ``text_encoder_fwd:<component>`` per text encoder)
 PART_NAMES = (
     "data",
@@ -129,7 +130,8 @@ def build_pipe(args: argparse.Namespace, dtype: torch.dtype, device: torch.devic
         from dti.testing import build_tiny
 
         t0 = time.perf_counter()
-        folder = build_tiny(args.family, workdir / args.family)
+        name = args.family.split("-")[0]
+        folder = build_tiny(name, workdir / name)
         times["build_tiny_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         pipe = load_adapter(folder, dtype, device, quiet=True).pipe

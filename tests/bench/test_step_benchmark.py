@@ -103,7 +103,7 @@ def test_full_size_configs_assemble(step_module):
     for family, spec in full_configs.FAMILIES.items():
         pipe = full_configs.build_pipeline(family, torch.bfloat16, "meta")
         adapter = adapter_for(pipe)
-        assert type(pipe).__name__ == spec["pipeline"] and adapter.family == family
+        assert type(pipe).__name__ == spec["pipeline"] and adapter.family == family.split("-")[0]  # wan-14b: the wan family
         assert adapter.denoiser.dtype == torch.bfloat16
         counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6 for name in full_configs.PUBLISHED_MILLIONS[family]}
         for name, published in full_configs.PUBLISHED_MILLIONS[family].items():

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from dti.concepts.concept import Concept, EncoderVectors
 from dti.concepts.formats import read, write
+from dti.concepts.kinds import single_file_keys
 from dti.core import sphere
 from dti.core.errors import DTIError
 
@@ -172,6 +173,14 @@ def test_multi_encoder_single_files_map_keys_through_the_registered_families(tmp
     sana = tmp_path / "sana.safetensors"
     save_file({"gemma": torch.randn(1, 16)}, sana)
     assert {n: e.kind for n, e in read(sana).encoders.items()} == {"text_encoder": "gemma2"}
+    wan = tmp_path / "wan.safetensors"  # ComfyUI's key for Wan's UMT5: not T5's, so not PixArt's encoder
+    save_file({"umt5xxl": torch.randn(1, 16)}, wan)
+    back = read(wan)
+    assert {n: e.kind for n, e in back.encoders.items()} == {"text_encoder": "umt5"}
+    assert list(single_file_keys(back.encoders, {"pipeline_class": "WanPipeline"})) == ["umt5xxl"]
+    pixart = tmp_path / "pixart.safetensors"
+    save_file({"t5xxl": torch.randn(1, 16)}, pixart)
+    assert {n: e.kind for n, e in read(pixart).encoders.items()} == {"text_encoder": "t5"}
     odd = tmp_path / "odd.safetensors"
     save_file({"clip_g": torch.randn(1, 12), "t5xxl": torch.randn(1, 16)}, odd)
     with pytest.raises(DTIError, match="no supported model family"):

@@ -26,6 +26,7 @@ FAMILIES = {
     "flux": [("text_encoder", "clip_l", 768), ("text_encoder_2", "t5", 4096)],
     "pixart": [("text_encoder", "t5", 4096)],
     "sana": [("text_encoder", "gemma2", 2304)],
+    "wan": [("text_encoder", "umt5", 4096)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -34,11 +35,14 @@ PIPELINES = {
     "flux": "FluxPipeline",
     "pixart": "PixArtSigmaPipeline",
     "sana": "SanaPipeline",
+    "wan": "WanPipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
-COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "gemma2": "gemma2_2b"}
+COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
+# (no UMT5: a key for Wan's encoder in OneTrainer is not verified, so Wan is not claimed for it)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
+ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 
 
 def comfyui(path, kind: str) -> torch.Tensor:
@@ -109,7 +113,7 @@ def test_comfyui_reads_every_encoder_from_the_webui_file_and_from_dtis_own(famil
             assert same(comfyui(path, kind), c.encoders[component]), (family, path.name, kind)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", ONETRAINER_FAMILIES)
 def test_onetrainer_reads_its_keys(family, tmp_path):
     c = concept_for(family)
     path = write(c, "onetrainer", tmp_path / "o.safetensors")[0]

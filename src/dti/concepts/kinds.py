@@ -81,8 +81,9 @@ def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
     return mappings[0]
 
 
-#: One-encoder layouts: the kinds a lone block's file is keyed by instead of ``emb_params``.
-SOLE_KEYED = ("t5", "gemma2")
+#: One-encoder layouts: the kinds a lone block's file is keyed by instead of ``emb_params``: every kind
+#: but CLIP's (a lone CLIP encoder is SD 1.x/2.x, whose tools read ``emb_params``).
+SOLE_KEYED = tuple(kind for kind in KIND_KEYS if kind not in CLIP_WIDTHS.values())
 
 
 def single_file_keys(encoders: Mapping[str, Block], meta: Mapping[str, Any], tool: str = "default") -> dict[str, str]:

@@ -237,8 +237,20 @@ class Adapter(abc.ABC):
         gives one loss per sample (the mean over its elements), for K concepts in one batch (:mod:`dti.training.multi`)."""
 
     def generation_kwargs(self) -> dict[str, Any]:
-        """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did."""
+        """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did
+        (and to return what :meth:`output_image` reads)."""
         return {}
+
+    def output_image(self, output: Any) -> Any:
+        """The PIL image of one pipeline call for one prompt (``dti.use.generate.render`` asks one at a
+        time): ``output.images[0]`` for image pipelines; a video family takes its single frame."""
+        return output.images[0]
+
+    @classmethod
+    def token_problem(cls, token: str) -> str | None:
+        """Why the pipeline's own prompt handling would never show ``token`` to the tokenizer (read after
+        the token), or None. Asked before any weight loads."""
+        return None
 
     @torch.no_grad()
     def contextual_init(self, slot: EncoderSlot, ids: list[int]) -> torch.Tensor:

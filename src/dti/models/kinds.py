@@ -1,6 +1,6 @@
 """Encoder kinds dti knows, and the keys other tools use for them in single-file embeddings.
 
-A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``gemma2``);
+A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``);
 each family declares its encoders' kinds (:class:`~dti.models.base.EncoderRole`), and the file
 formats map kinds to the keys each tool looks up.
 """
@@ -10,13 +10,16 @@ from __future__ import annotations
 #: Encoder kind -> every key the tools that read single-file embeddings look it up under (dti writes
 #: them all: duplicating a vector is cheap, a key a tool misses is a word it silently drops). Read from
 #: each tool's source (docs/formats.md): ComfyUI's ``embedding_key`` (``clip_l``, ``clip_g``, ``t5xxl``,
-#: ``gemma2_2b``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and kohya
-#: read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
+#: ``umt5xxl``, ``gemma2_2b``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and
+#: kohya read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
+#: ``umt5`` (Wan's UMT5-XXL) is not ``t5``: the same width (4096) over another vocabulary, so a T5 vector
+#: means nothing to it; only ComfyUI's ``umt5xxl`` is known (no other tool trains or loads Wan words).
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "clip_l": ("clip_l",),
     "clip_g": ("clip_g",),
     "openclip_h": ("clip_h",),
     "t5": ("t5xxl", "t5"),
+    "umt5": ("umt5xxl",),
     "gemma2": ("gemma2_2b", "gemma"),
 }
 #: Keys read as a kind besides :data:`KIND_KEYS` (earlier writers' names), never written.

@@ -18,6 +18,7 @@ from dti.testing.flux import build_tiny_flux
 from dti.testing.pixart import build_tiny_pixart
 from dti.testing.sana import build_tiny_sana
 from dti.testing.sd3 import build_tiny_sd3
+from dti.testing.wan import build_tiny_wan
 
 #: family name -> builder of a tiny pipeline folder (``builder(folder, seed=0) -> folder``).
 #: Every registered adapter's family has one (a test checks it), so a new family gets the
@@ -31,6 +32,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "flux": build_tiny_flux,
     "pixart": build_tiny_pixart,
     "sana": build_tiny_sana,
+    "wan": build_tiny_wan,
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "build_tiny_sd",
     "build_tiny_sd3",
     "build_tiny_sdxl",
+    "build_tiny_wan",
     "clip_bpe_file",
     "clip_tokenizer",
     "write_clip_tokenizer_files",

@@ -59,12 +59,16 @@ def check_option_value(key: str, value: Any, default: Any) -> None:
 
 
 def check_family_words(cls: type[Adapter], token: str) -> None:
-    """Families whose pipelines lower-case prompts (PixArt, SANA) could never see a mixed-case token."""
+    """Families whose pipelines lower-case prompts (PixArt, SANA) could never see a mixed-case token;
+    a family whose pipeline rewrites prompts otherwise says what it would do to the token (Wan's cleaning)."""
     if getattr(cls, "lowercases_prompts", False) and token != token.lower():
         raise DTIError(
             f"{{token}} {token!r} has capitals, but {cls.pipeline_class} lower-cases every prompt; use {token.lower()!r}",
             settings=["token"],
         )
+    found = cls.token_problem(token)
+    if found:
+        raise DTIError(f"{{token}} {token!r} cannot be used: {found}; choose a plain word such as '<my-dog>'", settings=["token"])
 
 
 def webui_name(token: str, tokenizers: Mapping[str, Any], warn_user: bool = True) -> str:

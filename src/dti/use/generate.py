@@ -83,7 +83,8 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
     kwargs = adapter.generation_kwargs()
     if negative_prompt is not None:
         kwargs["negative_prompt"] = negative_prompt
-    return pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs).images[0]
+    output = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
+    return adapter.output_image(output)
 
 
 def save_png(image: Image.Image, path: Path, recipe: Recipe | None = None) -> Path:
