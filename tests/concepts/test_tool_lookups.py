@@ -26,6 +26,7 @@ FAMILIES = {
     "flux": [("text_encoder", "clip_l", 768), ("text_encoder_2", "t5", 4096)],
     "pixart": [("text_encoder", "t5", 4096)],
     "sana": [("text_encoder", "gemma2", 2304)],
+    "chroma": [("text_encoder", "t5", 4096)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -34,6 +35,7 @@ PIPELINES = {
     "flux": "FluxPipeline",
     "pixart": "PixArtSigmaPipeline",
     "sana": "SanaPipeline",
+    "chroma": "ChromaPipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "gemma2": "gemma2_2b"}

@@ -34,7 +34,7 @@ def family(request, tiny_models):
 def test_every_registered_adapter_has_a_tiny_builder():
     families = {cls.family for cls in ADAPTERS.values()}
     assert families <= {name.split("-")[0] for name in BUILDERS}
-    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana"} <= families
+    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma"} <= families
 
 
 def _crops(n):
@@ -268,3 +268,75 @@ def test_flux_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_t
         pipe.load_textual_inversion(str(file), tokenizer=tok, text_encoder=enc)
         row = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<w>")]
         assert torch.equal(row, concept.encoders[name].vectors[0]), name
+
+
+def _denoiser_calls(adapter, run, *args, **kwargs):
+    """``run(*args, **kwargs)`` without gradients, and every call it made to the adapter's denoiser:
+    ([(keyword arguments that carry something, output), ...], what ``run`` returned)."""
+    calls = []
+
+    def hook(module, hook_args, hook_kwargs, output):
+        calls.append(({k: v for k, v in hook_kwargs.items() if k != "return_dict" and v is not None and v != {}}, output[0]))
+
+    handle = adapter.denoiser.register_forward_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():  # as generation: with gradients, CPU kernels may round differently
+            result = run(*args, **kwargs)
+    finally:
+        handle.remove()
+    return calls, result
+
+
+@pytest.mark.parametrize("name", ["chroma"])
+def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_thread):
+    """The denoiser gets from training what it gets at generation: Chroma's T5 mask (extended over the image
+    tokens). Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
+    match bit for bit but the time, which (like the prediction) may differ by the rounding of sigma x 1000."""
+    adapter = load_adapter(tiny_models(name), quiet=True)
+    pipe, prompt = adapter.pipe, "a photo of a dog"
+
+    def train_predict(noisy, timesteps):
+        return adapter.predict(noisy, timesteps, adapter.condition([prompt], _crops(1)))
+
+    generator = torch.Generator().manual_seed(0)
+    generated, _ = _denoiser_calls(
+        adapter,
+        pipe,
+        prompt,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        output_type="latent",
+        generator=generator,
+        height=RES,
+        width=RES,
+        **adapter.generation_kwargs(),
+    )
+    assert len(generated) == 2
+    for kwargs, out in generated:
+        # packed latents, time = sigma
+        scale = pipe.vae_scale_factor
+        noisy = pipe._unpack_latents(kwargs["hidden_states"], RES, RES, scale)
+        timesteps, expected = kwargs["timestep"] * 1000, pipe._unpack_latents(out, RES, RES, scale)
+        ((trained, _),), prediction = _denoiser_calls(adapter, train_predict, noisy, timesteps)
+        assert trained.keys() == kwargs.keys(), name
+        for key in kwargs:
+            if key == "timestep":
+                torch.testing.assert_close(trained[key], kwargs[key])
+            else:
+                _assert_identical(trained[key], kwargs[key], f"{name} {key}")
+        torch.testing.assert_close(prediction, expected)
+
+
+def test_chroma_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_thread):
+    """Without dti: ChromaPipeline.load_textual_inversion (its T5 is the pipeline's own tokenizer and encoder)
+    reads dti's diffusers file exactly."""
+    from diffusers import ChromaPipeline
+
+    folder = tiny_models("chroma")
+    concept = dti.train(
+        photos, "<w>", "dog", folder, output=tmp_path / "run", steps=1, batch_size=1, resolution=RES, validate=False, progress=False
+    )
+    pipe = ChromaPipeline.from_pretrained(folder)
+    pipe.load_textual_inversion(str(tmp_path / "run" / dti.concepts.formats.diffusers_filename("text_encoder")))
+    row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<w>")]
+    assert torch.equal(row, concept.encoders["text_encoder"].vectors[0])

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from dti.testing.chroma import build_tiny_chroma
 from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, clip_bpe_file, clip_tokenizer, write_clip_tokenizer_files
 from dti.testing.flux import build_tiny_flux
 from dti.testing.pixart import build_tiny_pixart
@@ -31,6 +32,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "flux": build_tiny_flux,
     "pixart": build_tiny_pixart,
     "sana": build_tiny_sana,
+    "chroma": build_tiny_chroma,
 }
 
 
@@ -45,6 +47,7 @@ __all__ = [
     "BUILDERS",
     "CLIP_VOCAB_SIZE",
     "build_tiny",
+    "build_tiny_chroma",
     "build_tiny_flux",
     "build_tiny_pixart",
     "build_tiny_sana",
