@@ -34,7 +34,7 @@ def family(request, tiny_models):
 def test_every_registered_adapter_has_a_tiny_builder():
     families = {cls.family for cls in ADAPTERS.values()}
     assert families <= {name.split("-")[0] for name in BUILDERS}
-    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma"} <= families
+    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma", "lumina2"} <= families
 
 
 def _crops(n):
@@ -287,10 +287,11 @@ def _denoiser_calls(adapter, run, *args, **kwargs):
     return calls, result
 
 
-@pytest.mark.parametrize("name", ["chroma"])
+@pytest.mark.parametrize("name", ["chroma", "lumina2"])
 def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_thread):
     """The denoiser gets from training what it gets at generation: Chroma's T5 mask (extended over the image
-    tokens). Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
+    tokens), Lumina 2's system-prompted second-to-last Gemma layer with its mask, Lumina's reversed time and
+    its negated output. Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
     match bit for bit but the time, which (like the prediction) may differ by the rounding of sigma x 1000."""
     adapter = load_adapter(tiny_models(name), quiet=True)
     pipe, prompt = adapter.pipe, "a photo of a dog"
@@ -313,10 +314,12 @@ def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_t
     )
     assert len(generated) == 2
     for kwargs, out in generated:
-        # packed latents, time = sigma
-        scale = pipe.vae_scale_factor
-        noisy = pipe._unpack_latents(kwargs["hidden_states"], RES, RES, scale)
-        timesteps, expected = kwargs["timestep"] * 1000, pipe._unpack_latents(out, RES, RES, scale)
+        if name == "chroma":  # packed latents, time = sigma
+            scale = pipe.vae_scale_factor
+            noisy = pipe._unpack_latents(kwargs["hidden_states"], RES, RES, scale)
+            timesteps, expected = kwargs["timestep"] * 1000, pipe._unpack_latents(out, RES, RES, scale)
+        else:  # Lumina's time is 1 - sigma, and the pipeline negates the output before its Euler step
+            noisy, timesteps, expected = kwargs["hidden_states"], (1 - kwargs["timestep"]) * 1000, -out
         ((trained, _),), prediction = _denoiser_calls(adapter, train_predict, noisy, timesteps)
         assert trained.keys() == kwargs.keys(), name
         for key in kwargs:
@@ -325,6 +328,23 @@ def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_t
             else:
                 _assert_identical(trained[key], kwargs[key], f"{name} {key}")
         torch.testing.assert_close(prediction, expected)
+
+
+def test_lumina2_prompt_length_counts_the_system_prompt(tiny_models):
+    """Lumina 2's max_sequence_length holds the system prompt too: the length dti warns past is what it leaves."""
+    adapter = load_adapter(tiny_models("lumina2"), quiet=True)
+    adapter.options["max_sequence_length"] = 120
+    slot = adapter.encoders[0]
+    prefix_and_a = len(slot.tokenizer(adapter.pipe.system_prompt + " <Prompt Start> a").input_ids)
+    assert 1 < slot.max_length < 120 and slot.max_length == 120 - (prefix_and_a - 2)
+    for extra in (0, 1):  # a prompt of max_length tokens is read whole, one more word is cut
+        prompt = " ".join(["dog"] * (slot.max_length - 1 + extra))
+        assert len(slot.tokenizer(prompt).input_ids) == slot.max_length + extra
+        with torch.no_grad():
+            mask = adapter.condition([prompt], _crops(1))["encoder_attention_mask"]
+        assert mask.shape == (1, 120) and int(mask.sum()) == 120
+        ids = slot.tokenizer(adapter.pipe.system_prompt + " <Prompt Start> " + prompt).input_ids
+        assert len(ids) == 120 + extra
 
 
 def test_chroma_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_thread):
