@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py --family sdxl --resolution 768 --batch 4 [--gradient-checkpointing] [--vae-offload]
     python benchmarks/memory.py --all --json OUT.json --md OUT.md
+    python benchmarks/memory.py --all --only chroma lumina2 --json OUT.json --md OUT.md   # some families' rows
     python benchmarks/memory.py --calibrate        # the one configuration measured on an H200 (ENVIRONMENT.md)
 
 How: the full-size pipeline of ``benchmarks/full_configs.py`` (real diffusers / transformers classes
@@ -97,6 +98,8 @@ TABLE = (
     ("pixart", 1024, (1, 2)),
     ("sd3", 1024, (1, 2)),
     ("flux", 1024, (1, 2)),
+    ("chroma", 1024, (1, 2)),
+    ("lumina2", 1024, (1, 2)),
 )
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
@@ -627,7 +630,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=("sd", "sdxl", "sana", "pixart", "sd3", "flux"), default="sdxl")
+    p.add_argument("--family", choices=("sd", "sdxl", "sana", "pixart", "sd3", "flux", "chroma", "lumina2"), default="sdxl")
     p.add_argument("--resolution", type=int, default=None, help="default: the family's training resolution")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--gradient-checkpointing", action="store_true")
@@ -637,16 +640,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"the whole table: {', '.join(f'{f} {r} px' for f, r, _ in TABLE)} x batch 1/2(/4) x checkpointing x VAE",
     )
+    p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="with --all: only these families' rows (no calibration)")
     p.add_argument("--calibrate", action="store_true", help="also estimate ENVIRONMENT.md's measured configuration (always with --all)")
     p.add_argument("--json", default=None, help="write the result here")
     p.add_argument("--md", default=None, help="write a markdown table here")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be positive")
+    if args.only and (not args.all or set(args.only) - {f for f, _, _ in TABLE}):
+        p.error(f"--only goes with --all and takes families of the table: {', '.join(dict.fromkeys(f for f, _, _ in TABLE))}")
     return args
 
 
-DEFAULT_RESOLUTION = {"sd": 512, "sdxl": 768, "sana": 1024, "pixart": 1024, "sd3": 1024, "flux": 1024}
+DEFAULT_RESOLUTION = {"sd": 512, "sdxl": 768, "sana": 1024, "pixart": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "lumina2": 1024}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -671,11 +677,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.all:
         built: dict[str, Estimator] = {}
         for family, resolution, batches in TABLE:
+            if args.only and family not in args.only:
+                continue
             est = built.setdefault(family, Estimator(family))
             result["components_gib"][family] = est.component_gib()
             rows += rows_for(est, resolution, batches, (False, True), (True, False))
             print(f"{family} {resolution} px done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        result["calibration"] = calibration_row(built.get("sdxl"))
+        if not args.only:
+            result["calibration"] = calibration_row(built.get("sdxl"))
         result["smallest"] = smallest_fitting(rows)
     else:
         est = Estimator(args.family)

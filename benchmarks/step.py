@@ -1,6 +1,6 @@
 """One dti training step against its floor: the denoiser's own forward + backward (issue 12).
 
-    python benchmarks/step.py --family sd|sdxl|sd3|flux|pixart|sana [--tiny] [--device cpu|cuda]
+    python benchmarks/step.py --family sd|sdxl|sd3|flux|pixart|sana|chroma|lumina2 [--tiny] [--device cpu|cuda]
         [--batch N] [--resolution PX] [--precision fp32|bf16|fp16] [--compile] [--gradient-checkpointing]
         [--steps N] [--warmup N] [--threads N] [--photos FOLDER] --json OUT
 
@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart", "sana")
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma", "lumina2")
 #: parts every run reports (plus ``text_encoder_fwd:<component>`` per text encoder)
 PART_NAMES = (
     "data",

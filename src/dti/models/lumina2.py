@@ -36,9 +36,10 @@ class Lumina2Adapter(LatentVAEMixin, FlowMatchingAdapter):
     denoiser_name = "transformer"
     # Uniform over the scheduler's (statically shifted) sigmas, as FLUX and SANA: no paper setting for Lumina 2.
     weighting_scheme = "none"
-    # SANA's paper setting (METHOD.md section 5), the encoder being the same Gemma-2 2B: 500 steps, batch 4 as
-    # 2 x 2 accumulation (a 2.6B transformer at 1024 px, as SANA's 24 GB budget), 1024 px (Lumina 2's native
-    # size), kappa 5e-5 (the paper's value for Gemma-2).
+    # No paper setting: SANA's (METHOD.md section 5), the encoder being the same Gemma-2 2B. 500 steps; batch 4
+    # as 2 x 2 accumulation (one micro-batch of 2 in memory: 14.1 GiB estimated with --gradient-checkpointing,
+    # 45.4 without, benchmarks/results/memory-2026-12-07-chroma-lumina2.md); 1024 px, SANA's and Lumina 2's
+    # native size; kappa 5e-5, the paper's value for Gemma-2.
     defaults: ClassVar[FamilyDefaults] = FamilyDefaults(steps=500, batch_size=2, grad_accum=2, resolution=1024, kappa=5e-5)
     #: max_sequence_length: the pipeline's default, 256 Gemma tokens counting the system prompt
     default_options: ClassVar[dict[str, Any]] = {"max_sequence_length": 256}

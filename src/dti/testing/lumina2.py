@@ -21,7 +21,7 @@ import torch
 from dti.testing.gemma import gemma_tokenizer
 from dti.testing.sana import TINY_GEMMA_HIDDEN, tiny_gemma2_config
 
-LUMINA2_SHIFT = 6.0  # Lumina-Image-2.0's scheduler_config.json: static shift, no dynamic shifting
+LUMINA2_SHIFT = 6.0  # Lumina-Image-2.0: a static shift, no dynamic shifting (the value as recalled, not checked here)
 
 
 def _transformer():
