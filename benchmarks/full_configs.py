@@ -3,9 +3,11 @@
 The dicts below restate the published ``config.json`` files (written from the released configs of
 runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
 stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev,
-PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers and
-Wan-AI/Wan2.1-T2V-1.3B-Diffusers / Wan2.1-T2V-14B-Diffusers, plus the text encoders they ship: CLIP
-ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1 XXL, Gemma-2-2B, UMT5-XXL).
+PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers,
+lodestones/Chroma1-HD, Alpha-VLLM/Lumina-Image-2.0 and Wan-AI/Wan2.1-T2V-1.3B-Diffusers /
+Wan2.1-T2V-14B-Diffusers, plus the text encoders they ship: CLIP ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1
+XXL, Gemma-2-2B, UMT5-XXL). Chroma's and Lumina 2's transformers are the diffusers classes' defaults, which
+are those models' configs; their parameter counts are checked against the published 8.9B and 2.6B.
 Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published parameter counts and
 :func:`parameter_counts` (meta device, no memory) checks the configs against them
 (``python benchmarks/full_configs.py``).
@@ -13,8 +15,9 @@ Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published pa
 Tokenizers come from :mod:`dti.testing`: the real CLIP vocabulary; T5 and Gemma tokenizers built
 offline with small vocabularies (the models' embedding tables keep their real row counts, so the
 table is larger than the tokenizer, as T5's already is). Prompts are padded to the families' real
-sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma, 512 UMT5), so the text-side cost is the real one.
-Wan's UMT5 tokenizer is stood in for by the T5 one (the same class; the table keeps UMT5's 256384 rows).
+sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma SANA, 256 Gemma Lumina 2, 512 UMT5), so the text-side
+cost is the real one. Wan's UMT5 tokenizer is stood in for by the T5 one (the same class; the table keeps
+UMT5's 256384 rows).
 """
 
 from __future__ import annotations
@@ -226,6 +229,34 @@ FLUX_DEV_TRANSFORMER = dict(
     guidance_embeds=True,
     axes_dims_rope=[16, 56, 56],
 )
+CHROMA1_HD_TRANSFORMER = dict(  # FLUX.1-schnell pruned: no pooled projection, no guidance input, the approximator
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    axes_dims_rope=[16, 56, 56],
+    approximator_num_channels=64,
+    approximator_hidden_dim=5120,
+    approximator_layers=5,
+)
+LUMINA2_TRANSFORMER = dict(  # Lumina-Image 2.0, the 2.6B unified next-DiT
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    hidden_size=2304,
+    num_layers=26,
+    num_refiner_layers=2,
+    num_attention_heads=24,
+    num_kv_heads=8,
+    multiple_of=256,
+    norm_eps=1e-5,
+    axes_dim_rope=[32, 32, 32],
+    axes_lens=[300, 512, 512],
+    cap_feat_dim=2304,
+)
 PIXART_SIGMA_TRANSFORMER = dict(
     sample_size=128,
     patch_size=2,
@@ -339,6 +370,8 @@ PIXART_SCHEDULER = (
         steps_offset=0,
     ),
 )
+# Lumina-Image 2.0: a static shift (the value as recalled, unverified here; it changes no memory or time figure)
+LUMINA2_SCHEDULER = ("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=6.0))
 SANA_SCHEDULER = ("DPMSolverMultistepScheduler", dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
 WAN_SCHEDULER = (
     "UniPCMultistepScheduler",
@@ -413,6 +446,23 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "tokenizer": ("t5", {"model_max_length": 512}),
         "scheduler": WAN_SCHEDULER,
     },
+    "chroma": {
+        "pipeline": "ChromaPipeline",
+        "transformer": ("ChromaTransformer2DModel", CHROMA1_HD_TRANSFORMER),
+        "vae": ("AutoencoderKL", FLUX_VAE),
+        "text_encoder": ("T5EncoderModel", T5_XXL),
+        "tokenizer": ("t5", {"model_max_length": 512}),
+        "scheduler": FLUX_SCHEDULER,
+        "extra": {"image_encoder": None, "feature_extractor": None},
+    },
+    "lumina2": {
+        "pipeline": "Lumina2Pipeline",
+        "transformer": ("Lumina2Transformer2DModel", LUMINA2_TRANSFORMER),
+        "vae": ("AutoencoderKL", FLUX_VAE),
+        "text_encoder": ("Gemma2Model", GEMMA2_2B),
+        "tokenizer": ("gemma", {}),
+        "scheduler": LUMINA2_SCHEDULER,
+    },
 }
 #: The same family at another size (``<family>-<variant>``: the adapter is the family's).
 FAMILIES["wan-14b"] = dict(FAMILIES["wan"], transformer=("WanTransformer3DModel", WAN21_14B_TRANSFORMER))
@@ -430,6 +480,8 @@ PUBLISHED_MILLIONS = {
     # sizes give: no rounder published count); Wan-VAE 127M (Wan report); UMT5-XXL's encoder ~5.7B
     "wan": {"transformer": 1419.0, "vae": 127.0, "text_encoder": 5700.0},
     "wan-14b": {"transformer": 14288.5, "vae": 127.0, "text_encoder": 5700.0},
+    "chroma": {"transformer": 8900.0, "text_encoder": 4762.3},
+    "lumina2": {"transformer": 2600.0, "text_encoder": 2614.3},
 }
 
 

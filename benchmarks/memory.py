@@ -3,6 +3,7 @@
     python benchmarks/memory.py --family sdxl --resolution 768 --batch 4 [--gradient-checkpointing] [--vae-offload]
     python benchmarks/memory.py --all --json OUT.json --md OUT.md
     python benchmarks/memory.py --all --only wan wan-14b --json OUT.json --md OUT.md   # some families' rows
+    python benchmarks/memory.py --all --only chroma lumina2 --json OUT.json --md OUT.md   # some families' rows
     python benchmarks/memory.py --calibrate        # the one configuration measured on an H200 (ENVIRONMENT.md)
 
 How: the full-size pipeline of ``benchmarks/full_configs.py`` (real diffusers / transformers classes
@@ -100,6 +101,8 @@ TABLE = (
     ("flux", 1024, (1, 2)),
     ("wan", 512, BATCHES),  # Wan 2.1 T2V 1.3B at the paper's 512 px (one-frame latents)
     ("wan-14b", 512, (1, 2)),
+    ("chroma", 1024, (1, 2)),
+    ("lumina2", 1024, (1, 2)),
 )
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
@@ -653,10 +656,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be positive")
+    if args.only and (not args.all or set(args.only) - {f for f, _, _ in TABLE}):
+        p.error(f"--only goes with --all and takes families of the table: {', '.join(dict.fromkeys(f for f, _, _ in TABLE))}")
     return args
 
 
-DEFAULT_RESOLUTION = {"sd": 512, "sdxl": 768, "sana": 1024, "pixart": 1024, "sd3": 1024, "flux": 1024, "wan": 512, "wan-14b": 512}
+DEFAULT_RESOLUTION = {
+    "sd": 512,
+    "sdxl": 768,
+    "sana": 1024,
+    "pixart": 1024,
+    "sd3": 1024,
+    "flux": 1024,
+    "chroma": 1024,
+    "lumina2": 1024,
+    "wan": 512,
+    "wan-14b": 512,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

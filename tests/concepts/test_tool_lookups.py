@@ -27,6 +27,8 @@ FAMILIES = {
     "pixart": [("text_encoder", "t5", 4096)],
     "sana": [("text_encoder", "gemma2", 2304)],
     "wan": [("text_encoder", "umt5", 4096)],
+    "chroma": [("text_encoder", "t5", 4096)],
+    "lumina2": [("text_encoder", "gemma2", 2304)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -36,6 +38,8 @@ PIPELINES = {
     "pixart": "PixArtSigmaPipeline",
     "sana": "SanaPipeline",
     "wan": "WanPipeline",
+    "chroma": "ChromaPipeline",
+    "lumina2": "Lumina2Pipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}

@@ -34,7 +34,7 @@ def family(request, tiny_models):
 def test_every_registered_adapter_has_a_tiny_builder():
     families = {cls.family for cls in ADAPTERS.values()}
     assert families <= {name.split("-")[0] for name in BUILDERS}
-    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana"} <= families
+    assert {"sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma", "lumina2"} <= families
 
 
 def _crops(n):
@@ -268,3 +268,95 @@ def test_flux_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_t
         pipe.load_textual_inversion(str(file), tokenizer=tok, text_encoder=enc)
         row = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<w>")]
         assert torch.equal(row, concept.encoders[name].vectors[0]), name
+
+
+def _denoiser_calls(adapter, run, *args, **kwargs):
+    """``run(*args, **kwargs)`` without gradients, and every call it made to the adapter's denoiser:
+    ([(keyword arguments that carry something, output), ...], what ``run`` returned)."""
+    calls = []
+
+    def hook(module, hook_args, hook_kwargs, output):
+        calls.append(({k: v for k, v in hook_kwargs.items() if k != "return_dict" and v is not None and v != {}}, output[0]))
+
+    handle = adapter.denoiser.register_forward_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():  # as generation: with gradients, CPU kernels may round differently
+            result = run(*args, **kwargs)
+    finally:
+        handle.remove()
+    return calls, result
+
+
+@pytest.mark.parametrize("name", ["chroma", "lumina2"])
+def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_thread):
+    """The denoiser gets from training what it gets at generation: Chroma's T5 mask (extended over the image
+    tokens), Lumina 2's system-prompted second-to-last Gemma layer with its mask, Lumina's reversed time and
+    its negated output. Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
+    match bit for bit but the time, which (like the prediction) may differ by the rounding of sigma x 1000."""
+    adapter = load_adapter(tiny_models(name), quiet=True)
+    pipe, prompt = adapter.pipe, "a photo of a dog"
+
+    def train_predict(noisy, timesteps):
+        return adapter.predict(noisy, timesteps, adapter.condition([prompt], _crops(1)))
+
+    generator = torch.Generator().manual_seed(0)
+    generated, _ = _denoiser_calls(
+        adapter,
+        pipe,
+        prompt,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        output_type="latent",
+        generator=generator,
+        height=RES,
+        width=RES,
+        **adapter.generation_kwargs(),
+    )
+    assert len(generated) == 2
+    for kwargs, out in generated:
+        if name == "chroma":  # packed latents, time = sigma
+            scale = pipe.vae_scale_factor
+            noisy = pipe._unpack_latents(kwargs["hidden_states"], RES, RES, scale)
+            timesteps, expected = kwargs["timestep"] * 1000, pipe._unpack_latents(out, RES, RES, scale)
+        else:  # Lumina's time is 1 - sigma, and the pipeline negates the output before its Euler step
+            noisy, timesteps, expected = kwargs["hidden_states"], (1 - kwargs["timestep"]) * 1000, -out
+        ((trained, _),), prediction = _denoiser_calls(adapter, train_predict, noisy, timesteps)
+        assert trained.keys() == kwargs.keys(), name
+        for key in kwargs:
+            if key == "timestep":
+                torch.testing.assert_close(trained[key], kwargs[key])
+            else:
+                _assert_identical(trained[key], kwargs[key], f"{name} {key}")
+        torch.testing.assert_close(prediction, expected)
+
+
+def test_lumina2_prompt_length_counts_the_system_prompt(tiny_models):
+    """Lumina 2's max_sequence_length holds the system prompt too: the length dti warns past is what it leaves."""
+    adapter = load_adapter(tiny_models("lumina2"), quiet=True)
+    adapter.options["max_sequence_length"] = 120
+    slot = adapter.encoders[0]
+    prefix_and_a = len(slot.tokenizer(adapter.pipe.system_prompt + " <Prompt Start> a").input_ids)
+    assert 1 < slot.max_length < 120 and slot.max_length == 120 - (prefix_and_a - 2)
+    for extra in (0, 1):  # a prompt of max_length tokens is read whole, one more word is cut
+        prompt = " ".join(["dog"] * (slot.max_length - 1 + extra))
+        assert len(slot.tokenizer(prompt).input_ids) == slot.max_length + extra
+        with torch.no_grad():
+            mask = adapter.condition([prompt], _crops(1))["encoder_attention_mask"]
+        assert mask.shape == (1, 120) and int(mask.sum()) == 120
+        ids = slot.tokenizer(adapter.pipe.system_prompt + " <Prompt Start> " + prompt).input_ids
+        assert len(ids) == 120 + extra
+
+
+def test_chroma_files_load_in_plain_diffusers(tiny_models, photos, tmp_path, one_thread):
+    """Without dti: ChromaPipeline.load_textual_inversion (its T5 is the pipeline's own tokenizer and encoder)
+    reads dti's diffusers file exactly."""
+    from diffusers import ChromaPipeline
+
+    folder = tiny_models("chroma")
+    concept = dti.train(
+        photos, "<w>", "dog", folder, output=tmp_path / "run", steps=1, batch_size=1, resolution=RES, validate=False, progress=False
+    )
+    pipe = ChromaPipeline.from_pretrained(folder)
+    pipe.load_textual_inversion(str(tmp_path / "run" / dti.concepts.formats.diffusers_filename("text_encoder")))
+    row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<w>")]
+    assert torch.equal(row, concept.encoders["text_encoder"].vectors[0])

@@ -1,4 +1,4 @@
-"""The offline T5 tokenizer and the tiny PixArt-Sigma / SD3 / FLUX pipelines of dti.testing."""
+"""The offline T5 tokenizer and the tiny PixArt-Sigma / SD3 / FLUX / Chroma pipelines of dti.testing."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def flux_dir(tmp_path_factory):
     from dti.testing.flux import build_tiny_flux
 
     return build_tiny_flux(tmp_path_factory.mktemp("families") / "flux")
+
+
+@pytest.fixture(scope="session")
+def chroma_dir(tmp_path_factory):
+    from dti.testing.chroma import build_tiny_chroma
+
+    return build_tiny_chroma(tmp_path_factory.mktemp("families") / "chroma")
 
 
 def _pieces(tok, text):
@@ -234,3 +241,32 @@ def test_flux(flux_dir, t5_tok, one_thread):
     embeds, pooled, _ = pipe.encode_prompt("a photo of a dog", None, max_sequence_length=16)
     assert embeds.shape == (1, 16, config.joint_attention_dim) and pooled.shape == (1, config.pooled_projection_dim)
     _generate(pipe, max_sequence_length=16, guidance_scale=3.5)
+
+
+def test_chroma(chroma_dir, t5_tok, one_thread):
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import T5EncoderModel
+
+    pipe = ChromaPipeline.from_pretrained(chroma_dir)
+    assert isinstance(pipe.text_encoder, T5EncoderModel) and isinstance(pipe.transformer, ChromaTransformer2DModel)
+    _assert_t5_table_larger(pipe.text_encoder, pipe.tokenizer, t5_tok)
+    config = pipe.transformer.config
+    assert config.in_channels == 4 * pipe.vae.config.latent_channels
+    assert sum(config.axes_dims_rope) == config.attention_head_dim
+    assert config.joint_attention_dim == pipe.text_encoder.config.d_model
+    assert pipe.vae.config.shift_factor is not None and pipe.vae.config.scaling_factor != 0.18215
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and pipe.scheduler.config.use_dynamic_shifting
+    embeds, text_ids, mask, *_ = pipe.encode_prompt("a photo of a dog", do_classifier_free_guidance=False, max_sequence_length=16)
+    assert embeds.shape == (1, 16, config.joint_attention_dim) and text_ids.shape == (16, 3)
+    # the prompt's 6 tokens (5 words and </s>) and the first padding token
+    assert mask.tolist() == [[1.0] * 7 + [0.0] * 9]
+    _generate(pipe, max_sequence_length=16, guidance_scale=3.0)
+
+
+def test_chroma_build_is_reproducible(chroma_dir, tmp_path):
+    from dti.testing.chroma import build_tiny_chroma
+
+    again = build_tiny_chroma(tmp_path / "again")
+    for part in ("transformer", "text_encoder", "vae"):
+        (first,) = (chroma_dir / part).glob("*.safetensors")
+        assert (again / part / first.name).read_bytes() == first.read_bytes(), part

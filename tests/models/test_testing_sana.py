@@ -1,4 +1,4 @@
-"""The offline Gemma tokenizer and the tiny SANA pipeline of dti.testing."""
+"""The offline Gemma tokenizer and the tiny SANA and Lumina-Image 2.0 pipelines of dti.testing."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def sana_pipe(tiny_sana):
     from diffusers import SanaPipeline
 
     pipe = SanaPipeline.from_pretrained(tiny_sana)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def lumina2_pipe(tmp_path_factory):
+    from diffusers import Lumina2Pipeline
+
+    from dti.testing.lumina2 import build_tiny_lumina2
+
+    pipe = Lumina2Pipeline.from_pretrained(build_tiny_lumina2(tmp_path_factory.mktemp("tiny") / "lumina2"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -153,3 +164,48 @@ def test_tiny_sana_generates(sana_pipe, one_thread, size, kwargs):
     assert image.shape == (1, size, size, 3) and np.isfinite(image).all()
     assert image.std() > 1e-3
     assert np.abs(run("a photo of a cat") - image).max() > 1e-3  # the text conditions the image
+
+
+def test_tiny_lumina2_components(lumina2_pipe):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Transformer2DModel
+    from transformers import Gemma2Model
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2TextScaledWordEmbedding
+
+    pipe = lumina2_pipe
+    assert isinstance(pipe.text_encoder, Gemma2Model) and isinstance(pipe.transformer, Lumina2Transformer2DModel)
+    assert isinstance(pipe.text_encoder.get_input_embeddings(), Gemma2TextScaledWordEmbedding)
+    assert len(pipe.tokenizer) == pipe.text_encoder.config.vocab_size and pipe.tokenizer.padding_side == "right"
+    config = pipe.transformer.config
+    assert config.cap_feat_dim == pipe.text_encoder.config.hidden_size
+    assert sum(config.axes_dim_rope) == config.hidden_size // config.num_attention_heads
+    assert config.in_channels == pipe.vae.config.latent_channels == 16
+    # the pipeline assumes a VAE factor of 8 (it never reads the VAE's): the tiny VAE really has it
+    assert isinstance(pipe.vae, AutoencoderKL) and pipe.vae_scale_factor == 8 == 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    with torch.no_grad():
+        assert pipe.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape == (1, 16, 8, 8)
+    assert pipe.vae.config.shift_factor == pytest.approx(0.1159) and pipe.vae.config.scaling_factor == pytest.approx(0.3611)
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and not pipe.scheduler.config.use_dynamic_shifting
+    assert pipe.scheduler.config.shift == 6.0
+
+
+def test_lumina2_encode_prompt_is_the_system_prompted_second_to_last_layer(lumina2_pipe):
+    pipe = lumina2_pipe
+    embeds, mask, _, _ = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False)
+    full = pipe.tokenizer(pipe.system_prompt + " <Prompt Start> " + PROMPT).input_ids
+    assert embeds.shape == (1, 256, 32) and int(mask.sum()) == len(full) > len(pipe.tokenizer(PROMPT).input_ids) + 10
+    ids = torch.tensor([full + [0] * (256 - len(full))])
+    with torch.no_grad():
+        out = pipe.text_encoder(ids, attention_mask=mask, output_hidden_states=True)
+    torch.testing.assert_close(embeds, out.hidden_states[-2], rtol=0, atol=0)
+    assert not torch.allclose(embeds, out.last_hidden_state)
+
+
+def test_tiny_lumina2_generates(lumina2_pipe, one_thread):
+    def run(prompt, output_type):
+        generator = torch.Generator().manual_seed(0)
+        return lumina2_pipe(prompt, num_inference_steps=2, height=64, width=64, generator=generator, output_type=output_type).images
+
+    image = run(PROMPT, "np")
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all() and image.std() > 1e-3
+    # the text conditions the latents (weakly: one word among the system prompt's, in a random tiny model)
+    assert (run("a photo of a cat", "latent") - run(PROMPT, "latent")).abs().max() > 1e-4

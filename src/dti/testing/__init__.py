@@ -13,8 +13,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from dti.testing.chroma import build_tiny_chroma
 from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, clip_bpe_file, clip_tokenizer, write_clip_tokenizer_files
 from dti.testing.flux import build_tiny_flux
+from dti.testing.lumina2 import build_tiny_lumina2
 from dti.testing.pixart import build_tiny_pixart
 from dti.testing.sana import build_tiny_sana
 from dti.testing.sd3 import build_tiny_sd3
@@ -33,6 +35,8 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "pixart": build_tiny_pixart,
     "sana": build_tiny_sana,
     "wan": build_tiny_wan,
+    "chroma": build_tiny_chroma,
+    "lumina2": build_tiny_lumina2,
 }
 
 
@@ -47,7 +51,9 @@ __all__ = [
     "BUILDERS",
     "CLIP_VOCAB_SIZE",
     "build_tiny",
+    "build_tiny_chroma",
     "build_tiny_flux",
+    "build_tiny_lumina2",
     "build_tiny_pixart",
     "build_tiny_sana",
     "build_tiny_sd",
