@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from dti.core.errors import DTIError
-from dti.models.kinds import CLIP_WIDTHS, KIND_KEYS, ONE_CLIP_KEYS, READ_ONLY_KEYS
+from dti.models.kinds import CLIP_WIDTHS, KIND_KEYS, ONE_CLIP_KEYS, READ_ONLY_KEYS, WIDTH_KEYS, kind_keys
 
 
 class Block(Protocol):
@@ -63,7 +63,8 @@ def infer_kinds(concept: Any) -> Any:
 
 def key_kinds() -> dict[str, str]:
     """Single-file key -> encoder kind, over every kind dti knows (the keys it writes and the older ones it reads)."""
-    return {**READ_ONLY_KEYS, **{key: kind for kind, keys in KIND_KEYS.items() for key in keys}}
+    sized = {key: kind for kind, widths in WIDTH_KEYS.items() for keys in widths.values() for key in keys}
+    return {**READ_ONLY_KEYS, **sized, **{key: kind for kind, keys in KIND_KEYS.items() for key in keys}}
 
 
 def components_for_kinds(kinds: set[str]) -> dict[str, str] | None:
@@ -88,20 +89,21 @@ SOLE_KEYED = tuple(kind for kind in KIND_KEYS if kind not in CLIP_WIDTHS.values(
 
 def single_file_keys(encoders: Mapping[str, Block], meta: Mapping[str, Any], tool: str = "default") -> dict[str, str]:
     """Single-file key -> the concept's component, in the layout other tools read, every key a tool
-    looks up for each kind (:data:`~dti.models.kinds.KIND_KEYS`: ``{clip_l, clip_g}`` for SDXL; for T5
-    both ComfyUI's ``t5xxl`` and OneTrainer's ``t5``; ...). One CLIP encoder (SD 1.x/2.x) is one key,
+    looks up for each kind (:func:`~dti.models.kinds.kind_keys`: ``{clip_l, clip_g}`` for SDXL; for T5
+    both ComfyUI's ``t5xxl`` and OneTrainer's ``t5``; for Qwen3 the key of its width,
+    ``qwen3_4b`` or ``qwen3_8b``; ...). One CLIP encoder (SD 1.x/2.x) is one key,
     ``emb_params`` (A1111, ComfyUI, kohya, InvokeAI: A1111 refuses a one-encoder file of several keys),
     or ``emp_params`` for ``tool="onetrainer"``. Refused in one line when no single file can hold the blocks."""
     kinds = inferred_kinds(encoders, meta)
     if len(encoders) == 1:
         name, kind = next(iter(kinds.items()))
         if kind in SOLE_KEYED:
-            return {key: name for key in KIND_KEYS[kind]}
+            return {key: name for key in kind_keys(kind, encoders[name].width)}
         return {ONE_CLIP_KEYS.get(tool, ONE_CLIP_KEYS["default"]): name}
     known = list(kinds.values())
     if None in known or len(set(known)) != len(known) or any(k not in KIND_KEYS for k in known):
         raise DTIError(f"no single-file layout holds encoders {sorted(encoders)}; write --to diffusers (one file per encoder) instead")
-    return {key: name for name, kind in kinds.items() for key in KIND_KEYS[str(kind)]}
+    return {key: name for name, kind in kinds.items() for key in kind_keys(str(kind), encoders[name].width)}
 
 
 def tool_keys(encoders: Mapping[str, Block], meta: Mapping[str, Any]) -> dict[str, str]:

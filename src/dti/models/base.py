@@ -68,6 +68,10 @@ class EncoderRole:
     #: SentencePiece tokenizers (T5, Gemma): the placeholder absorbs the space before it, so
     #: "a <tok>" tokenizes like "a dog" (one piece where the word was, no lone "▁").
     sentencepiece: bool = False
+    #: Byte-level BPE tokenizers (Qwen, Llama 3): the space before a word is the word's first byte ("Ġdog"), so
+    #: the placeholder takes the one space before it out of the text: "a <tok>" tokenizes like "a dog" and a
+    #: prompt-initial "<tok>" after a chat template's newline like "dog" there (the newline stays its own piece).
+    byte_level: bool = False
 
 
 @dataclass
@@ -97,6 +101,7 @@ class EncoderSlot:
             rows,
             pooling=pooling if self.role.pooling == "eos" else "none",
             sentencepiece=self.role.sentencepiece,
+            byte_level=self.role.byte_level,
         )
 
 

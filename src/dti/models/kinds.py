@@ -21,7 +21,21 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "t5": ("t5xxl", "t5"),
     "umt5": ("umt5xxl",),
     "gemma2": ("gemma2_2b", "gemma"),
+    # Qwen3 at a width no tool names (tiny test models, the 0.6B / 1.7B sizes): dti's own key, read by no other tool.
+    # The sizes tools know take their keys from WIDTH_KEYS.
+    "qwen3": ("qwen3",),
 }
+#: Kinds whose keys depend on the encoder's width (one kind, several model sizes): kind -> width -> keys,
+#: used instead of :data:`KIND_KEYS` at those widths. ComfyUI's ``embedding_key`` for Qwen3 is ``qwen3_4b`` for the
+#: 2560-wide Qwen3-4B (Z-Image, FLUX.2 klein 4B) and ``qwen3_8b`` for the 4096-wide Qwen3-8B (FLUX.2 klein 9B).
+WIDTH_KEYS: dict[str, dict[int, tuple[str, ...]]] = {"qwen3": {2560: ("qwen3_4b",), 4096: ("qwen3_8b",)}}
+
+
+def kind_keys(kind: str, width: int | None = None) -> tuple[str, ...]:
+    """Every key tools look an encoder of ``kind`` and ``width`` up under (:data:`WIDTH_KEYS`, else :data:`KIND_KEYS`)."""
+    return WIDTH_KEYS.get(kind, {}).get(int(width or 0)) or KIND_KEYS[kind]
+
+
 #: Keys read as a kind besides :data:`KIND_KEYS` (earlier writers' names), never written.
 READ_ONLY_KEYS: dict[str, str] = {"gemma2": "gemma2"}
 #: One CLIP encoder's key (SD 1.x/2.x): kohya's, which A1111, ComfyUI and InvokeAI read; OneTrainer spells it ``emp_params``.

@@ -214,12 +214,26 @@ def _remembered_tokens(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs
     return list(memory[key])
 
 
+def _absorb_space(text: str, words: dict[str, int]) -> str:
+    """Byte-level BPE: the one space before each placeholder part goes, as it would go into a word's first
+    piece ("a dog" -> ``a Ġdog``; "a <tok>" -> ``a <tok>``). Other white space (a template's newline) stays."""
+    for token in words:
+        if f" {token}" in text:
+            text = text.replace(f" {token}", token)  # also before "<tok>_1": every part starts with the token
+    return text
+
+
+def _expand_one(tokenizer: Any, text: str, words: dict[str, int]) -> str:
+    text = expand_prompt(text, words)
+    return _absorb_space(text, words) if tokenizer.__dict__.get("_dti_byte_level") else text
+
+
 def _expand(tokenizer: Any, text: Any) -> Any:
     words = tokenizer.__dict__.get("_dti_words") or {}
     if isinstance(text, str):
-        return expand_prompt(text, words)
+        return _expand_one(tokenizer, text, words)
     if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
-        return [expand_prompt(t, words) for t in text]
+        return [_expand_one(tokenizer, t, words) for t in text]
     return text
 
 
@@ -274,6 +288,7 @@ class _EncoderState:
     tokenizer_class: type
     undo_pooling: Callable[[], None]
     sentencepiece: bool
+    byte_level: bool = False
 
 
 def _rebuild_tokens(tokenizer: Any, ext: ExtendedEmbedding, state: _EncoderState) -> None:
@@ -327,8 +342,11 @@ def attach(
     *,
     pooling: str = "eos",
     sentencepiece: bool = False,
+    byte_level: bool = False,
 ) -> Attachment:
-    """Add ``token`` (one part per row of ``rows``) to ``tokenizer`` and route its ids to ``rows``."""
+    """Add ``token`` (one part per row of ``rows``) to ``tokenizer`` and route its ids to ``rows``.
+    ``sentencepiece``: the token absorbs the white space before it (its ``lstrip``); ``byte_level``: the one
+    space before it is taken out of every text the tokenizer is given (see :class:`~dti.models.base.EncoderRole`)."""
     if not hasattr(tokenizer, "_tokenizer"):
         raise DTIError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer; dti needs one")
     ext = extended(text_encoder)
@@ -343,7 +361,7 @@ def attach(
     if first:
         base = text_encoder.get_input_embeddings()
         assert isinstance(base, nn.Embedding), f"unexpected input embedding {type(base).__name__}"
-        state = _EncoderState(tokenizer._tokenizer.to_str(), type(tokenizer), lambda: None, sentencepiece)
+        state = _EncoderState(tokenizer._tokenizer.to_str(), type(tokenizer), lambda: None, sentencepiece, byte_level)
     else:
         state = ext.__dict__["_dti_state"]
     try:
@@ -360,6 +378,8 @@ def attach(
         text_encoder.set_input_embeddings(ext)
         tokenizer.__class__ = _expanding_class(state.tokenizer_class)
         tokenizer.__dict__["_dti_words"] = {}
+        if state.byte_level:
+            tokenizer.__dict__["_dti_byte_level"] = True
         if pooling == "eos":
             state.undo_pooling = pool_at_end_token(text_encoder, tokenizer.eos_token_id)
     assert ext is not None
@@ -385,6 +405,7 @@ def detach(tokenizer: Any, text_encoder: nn.Module, token: str) -> None:
     tokenizer._tokenizer = Tokenizer.from_str(state.tokenizer_state)
     tokenizer.__class__ = state.tokenizer_class
     tokenizer.__dict__.pop("_dti_words", None)
+    tokenizer.__dict__.pop("_dti_byte_level", None)
     tokenizer.__dict__.pop("_dti_calls", None)
     tokenizer.__dict__.pop("_dti_checked", None)
     state.undo_pooling()

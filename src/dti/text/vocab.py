@@ -52,11 +52,16 @@ def vocab_stats(table: torch.Tensor) -> VocabStats:
 
 
 def vocabulary_rows(tokenizer: Any, text_encoder: nn.Module) -> torch.Tensor:
-    """The rows the tokenizer's own vocabulary can reach: the table without rows of tokens added
-    since (ids at the end) and without rows no token has (T5's table has 28 more than its
-    tokenizer). Magnitudes and neighbours are measured on these."""
-    added = [t for t in tokenizer.added_tokens_encoder if t not in tokenizer.all_special_tokens]
-    return text_encoder.get_input_embeddings().weight[: len(tokenizer) - len(added)]
+    """The rows the tokenizer's own vocabulary can reach: the table up to the tokenizer's size, without the
+    rows of concepts attached since (their ids are the last) and without rows no token has (T5's table has 28
+    more than its tokenizer, Qwen3's 267: padding to a multiple of 128). The tokenizer's own added tokens count,
+    special or not (Qwen3's ``<think>``, Gemma's ``<unused*>``): they are the model's, with trained rows.
+    Magnitudes and neighbours are measured on these."""
+    from dti.text.attach import extended
+
+    ext = extended(text_encoder)
+    attached = sum(len(block.tokens) for block in ext.blocks.values()) if ext is not None else 0
+    return text_encoder.get_input_embeddings().weight[: len(tokenizer) - attached]
 
 
 def magnitude_problem(spec: Any) -> str | None:
