@@ -29,6 +29,7 @@ FAMILIES = {
     "wan": [("text_encoder", "umt5", 4096)],
     "chroma": [("text_encoder", "t5", 4096)],
     "lumina2": [("text_encoder", "gemma2", 2304)],
+    "zimage": [("text_encoder", "qwen3", 2560)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -40,18 +41,21 @@ PIPELINES = {
     "wan": "WanPipeline",
     "chroma": "ChromaPipeline",
     "lumina2": "Lumina2Pipeline",
+    "zimage": "ZImagePipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
+# (Qwen3's key follows the model size: qwen3_4b for the 2560-wide Qwen3-4B, qwen3_8b for the 4096-wide Qwen3-8B)
 COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}
+COMFYUI_SIZED_KEYS = {("qwen3", 2560): "qwen3_4b", ("qwen3", 4096): "qwen3_8b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
 # (no UMT5: a key for Wan's encoder in OneTrainer is not verified, so Wan is not claimed for it)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 
 
-def comfyui(path, kind: str) -> torch.Tensor:
+def comfyui(path, kind: str, width: int) -> torch.Tensor:
     embed = load_file(str(path))
-    key = COMFYUI_KEYS[kind]
+    key = COMFYUI_SIZED_KEYS.get((kind, width)) or COMFYUI_KEYS[kind]
     return embed[key] if key in embed else next(iter(embed.values()))
 
 
@@ -113,8 +117,8 @@ def same(got: torch.Tensor, enc: EncoderVectors) -> bool:
 def test_comfyui_reads_every_encoder_from_the_webui_file_and_from_dtis_own(family, tmp_path):
     c = concept_for(family)
     for path in (write(c, "comfyui", tmp_path / "c.safetensors")[0], c.save(tmp_path / "concept.safetensors")):
-        for component, kind, _ in FAMILIES[family]:
-            assert same(comfyui(path, kind), c.encoders[component]), (family, path.name, kind)
+        for component, kind, width in FAMILIES[family]:
+            assert same(comfyui(path, kind, width), c.encoders[component]), (family, path.name, kind)
 
 
 @pytest.mark.parametrize("family", ONETRAINER_FAMILIES)
@@ -172,6 +176,21 @@ def test_the_written_keys_read_back_as_the_concept(tmp_path):
             back = read(write(c, fmt, tmp_path / f"{family}-{fmt}.safetensors")[0])
             assert {n: e.vectors for n, e in back.encoders.items()}.keys() == c.encoders.keys()
             assert all(torch.equal(back.encoders[n].vectors, e.vectors) for n, e in c.encoders.items()), (family, fmt)
+
+
+@pytest.mark.parametrize(("width", "key"), [(2560, "qwen3_4b"), (4096, "qwen3_8b"), (32, "qwen3")])
+def test_qwen3_is_keyed_by_its_width(width, key, tmp_path):
+    """One kind, qwen3; ComfyUI's key names the model size (4B: 2560 wide, 8B: 4096); other widths (tiny models,
+    sizes no tool names) get dti's own key. Only that key is written, and it reads back as the encoder."""
+    from dti.concepts.formats import read
+
+    c = Concept("<my-thing>", {"text_encoder": EncoderVectors(torch.randn(1, width), kind="qwen3")}, {"pipeline_class": "ZImagePipeline"})
+    path = write(c, "comfyui", tmp_path / "q.safetensors")[0]
+    assert list(load_file(str(path))) == [key]
+    back = read(path)
+    assert back.encoders["text_encoder"].kind == "qwen3" and torch.equal(
+        back.encoders["text_encoder"].vectors, c.encoders["text_encoder"].vectors
+    )
 
 
 def test_a_file_whose_copies_differ_is_refused(tmp_path):

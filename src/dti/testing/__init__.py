@@ -21,6 +21,7 @@ from dti.testing.pixart import build_tiny_pixart
 from dti.testing.sana import build_tiny_sana
 from dti.testing.sd3 import build_tiny_sd3
 from dti.testing.wan import build_tiny_wan
+from dti.testing.zimage import build_tiny_zimage
 
 #: family name -> builder of a tiny pipeline folder (``builder(folder, seed=0) -> folder``).
 #: Every registered adapter's family has one (a test checks it), so a new family gets the
@@ -37,6 +38,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "wan": build_tiny_wan,
     "chroma": build_tiny_chroma,
     "lumina2": build_tiny_lumina2,
+    "zimage": build_tiny_zimage,
 }
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "build_tiny_sd3",
     "build_tiny_sdxl",
     "build_tiny_wan",
+    "build_tiny_zimage",
     "clip_bpe_file",
     "clip_tokenizer",
     "write_clip_tokenizer_files",
