@@ -30,6 +30,8 @@ FAMILIES = {
     "chroma": [("text_encoder", "t5", 4096)],
     "lumina2": [("text_encoder", "gemma2", 2304)],
     "zimage": [("text_encoder", "qwen3", 2560)],
+    "flux2_klein": [("text_encoder", "qwen3", 2560)],  # klein 4B: Qwen3-4B
+    "flux2_klein-9b": [("text_encoder", "qwen3", 4096)],  # klein 9B: Qwen3-8B
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -42,6 +44,8 @@ PIPELINES = {
     "chroma": "ChromaPipeline",
     "lumina2": "Lumina2Pipeline",
     "zimage": "ZImagePipeline",
+    "flux2_klein": "Flux2KleinPipeline",
+    "flux2_klein-9b": "Flux2KleinPipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 # (Qwen3's key follows the model size: qwen3_4b for the 2560-wide Qwen3-4B, qwen3_8b for the 4096-wide Qwen3-8B)

@@ -16,7 +16,7 @@ import dti
 from dti.concepts.concept import Concept, EncoderVectors
 from dti.models import load_adapter
 
-QWEN_FAMILIES = ["zimage"]
+QWEN_FAMILIES = ["zimage", "flux2_klein"]
 
 
 def _same(a, b):
@@ -87,3 +87,29 @@ def test_magnitude_rows_are_the_tokenizers_not_the_tables_padding(name, tiny_mod
         assert torch.equal(vocabulary_rows(slot.tokenizer, slot.text_encoder), table[:n])
     finally:
         detach(slot.tokenizer, slot.text_encoder, "<w>")
+
+
+def test_flux2_klein_conditions_on_the_stacked_layers_it_records(tiny_models):
+    """The hidden layers klein stacks are a family option: training and generation read the same ones."""
+    adapter = load_adapter(tiny_models("flux2_klein"), quiet=True)
+    assert adapter.generation_kwargs()["text_encoder_out_layers"] == (9, 18, 27)
+    with torch.no_grad():
+        default = adapter.condition(["a photo of a dog"], [])["encoder_hidden_states"]
+        out = adapter.pipe.text_encoder(
+            **adapter.pipe.tokenizer(
+                adapter.pipe.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": "a photo of a dog"}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+                ),
+                padding="max_length",
+                max_length=512,
+                return_tensors="pt",
+            ),
+            output_hidden_states=True,
+        )
+        adapter.apply_options({"text_encoder_out_layers": [1, 2, 3]})
+        other = adapter.condition(["a photo of a dog"], [])["encoder_hidden_states"]
+    width = adapter.pipe.text_encoder.config.hidden_size
+    assert default.shape[-1] == 3 * width
+    for i, layer in enumerate((9, 18, 27)):
+        assert torch.equal(default[0, :, i * width : (i + 1) * width], out.hidden_states[layer][0])
+    assert adapter.generation_kwargs()["text_encoder_out_layers"] == (1, 2, 3) and not torch.equal(default, other)

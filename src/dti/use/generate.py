@@ -82,8 +82,12 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
     generator = torch.Generator("cpu").manual_seed(int(seed))
     kwargs = adapter.generation_kwargs()
     if negative_prompt is not None:
+        import inspect
+
+        if "negative_prompt" not in inspect.signature(type(pipe).__call__).parameters:
+            raise DTIError(f"{type(pipe).__name__} takes no negative prompt; leave out --negative-prompt")
         kwargs["negative_prompt"] = negative_prompt
-    output = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
+    output = pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
     return adapter.output_image(output)
 
 
