@@ -91,10 +91,10 @@ def test_folder_that_is_not_a_pipeline(base_args, photos, capsys, tmp_path):
 
 
 def test_unsupported_family(base_args, capsys, tmp_path):
-    model = tmp_path / "wan"
+    model = tmp_path / "audio"
     model.mkdir()
-    (model / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
-    expect_refusal(with_arg(base_args, "--model", model), capsys, tmp_path, "unsupported pipeline family WanPipeline")
+    (model / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
+    expect_refusal(with_arg(base_args, "--model", model), capsys, tmp_path, "unsupported pipeline family AudioLDMPipeline")
 
 
 @pytest.mark.parametrize("value", ["60", "0", "-8"])
