@@ -29,6 +29,12 @@ FAMILIES = {
     "wan": [("text_encoder", "umt5", 4096)],
     "chroma": [("text_encoder", "t5", 4096)],
     "lumina2": [("text_encoder", "gemma2", 2304)],
+    "hidream": [
+        ("text_encoder", "clip_l", 768),
+        ("text_encoder_2", "clip_g", 1280),
+        ("text_encoder_3", "t5", 4096),
+        ("text_encoder_4", "llama", 4096),
+    ],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -40,11 +46,12 @@ PIPELINES = {
     "wan": "WanPipeline",
     "chroma": "ChromaPipeline",
     "lumina2": "Lumina2Pipeline",
+    "hidream": "HiDreamImagePipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
-COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}
+COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b", "llama": "llama"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
-# (no UMT5: a key for Wan's encoder in OneTrainer is not verified, so Wan is not claimed for it)
+# (no UMT5 or Llama: OneTrainer's keys for Wan's encoder and HiDream's Llama are not verified, so neither family is claimed for it)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 

@@ -1,6 +1,7 @@
 """Encoder kinds dti knows, and the keys other tools use for them in single-file embeddings.
 
-A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``);
+A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``,
+``llama``);
 each family declares its encoders' kinds (:class:`~dti.models.base.EncoderRole`), and the file
 formats map kinds to the keys each tool looks up.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 #: Encoder kind -> every key the tools that read single-file embeddings look it up under (dti writes
 #: them all: duplicating a vector is cheap, a key a tool misses is a word it silently drops). Read from
 #: each tool's source (docs/formats.md): ComfyUI's ``embedding_key`` (``clip_l``, ``clip_g``, ``t5xxl``,
-#: ``umt5xxl``, ``gemma2_2b``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and
+#: ``umt5xxl``, ``gemma2_2b``, ``llama``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and
 #: kohya read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
 #: ``umt5`` (Wan's UMT5-XXL) is not ``t5``: the same width (4096) over another vocabulary, so a T5 vector
 #: means nothing to it; only ComfyUI's ``umt5xxl`` is known (no other tool trains or loads Wan words).
@@ -21,6 +22,9 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "t5": ("t5xxl", "t5"),
     "umt5": ("umt5xxl",),
     "gemma2": ("gemma2_2b", "gemma"),
+    # HiDream-I1's Llama-3.1-8B-Instruct: ComfyUI's key only; OneTrainer trains HiDream embeddings, but its key
+    # for the Llama encoder is not verified here, so none is written for it.
+    "llama": ("llama",),
 }
 #: Keys read as a kind besides :data:`KIND_KEYS` (earlier writers' names), never written.
 READ_ONLY_KEYS: dict[str, str] = {"gemma2": "gemma2"}

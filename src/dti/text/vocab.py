@@ -54,8 +54,13 @@ def vocab_stats(table: torch.Tensor) -> VocabStats:
 def vocabulary_rows(tokenizer: Any, text_encoder: nn.Module) -> torch.Tensor:
     """The rows the tokenizer's own vocabulary can reach: the table without rows of tokens added
     since (ids at the end) and without rows no token has (T5's table has 28 more than its
-    tokenizer). Magnitudes and neighbours are measured on these."""
-    added = [t for t in tokenizer.added_tokens_encoder if t not in tokenizer.all_special_tokens]
+    tokenizer). Magnitudes and neighbours are measured on these.
+
+    Special tokens count as vocabulary whether or not the tokenizer names them (Llama 3's 256 special
+    tokens are added tokens flagged special, but only BOS and EOS are among ``all_special_tokens``):
+    only added tokens that are not special (the placeholders dti adds) are left out."""
+    named = set(tokenizer.all_special_tokens)
+    added = [t for t in tokenizer.added_tokens_decoder.values() if not t.special and str(t) not in named]
     return text_encoder.get_input_embeddings().weight[: len(tokenizer) - len(added)]
 
 

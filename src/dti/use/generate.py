@@ -83,7 +83,8 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
     kwargs = adapter.generation_kwargs()
     if negative_prompt is not None:
         kwargs["negative_prompt"] = negative_prompt
-    output = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
+    with adapter.rendering(res, res):
+        output = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
     return adapter.output_image(output)
 
 
