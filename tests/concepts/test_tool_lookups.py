@@ -32,6 +32,12 @@ FAMILIES = {
     "zimage": [("text_encoder", "qwen3", 2560)],
     "flux2_klein": [("text_encoder", "qwen3", 2560)],  # klein 4B: Qwen3-4B
     "flux2_klein-9b": [("text_encoder", "qwen3", 4096)],  # klein 9B: Qwen3-8B
+    "hidream": [
+        ("text_encoder", "clip_l", 768),
+        ("text_encoder_2", "clip_g", 1280),
+        ("text_encoder_3", "t5", 4096),
+        ("text_encoder_4", "llama", 4096),
+    ],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -46,13 +52,14 @@ PIPELINES = {
     "zimage": "ZImagePipeline",
     "flux2_klein": "Flux2KleinPipeline",
     "flux2_klein-9b": "Flux2KleinPipeline",
+    "hidream": "HiDreamImagePipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 # (Qwen3's key follows the model size: qwen3_4b for the 2560-wide Qwen3-4B, qwen3_8b for the 4096-wide Qwen3-8B)
-COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}
+COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b", "llama": "llama"}
 COMFYUI_SIZED_KEYS = {("qwen3", 2560): "qwen3_4b", ("qwen3", 4096): "qwen3_8b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
-# (no UMT5: a key for Wan's encoder in OneTrainer is not verified, so Wan is not claimed for it)
+# (no UMT5 or Llama: OneTrainer's keys for Wan's encoder and HiDream's Llama are not verified, so neither family is claimed for it)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 

@@ -8,6 +8,7 @@ file formats and generation ask the adapter and never name a family themselves.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,7 +56,7 @@ class EncoderRole:
     """A text encoder a family's pipeline has, before anything is loaded.
 
     ``component`` / ``tokenizer`` are the pipeline's component names; ``kind`` says what the
-    encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``gemma2``); ``pooling`` is
+    encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``gemma2``, ``llama``); ``pooling`` is
     ``eos`` for CLIP encoders whose pooled output the pipeline uses, else ``none``;
     ``optional`` encoders may be missing from a saved pipeline (SD3 without T5).
     """
@@ -240,6 +241,11 @@ class Adapter(abc.ABC):
         """The family's own training loss for a batch of (unscaled) latents and prompts; every random
         draw comes from ``draws`` (one generator per sample, see :mod:`dti.core.draws`). ``reduction="none"``
         gives one loss per sample (the mean over its elements), for K concepts in one batch (:mod:`dti.training.multi`)."""
+
+    def rendering(self, height: int, width: int) -> contextlib.AbstractContextManager[None]:
+        """What one pipeline call at ``height`` x ``width`` needs around it (HiDream: the pipeline's own
+        size rule, see :mod:`dti.models.hidream`); nothing by default."""
+        return contextlib.nullcontext()
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments the pipeline's ``__call__`` needs to condition as training did

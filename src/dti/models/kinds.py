@@ -1,6 +1,7 @@
 """Encoder kinds dti knows, and the keys other tools use for them in single-file embeddings.
 
-A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``);
+A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``,
+``llama``);
 each family declares its encoders' kinds (:class:`~dti.models.base.EncoderRole`), and the file
 formats map kinds to the keys each tool looks up.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 #: Encoder kind -> every key the tools that read single-file embeddings look it up under (dti writes
 #: them all: duplicating a vector is cheap, a key a tool misses is a word it silently drops). Read from
 #: each tool's source (docs/formats.md): ComfyUI's ``embedding_key`` (``clip_l``, ``clip_g``, ``t5xxl``,
-#: ``umt5xxl``, ``gemma2_2b``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and
+#: ``umt5xxl``, ``gemma2_2b``, ``llama``), OneTrainer's (``clip_l``, ``clip_g``, ``t5``, ``gemma``); A1111, InvokeAI and
 #: kohya read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
 #: ``umt5`` (Wan's UMT5-XXL) is not ``t5``: the same width (4096) over another vocabulary, so a T5 vector
 #: means nothing to it; only ComfyUI's ``umt5xxl`` is known (no other tool trains or loads Wan words).
@@ -24,6 +25,9 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     # Qwen3 at a width no tool names (tiny test models, the 0.6B / 1.7B sizes): dti's own key, read by no other tool.
     # The sizes tools know take their keys from WIDTH_KEYS.
     "qwen3": ("qwen3",),
+    # HiDream-I1's Llama-3.1-8B-Instruct: ComfyUI's key only; OneTrainer trains HiDream embeddings, but its key
+    # for the Llama encoder is not verified here, so none is written for it.
+    "llama": ("llama",),
 }
 #: Kinds whose keys depend on the encoder's width (one kind, several model sizes): kind -> width -> keys,
 #: used instead of :data:`KIND_KEYS` at those widths. ComfyUI's ``embedding_key`` for Qwen3 is ``qwen3_4b`` for the

@@ -17,6 +17,7 @@ from dti.testing.chroma import build_tiny_chroma
 from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, clip_bpe_file, clip_tokenizer, write_clip_tokenizer_files
 from dti.testing.flux import build_tiny_flux
 from dti.testing.flux2_klein import build_tiny_flux2_klein
+from dti.testing.hidream import build_tiny_hidream
 from dti.testing.lumina2 import build_tiny_lumina2
 from dti.testing.pixart import build_tiny_pixart
 from dti.testing.sana import build_tiny_sana
@@ -41,6 +42,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "lumina2": build_tiny_lumina2,
     "zimage": build_tiny_zimage,
     "flux2_klein": build_tiny_flux2_klein,
+    "hidream": build_tiny_hidream,
 }
 
 
@@ -58,6 +60,7 @@ __all__ = [
     "build_tiny_chroma",
     "build_tiny_flux",
     "build_tiny_flux2_klein",
+    "build_tiny_hidream",
     "build_tiny_lumina2",
     "build_tiny_pixart",
     "build_tiny_sana",

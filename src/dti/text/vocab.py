@@ -55,7 +55,7 @@ def vocabulary_rows(tokenizer: Any, text_encoder: nn.Module) -> torch.Tensor:
     """The rows the tokenizer's own vocabulary can reach: the table up to the tokenizer's size, without the
     rows of concepts attached since (their ids are the last) and without rows no token has (T5's table has 28
     more than its tokenizer, Qwen3's 267: padding to a multiple of 128). The tokenizer's own added tokens count,
-    special or not (Qwen3's ``<think>``, Gemma's ``<unused*>``): they are the model's, with trained rows.
+    special or not (Qwen3's ``<think>``, Gemma's ``<unused*>``, Llama 3's 256 reserved tokens): they are the model's, with trained rows.
     Magnitudes and neighbours are measured on these."""
     from dti.text.attach import extended
 

@@ -87,7 +87,10 @@ def render(pipe: Any, prompt: str, seed: int, steps: int, guidance: float, resol
         if "negative_prompt" not in inspect.signature(type(pipe).__call__).parameters:
             raise DTIError(f"{type(pipe).__name__} takes no negative prompt; leave out --negative-prompt")
         kwargs["negative_prompt"] = negative_prompt
-    output = pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs)
+    with adapter.rendering(res, res):
+        output = pipe(
+            prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, height=res, width=res, **kwargs
+        )
     return adapter.output_image(output)
 
 
