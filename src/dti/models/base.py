@@ -68,6 +68,9 @@ class EncoderRole:
     #: SentencePiece tokenizers (T5, Gemma): the placeholder absorbs the space before it, so
     #: "a <tok>" tokenizes like "a dog" (one piece where the word was, no lone "▁").
     sentencepiece: bool = False
+    #: Byte-level BPE tokenizers (Qwen2): as for SentencePiece, the placeholder absorbs the space before
+    #: it, so "a <tok>" tokenizes like "a dog" ("Ġdog"), with no lone "Ġ" piece before the token.
+    byte_level: bool = False
 
 
 @dataclass
@@ -96,7 +99,7 @@ class EncoderSlot:
             token,
             rows,
             pooling=pooling if self.role.pooling == "eos" else "none",
-            sentencepiece=self.role.sentencepiece,
+            sentencepiece=self.role.sentencepiece or self.role.byte_level,
         )
 
 

@@ -1,6 +1,6 @@
 """Encoder kinds dti knows, and the keys other tools use for them in single-file embeddings.
 
-A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``);
+A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``, ``qwen25vl``);
 each family declares its encoders' kinds (:class:`~dti.models.base.EncoderRole`), and the file
 formats map kinds to the keys each tool looks up.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 #: kohya read ``clip_l`` / ``clip_g`` (SDXL) and a one-encoder file by any single key.
 #: ``umt5`` (Wan's UMT5-XXL) is not ``t5``: the same width (4096) over another vocabulary, so a T5 vector
 #: means nothing to it; only ComfyUI's ``umt5xxl`` is known (no other tool trains or loads Wan words).
+#: ``qwen25vl`` (Qwen-Image's Qwen2.5-VL-7B language model, width 3584): ComfyUI's ``qwen25_7b``, the only key known.
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "clip_l": ("clip_l",),
     "clip_g": ("clip_g",),
@@ -21,6 +22,7 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "t5": ("t5xxl", "t5"),
     "umt5": ("umt5xxl",),
     "gemma2": ("gemma2_2b", "gemma"),
+    "qwen25vl": ("qwen25_7b",),
 }
 #: Keys read as a kind besides :data:`KIND_KEYS` (earlier writers' names), never written.
 READ_ONLY_KEYS: dict[str, str] = {"gemma2": "gemma2"}

@@ -18,6 +18,7 @@ from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, cl
 from dti.testing.flux import build_tiny_flux
 from dti.testing.lumina2 import build_tiny_lumina2
 from dti.testing.pixart import build_tiny_pixart
+from dti.testing.qwenimage import build_tiny_qwenimage
 from dti.testing.sana import build_tiny_sana
 from dti.testing.sd3 import build_tiny_sd3
 from dti.testing.wan import build_tiny_wan
@@ -37,6 +38,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "wan": build_tiny_wan,
     "chroma": build_tiny_chroma,
     "lumina2": build_tiny_lumina2,
+    "qwenimage": build_tiny_qwenimage,
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "build_tiny_flux",
     "build_tiny_lumina2",
     "build_tiny_pixart",
+    "build_tiny_qwenimage",
     "build_tiny_sana",
     "build_tiny_sd",
     "build_tiny_sd3",

@@ -256,7 +256,8 @@ def _add_tokens(tokenizer: Any, tokens: list[str], sentencepiece: bool) -> list[
     if sentencepiece:
         from tokenizers import AddedToken
 
-        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog"
+        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog" (SentencePiece:
+        # no lone "▁"; byte-level BPE, where the role says byte_level: no lone "Ġ")
         added = tokenizer.add_tokens([AddedToken(t, lstrip=True, normalized=False) for t in tokens])
     else:
         added = tokenizer.add_tokens(tokens)
