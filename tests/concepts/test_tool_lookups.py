@@ -29,6 +29,7 @@ FAMILIES = {
     "wan": [("text_encoder", "umt5", 4096)],
     "chroma": [("text_encoder", "t5", 4096)],
     "lumina2": [("text_encoder", "gemma2", 2304)],
+    "qwenimage": [("text_encoder", "qwen25vl", 3584)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -40,11 +41,12 @@ PIPELINES = {
     "wan": "WanPipeline",
     "chroma": "ChromaPipeline",
     "lumina2": "Lumina2Pipeline",
+    "qwenimage": "QwenImagePipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
-COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b"}
+COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b", "qwen25vl": "qwen25_7b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
-# (no UMT5: a key for Wan's encoder in OneTrainer is not verified, so Wan is not claimed for it)
+# (no UMT5, no Qwen2.5-VL: a key for Wan's or Qwen-Image's encoder in OneTrainer is not verified, so neither is claimed)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 

@@ -68,8 +68,8 @@ class EncoderRole:
     #: SentencePiece tokenizers (T5, Gemma): the placeholder absorbs the space before it, so
     #: "a <tok>" tokenizes like "a dog" (one piece where the word was, no lone "▁").
     sentencepiece: bool = False
-    #: Byte-level BPE tokenizers (Qwen2): as for SentencePiece, the placeholder absorbs the space before
-    #: it, so "a <tok>" tokenizes like "a dog" ("Ġdog"), with no lone "Ġ" piece before the token.
+    #: Byte-level BPE tokenizers (Qwen2): the space before the placeholder is joined to it, so "a <tok>"
+    #: tokenizes like "a dog" (``a Ġdog``: no lone "Ġ"), and a newline before it stays, as before a word.
     byte_level: bool = False
 
 
@@ -99,7 +99,8 @@ class EncoderSlot:
             token,
             rows,
             pooling=pooling if self.role.pooling == "eos" else "none",
-            sentencepiece=self.role.sentencepiece or self.role.byte_level,
+            sentencepiece=self.role.sentencepiece,
+            byte_level=self.role.byte_level,
         )
 
 

@@ -216,10 +216,11 @@ def _remembered_tokens(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs
 
 def _expand(tokenizer: Any, text: Any) -> Any:
     words = tokenizer.__dict__.get("_dti_words") or {}
+    join = bool(tokenizer.__dict__.get("_dti_join_space"))
     if isinstance(text, str):
-        return expand_prompt(text, words)
+        return expand_prompt(text, words, join)
     if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
-        return [expand_prompt(t, words) for t in text]
+        return [expand_prompt(t, words, join) for t in text]
     return text
 
 
@@ -256,8 +257,7 @@ def _add_tokens(tokenizer: Any, tokens: list[str], sentencepiece: bool) -> list[
     if sentencepiece:
         from tokenizers import AddedToken
 
-        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog" (SentencePiece:
-        # no lone "▁"; byte-level BPE, where the role says byte_level: no lone "Ġ")
+        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog" (no lone "▁")
         added = tokenizer.add_tokens([AddedToken(t, lstrip=True, normalized=False) for t in tokens])
     else:
         added = tokenizer.add_tokens(tokens)
@@ -275,6 +275,7 @@ class _EncoderState:
     tokenizer_class: type
     undo_pooling: Callable[[], None]
     sentencepiece: bool
+    byte_level: bool = False
 
 
 def _rebuild_tokens(tokenizer: Any, ext: ExtendedEmbedding, state: _EncoderState) -> None:
@@ -328,8 +329,13 @@ def attach(
     *,
     pooling: str = "eos",
     sentencepiece: bool = False,
+    byte_level: bool = False,
 ) -> Attachment:
-    """Add ``token`` (one part per row of ``rows``) to ``tokenizer`` and route its ids to ``rows``."""
+    """Add ``token`` (one part per row of ``rows``) to ``tokenizer`` and route its ids to ``rows``.
+
+    ``sentencepiece``: the token absorbs the space before it (an ``lstrip`` added token). ``byte_level``
+    (byte-level BPE): the space before it is joined to it in the text instead (:func:`~dti.text.words.expand_prompt`),
+    so that a newline before it stays."""
     if not hasattr(tokenizer, "_tokenizer"):
         raise DTIError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer; dti needs one")
     ext = extended(text_encoder)
@@ -344,7 +350,7 @@ def attach(
     if first:
         base = text_encoder.get_input_embeddings()
         assert isinstance(base, nn.Embedding), f"unexpected input embedding {type(base).__name__}"
-        state = _EncoderState(tokenizer._tokenizer.to_str(), type(tokenizer), lambda: None, sentencepiece)
+        state = _EncoderState(tokenizer._tokenizer.to_str(), type(tokenizer), lambda: None, sentencepiece, byte_level)
     else:
         state = ext.__dict__["_dti_state"]
     try:
@@ -361,6 +367,7 @@ def attach(
         text_encoder.set_input_embeddings(ext)
         tokenizer.__class__ = _expanding_class(state.tokenizer_class)
         tokenizer.__dict__["_dti_words"] = {}
+        tokenizer.__dict__["_dti_join_space"] = state.byte_level
         if pooling == "eos":
             state.undo_pooling = pool_at_end_token(text_encoder, tokenizer.eos_token_id)
     assert ext is not None
@@ -386,6 +393,7 @@ def detach(tokenizer: Any, text_encoder: nn.Module, token: str) -> None:
     tokenizer._tokenizer = Tokenizer.from_str(state.tokenizer_state)
     tokenizer.__class__ = state.tokenizer_class
     tokenizer.__dict__.pop("_dti_words", None)
+    tokenizer.__dict__.pop("_dti_join_space", None)
     tokenizer.__dict__.pop("_dti_calls", None)
     tokenizer.__dict__.pop("_dti_checked", None)
     state.undo_pooling()
