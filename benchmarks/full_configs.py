@@ -4,7 +4,8 @@ The dicts below restate the published ``config.json`` files (written from the re
 runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
 stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev,
 PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers,
-lodestones/Chroma1-HD, Alpha-VLLM/Lumina-Image-2.0 and Wan-AI/Wan2.1-T2V-1.3B-Diffusers /
+lodestones/Chroma1-HD, Alpha-VLLM/Lumina-Image-2.0, Qwen/Qwen-Image (as recalled; built: 20.4B + 8.29B)
+and Wan-AI/Wan2.1-T2V-1.3B-Diffusers /
 Wan2.1-T2V-14B-Diffusers, plus the text encoders they ship: CLIP ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1
 XXL, Gemma-2-2B, UMT5-XXL). Chroma's and Lumina 2's transformers are the diffusers classes' defaults, which
 are those models' configs; their parameter counts are checked against the published 8.9B and 2.6B.
@@ -257,6 +258,41 @@ LUMINA2_TRANSFORMER = dict(  # Lumina-Image 2.0, the 2.6B unified next-DiT
     axes_lens=[300, 512, 512],
     cap_feat_dim=2304,
 )
+# Qwen-Image's 20B MMDiT: the diffusers class's defaults are Qwen/Qwen-Image's transformer config
+QWENIMAGE_TRANSFORMER = dict(
+    patch_size=2,
+    in_channels=64,
+    out_channels=16,
+    num_layers=60,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=3584,
+    guidance_embeds=False,
+    axes_dims_rope=[16, 56, 56],
+)
+QWENIMAGE_VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
+# Qwen2.5-VL-7B-Instruct (Qwen-Image's text_encoder): the language model and the 32-block vision tower (never run)
+QWEN25_VL_7B = dict(
+    text_config=dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+    ),
+    vision_config=dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=3584,
+        fullatt_block_indexes=[7, 15, 23, 31],
+    ),
+)
 PIXART_SIGMA_TRANSFORMER = dict(
     sample_size=128,
     patch_size=2,
@@ -372,6 +408,21 @@ PIXART_SCHEDULER = (
 )
 # Lumina-Image 2.0: a static shift (the value as recalled, unverified here; it changes no memory or time figure)
 LUMINA2_SCHEDULER = ("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=6.0))
+# Qwen-Image: dynamic exponential shift (as recalled, unverified here; it changes no memory or time figure)
+QWENIMAGE_SCHEDULER = (
+    "FlowMatchEulerDiscreteScheduler",
+    dict(
+        num_train_timesteps=1000,
+        shift=1.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+    ),
+)
 SANA_SCHEDULER = ("DPMSolverMultistepScheduler", dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
 WAN_SCHEDULER = (
     "UniPCMultistepScheduler",
@@ -463,6 +514,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "tokenizer": ("gemma", {}),
         "scheduler": LUMINA2_SCHEDULER,
     },
+    "qwenimage": {
+        "pipeline": "QwenImagePipeline",
+        "transformer": ("QwenImageTransformer2DModel", QWENIMAGE_TRANSFORMER),
+        "vae": ("AutoencoderKLQwenImage", QWENIMAGE_VAE),
+        "text_encoder": ("Qwen2_5_VLForConditionalGeneration", QWEN25_VL_7B),
+        "tokenizer": ("qwen", {}),
+        "scheduler": QWENIMAGE_SCHEDULER,
+    },
 }
 #: The same family at another size (``<family>-<variant>``: the adapter is the family's).
 FAMILIES["wan-14b"] = dict(FAMILIES["wan"], transformer=("WanTransformer3DModel", WAN21_14B_TRANSFORMER))
@@ -482,6 +541,8 @@ PUBLISHED_MILLIONS = {
     "wan-14b": {"transformer": 14288.5, "vae": 127.0, "text_encoder": 5700.0},
     "chroma": {"transformer": 8900.0, "text_encoder": 4762.3},
     "lumina2": {"transformer": 2600.0, "text_encoder": 2614.3},
+    # Qwen-Image: its "20B" MMDiT holds 20430M counted from its config; Qwen2.5-VL-7B-Instruct 8.29B with its vision tower
+    "qwenimage": {"transformer": 20430.4, "vae": 127.0, "text_encoder": 8290.0},
 }
 
 
@@ -505,6 +566,12 @@ def _tokenizer(kind: str, kwargs: dict[str, Any]) -> Any:
         from dti.testing.t5 import t5_tokenizer
 
         return t5_tokenizer(**kwargs)
+    if kind == "qwen":  # trained on the pipeline's template, so its prefix is the 34 tokens the pipeline drops
+        import tempfile
+
+        from dti.testing.qwenimage import _prompt_template, build_qwen_tokenizer
+
+        return build_qwen_tokenizer(tempfile.mkdtemp(prefix="dti-qwen-tok-"), _prompt_template())
     from dti.testing.gemma import gemma_tokenizer
 
     return gemma_tokenizer()

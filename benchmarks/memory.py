@@ -103,6 +103,7 @@ TABLE = (
     ("wan-14b", 512, (1, 2)),
     ("chroma", 1024, (1, 2)),
     ("lumina2", 1024, (1, 2)),
+    ("qwenimage", 512, (1, 2)),  # its default 512 px (the 20B transformer and 7B encoder fill most of the memory)
 )
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
@@ -670,6 +671,7 @@ DEFAULT_RESOLUTION = {
     "flux": 1024,
     "chroma": 1024,
     "lumina2": 1024,
+    "qwenimage": 512,
     "wan": 512,
     "wan-14b": 512,
 }

@@ -38,6 +38,7 @@ FAMILIES = {
         ("text_encoder_3", "t5", 4096),
         ("text_encoder_4", "llama", 4096),
     ],
+    "qwenimage": [("text_encoder", "qwen25vl", 3584)],
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -53,13 +54,23 @@ PIPELINES = {
     "flux2_klein": "Flux2KleinPipeline",
     "flux2_klein-9b": "Flux2KleinPipeline",
     "hidream": "HiDreamImagePipeline",
+    "qwenimage": "QwenImagePipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 # (Qwen3's key follows the model size: qwen3_4b for the 2560-wide Qwen3-4B, qwen3_8b for the 4096-wide Qwen3-8B)
-COMFYUI_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl", "umt5": "umt5xxl", "gemma2": "gemma2_2b", "llama": "llama"}
+COMFYUI_KEYS = {
+    "clip_l": "clip_l",
+    "clip_g": "clip_g",
+    "t5": "t5xxl",
+    "umt5": "umt5xxl",
+    "gemma2": "gemma2_2b",
+    "llama": "llama",
+    "qwen25vl": "qwen25_7b",
+}
 COMFYUI_SIZED_KEYS = {("qwen3", 2560): "qwen3_4b", ("qwen3", 4096): "qwen3_8b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
-# (no UMT5 or Llama: OneTrainer's keys for Wan's encoder and HiDream's Llama are not verified, so neither family is claimed for it)
+# (no UMT5, Llama or Qwen2.5-VL: OneTrainer's keys for Wan's, HiDream's Llama and Qwen-Image's encoders are not
+# verified, so none of those families is claimed)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 

@@ -287,11 +287,12 @@ def _denoiser_calls(adapter, run, *args, **kwargs):
     return calls, result
 
 
-@pytest.mark.parametrize("name", ["chroma", "lumina2"])
+@pytest.mark.parametrize("name", ["chroma", "lumina2", "qwenimage"])
 def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_thread):
     """The denoiser gets from training what it gets at generation: Chroma's T5 mask (extended over the image
     tokens), Lumina 2's system-prompted second-to-last Gemma layer with its mask, Lumina's reversed time and
-    its negated output. Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
+    its negated output, Qwen-Image's templated last Qwen2.5-VL layer (prefix dropped), its packed one-frame
+    latents and image shapes. Each sampler step's inputs go through ``adapter.predict``; every denoiser input must
     match bit for bit but the time, which (like the prediction) may differ by the rounding of sigma x 1000."""
     adapter = load_adapter(tiny_models(name), quiet=True)
     pipe, prompt = adapter.pipe, "a photo of a dog"
@@ -310,11 +311,11 @@ def test_training_calls_the_denoiser_as_generation_does(name, tiny_models, one_t
         generator=generator,
         height=RES,
         width=RES,
-        **adapter.generation_kwargs(),
+        **{**adapter.generation_kwargs(), "negative_prompt": None},  # the conditional calls only (Qwen-Image's true CFG off)
     )
     assert len(generated) == 2
     for kwargs, out in generated:
-        if name == "chroma":  # packed latents, time = sigma
+        if name in ("chroma", "qwenimage"):  # packed latents (Qwen-Image: of one-frame videos), time = sigma
             scale = pipe.vae_scale_factor
             noisy = pipe._unpack_latents(kwargs["hidden_states"], RES, RES, scale)
             timesteps, expected = kwargs["timestep"] * 1000, pipe._unpack_latents(out, RES, RES, scale)

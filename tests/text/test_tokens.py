@@ -214,3 +214,14 @@ def test_several_concepts_attach_and_detach_one_at_a_time(clip_tok):
     detach(clip_tok, model, "<b>")
     assert len(clip_tok) == 49408 and type(clip_tok) is cls
     assert type(model.get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_byte_level_placeholders_take_the_space_before_them_but_not_a_newline():
+    """A byte-level word carries its space (``a Ġdog``): the one space before each part is joined to it
+    ("a  dog" is ``a Ġ Ġdog``), a newline (a chat template's ``user\\n``) is kept, as before a word; the
+    expansion stays idempotent."""
+    words = {"<w>": 2, "<v>": 1}
+    joined = expand_prompt("user\n<w> and a <v>, a  <w>", words, join_space=True)
+    assert joined == "user\n<w><w>_1 and a<v>, a <w><w>_1"
+    assert expand_prompt("user\n<w><w>_1 and a<v>", words, join_space=True) == "user\n<w><w>_1 and a<v>"
+    assert expand_prompt("a <v>", words) == "a <v>"  # other tokenizers keep the space

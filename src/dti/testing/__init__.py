@@ -20,6 +20,7 @@ from dti.testing.flux2_klein import build_tiny_flux2_klein
 from dti.testing.hidream import build_tiny_hidream
 from dti.testing.lumina2 import build_tiny_lumina2
 from dti.testing.pixart import build_tiny_pixart
+from dti.testing.qwenimage import build_tiny_qwenimage
 from dti.testing.sana import build_tiny_sana
 from dti.testing.sd3 import build_tiny_sd3
 from dti.testing.wan import build_tiny_wan
@@ -43,6 +44,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "zimage": build_tiny_zimage,
     "flux2_klein": build_tiny_flux2_klein,
     "hidream": build_tiny_hidream,
+    "qwenimage": build_tiny_qwenimage,
 }
 
 
@@ -63,6 +65,7 @@ __all__ = [
     "build_tiny_hidream",
     "build_tiny_lumina2",
     "build_tiny_pixart",
+    "build_tiny_qwenimage",
     "build_tiny_sana",
     "build_tiny_sd",
     "build_tiny_sd3",

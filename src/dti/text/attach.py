@@ -214,26 +214,15 @@ def _remembered_tokens(cls: type, tokenizer: Any, text: Any, args: tuple, kwargs
     return list(memory[key])
 
 
-def _absorb_space(text: str, words: dict[str, int]) -> str:
-    """Byte-level BPE: the one space before each placeholder part goes, as it would go into a word's first
-    piece ("a dog" -> ``a Ġdog``; "a <tok>" -> ``a <tok>``). Other white space (a template's newline) stays."""
-    for token in words:
-        if f" {token}" in text:
-            text = text.replace(f" {token}", token)  # also before "<tok>_1": every part starts with the token
-    return text
-
-
-def _expand_one(tokenizer: Any, text: str, words: dict[str, int]) -> str:
-    text = expand_prompt(text, words)
-    return _absorb_space(text, words) if tokenizer.__dict__.get("_dti_byte_level") else text
-
-
 def _expand(tokenizer: Any, text: Any) -> Any:
+    """Multi-vector words expanded; for a byte-level tokenizer the space before each placeholder joined to it
+    (:func:`~dti.text.words.expand_prompt`)."""
     words = tokenizer.__dict__.get("_dti_words") or {}
+    join = bool(tokenizer.__dict__.get("_dti_byte_level"))
     if isinstance(text, str):
-        return _expand_one(tokenizer, text, words)
+        return expand_prompt(text, words, join)
     if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
-        return [_expand_one(tokenizer, t, words) for t in text]
+        return [expand_prompt(t, words, join) for t in text]
     return text
 
 
@@ -270,7 +259,7 @@ def _add_tokens(tokenizer: Any, tokens: list[str], sentencepiece: bool) -> list[
     if sentencepiece:
         from tokenizers import AddedToken
 
-        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog"
+        # lstrip: the token absorbs the space before it, so "a <tok>" tokenizes like "a dog" (no lone "▁")
         added = tokenizer.add_tokens([AddedToken(t, lstrip=True, normalized=False) for t in tokens])
     else:
         added = tokenizer.add_tokens(tokens)

@@ -125,18 +125,30 @@ def initializer_ids(tokenizer: Any, text: str, where: str = "the tokenizer", can
 # ------------------------------------------------------------------ prompt expansion
 def _expansion_pattern(token: str, n_vectors: int) -> re.Pattern[str]:
     parts = placeholder_tokens(token, n_vectors)
-    expanded = r"\s+".join(re.escape(p) for p in parts)
+    expanded = r"\s*".join(re.escape(p) for p in parts)  # \s*: byte-level prompts join the parts (expand_prompt)
     # an already expanded run, or the bare token not followed by a part suffix ("_1")
     return re.compile(f"{expanded}|{re.escape(token)}(?!_\\d)")
 
 
-def expand_prompt(prompt: str, words: dict[str, int]) -> str:
+def expand_prompt(prompt: str, words: dict[str, int], join_space: bool = False) -> str:
     """``<tok>`` -> ``<tok> <tok>_1 ...`` for every multi-vector word in ``words`` (token ->
-    vector count). Idempotent: an expanded prompt is returned unchanged."""
+    vector count). Idempotent: an expanded prompt is returned unchanged.
+
+    ``join_space`` (byte-level BPE tokenizers, Qwen2): one space before each part is taken into it, as
+    a byte-level word carries its space ("a dog" -> ``a Ġdog``): "a <tok>" becomes "a<tok>", which
+    tokenizes to ``a <tok>`` where a space would be a lone ``Ġ`` piece. Only a space: a newline before
+    the token (a chat template's ``user\\n``) stays its own piece, as before a word. (An added token's
+    ``lstrip`` would swallow the newline too, shifting every token after it.) Joining is done once, on the
+    text the tokenizer is given: it takes one space per call ("a  <tok>" -> "a <tok>", as "a  dog" is
+    ``a Ġ Ġdog``)."""
     for token, n in words.items():
         if n > 1 and token in prompt:
             full = " ".join(placeholder_tokens(token, n))
             prompt = _expansion_pattern(token, n).sub(lambda _m, full=full: full, prompt)
+    if join_space:
+        for token in words:
+            if f" {token}" in prompt:
+                prompt = prompt.replace(f" {token}", token)
     return prompt
 
 
