@@ -7,6 +7,8 @@ and its magnitude over the rows the tokenizer can emit (special tokens included,
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -112,3 +114,35 @@ def test_llama_magnitude_is_measured_on_the_rows_its_tokenizer_can_emit(tiny_mod
         assert trainer.magnitudes["text_encoder_4"] == pytest.approx(vocab_stats(table[:emitted]).mean, rel=1e-6)
     finally:
         trainer.detach()
+
+
+def test_the_routed_experts_pass_the_words_gradient(tiny_models, one_thread, monkeypatch):
+    """diffusers' eval-mode MoE path (``moe_infer``) runs under ``torch.no_grad()``: with the transformer frozen in
+    eval mode the word's gradient reached the denoiser's input only through the shared expert and attention. The
+    adapter lets the MoE layers take their training-mode path while a gradient is built: the same prediction, and
+    a gradient that now includes the routed experts'."""
+    adapter = load_adapter(tiny_models("hidream"), quiet=True)
+    adapter.freeze()
+    transformer = adapter.pipe.transformer
+    assert any(type(m).__name__ == "MOEFeedForwardSwiGLU" for m in transformer.modules()), "the tiny transformer has no MoE layer"
+    g = torch.Generator().manual_seed(0)
+    crops = [CropInfo((RES, RES), (0, 0), (RES, RES))]
+    with torch.no_grad():
+        cond = adapter.condition(["a photo of a dog"], crops)
+    noisy = torch.randn(1, transformer.config.in_channels, 16, 16, generator=g)
+    t = torch.full((1,), 500.0)
+
+    def input_gradient():
+        states = cond["encoder_hidden_states_t5"].clone().requires_grad_(True)
+        out = adapter.predict(noisy, t, dict(cond, encoder_hidden_states_t5=states))
+        (grad,) = torch.autograd.grad(out.square().sum(), states)
+        return out.detach(), grad
+
+    with torch.no_grad():
+        inference = adapter.predict(noisy, t, cond)
+    out, grad = input_gradient()
+    assert torch.allclose(out, inference, atol=1e-5, rtol=1e-4)  # the training-mode path computes the same prediction
+    assert all(not m.training for m in transformer.modules()), "the MoE layers' flag is restored"
+    monkeypatch.setattr(type(adapter), "_routed_experts_differentiable", lambda self: contextlib.nullcontext())
+    _, without = input_gradient()
+    assert not torch.allclose(grad, without, atol=1e-6), "the routed experts added nothing to the gradient"

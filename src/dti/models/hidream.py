@@ -93,7 +93,29 @@ class HiDreamAdapter(LatentVAEMixin, FlowMatchingAdapter):
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any]) -> torch.Tensor:
         # as the pipeline's __call__: timesteps as the scheduler gives them, the output negated
-        return -self.pipe.transformer(hidden_states=noisy, timesteps=timesteps, return_dict=False, **cond)[0]
+        with self._routed_experts_differentiable():
+            return -self.pipe.transformer(hidden_states=noisy, timesteps=timesteps, return_dict=False, **cond)[0]
+
+    @contextlib.contextmanager
+    def _routed_experts_differentiable(self) -> Iterator[None]:
+        """diffusers runs HiDream's routed experts in eval mode through ``moe_infer``, which is decorated
+        ``@torch.no_grad()``: a frozen (eval) transformer would pass the word's gradient through the shared
+        expert and attention only, never through the routed experts. While a gradient is being built, the MoE
+        layers take their training-mode path: the same top-k weighted sum of the same experts (its auxiliary
+        loss is computed but not applied, as diffusers leaves it), with gradients. Only those layers' flag
+        changes; no dropout or other training behaviour is switched on, and the weights still get no gradient."""
+        if not torch.is_grad_enabled():
+            yield
+            return
+        moe = [m for m in self.pipe.transformer.modules() if type(m).__name__ in ("MOEFeedForwardSwiGLU", "MoEGate")]
+        before = [m.training for m in moe]
+        for m in moe:
+            m.training = True
+        try:
+            yield
+        finally:
+            for m, was in zip(moe, before):
+                m.training = was
 
     def generation_kwargs(self) -> dict[str, Any]:
         return {"max_sequence_length": int(self.options["max_sequence_length"])}
