@@ -39,6 +39,7 @@ FAMILIES = {
         ("text_encoder_4", "llama", 4096),
     ],
     "qwenimage": [("text_encoder", "qwen25vl", 3584)],
+    "flux2_dev": [("text_encoder", "mistral3", 5120)],  # Mistral-Small-3.1's language model
 }
 PIPELINES = {
     "sd": "StableDiffusionPipeline",
@@ -55,6 +56,7 @@ PIPELINES = {
     "flux2_klein-9b": "Flux2KleinPipeline",
     "hidream": "HiDreamImagePipeline",
     "qwenimage": "QwenImagePipeline",
+    "flux2_dev": "Flux2Pipeline",
 }
 # ComfyUI: each text encoder's tokenizer looks up its embedding_key, else takes the file's first tensor
 # (Qwen3's key follows the model size: qwen3_4b for the 2560-wide Qwen3-4B, qwen3_8b for the 4096-wide Qwen3-8B)
@@ -66,11 +68,12 @@ COMFYUI_KEYS = {
     "gemma2": "gemma2_2b",
     "llama": "llama",
     "qwen25vl": "qwen25_7b",
+    "mistral3": "mistral3_24b",
 }
 COMFYUI_SIZED_KEYS = {("qwen3", 2560): "qwen3_4b", ("qwen3", 4096): "qwen3_8b"}
 # OneTrainer: the key of each encoder it trains embeddings for (SD 1.5's is spelled emp_params)
-# (no UMT5, Llama or Qwen2.5-VL: OneTrainer's keys for Wan's, HiDream's Llama and Qwen-Image's encoders are not
-# verified, so none of those families is claimed)
+# (no UMT5, Llama, Qwen2.5-VL or Mistral 3: OneTrainer's keys for Wan's, HiDream's Llama, Qwen-Image's and FLUX.2
+# dev's encoders are not verified, so none of those families is claimed)
 ONETRAINER_KEYS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5", "gemma2": "gemma"}
 ONETRAINER_FAMILIES = sorted(f for f, encoders in FAMILIES.items() if all(kind in ONETRAINER_KEYS for _, kind, _ in encoders))
 

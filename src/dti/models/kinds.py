@@ -1,7 +1,7 @@
 """Encoder kinds dti knows, and the keys other tools use for them in single-file embeddings.
 
 A kind says what a text encoder is (``clip_l``, ``clip_g``, ``openclip_h``, ``t5``, ``umt5``, ``gemma2``,
-``llama``, ``qwen3``, ``qwen25vl``);
+``llama``, ``qwen3``, ``qwen25vl``, ``mistral3``);
 each family declares its encoders' kinds (:class:`~dti.models.base.EncoderRole`), and the file
 formats map kinds to the keys each tool looks up.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 #: ``umt5`` (Wan's UMT5-XXL) is not ``t5``: the same width (4096) over another vocabulary, so a T5 vector
 #: means nothing to it; only ComfyUI's ``umt5xxl`` is known (no other tool trains or loads Wan words).
 #: ``qwen25vl`` (Qwen-Image's Qwen2.5-VL-7B language model, width 3584): ComfyUI's ``qwen25_7b``, the only key known.
+#: ``mistral3`` (FLUX.2 dev's Mistral-Small-3.1 language model, width 5120): ComfyUI's ``mistral3_24b``, the only key known.
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "clip_l": ("clip_l",),
     "clip_g": ("clip_g",),
@@ -30,6 +31,7 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     # for the Llama encoder is not verified here, so none is written for it.
     "llama": ("llama",),
     "qwen25vl": ("qwen25_7b",),
+    "mistral3": ("mistral3_24b",),
 }
 #: Kinds whose keys depend on the encoder's width (one kind, several model sizes): kind -> width -> keys,
 #: used instead of :data:`KIND_KEYS` at those widths. ComfyUI's ``embedding_key`` for Qwen3 is ``qwen3_4b`` for the

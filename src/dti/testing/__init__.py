@@ -16,6 +16,7 @@ from pathlib import Path
 from dti.testing.chroma import build_tiny_chroma
 from dti.testing.clip import CLIP_VOCAB_SIZE, build_tiny_sd, build_tiny_sdxl, clip_bpe_file, clip_tokenizer, write_clip_tokenizer_files
 from dti.testing.flux import build_tiny_flux
+from dti.testing.flux2_dev import build_tiny_flux2_dev
 from dti.testing.flux2_klein import build_tiny_flux2_klein
 from dti.testing.hidream import build_tiny_hidream
 from dti.testing.lumina2 import build_tiny_lumina2
@@ -43,6 +44,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "lumina2": build_tiny_lumina2,
     "zimage": build_tiny_zimage,
     "flux2_klein": build_tiny_flux2_klein,
+    "flux2_dev": build_tiny_flux2_dev,
     "hidream": build_tiny_hidream,
     "qwenimage": build_tiny_qwenimage,
 }
@@ -61,6 +63,7 @@ __all__ = [
     "build_tiny",
     "build_tiny_chroma",
     "build_tiny_flux",
+    "build_tiny_flux2_dev",
     "build_tiny_flux2_klein",
     "build_tiny_hidream",
     "build_tiny_lumina2",
