@@ -5,15 +5,18 @@ runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
 stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev,
 PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers,
 lodestones/Chroma1-HD, Alpha-VLLM/Lumina-Image-2.0, Qwen/Qwen-Image (as recalled; built: 20.4B + 8.29B)
-and Wan-AI/Wan2.1-T2V-1.3B-Diffusers /
-Wan2.1-T2V-14B-Diffusers, plus the text encoders they ship: CLIP ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1
-XXL, Gemma-2-2B, UMT5-XXL). Chroma's and Lumina 2's transformers are the diffusers classes' defaults, which
-are those models' configs; their parameter counts are checked against the published 8.9B and 2.6B.
+Wan-AI/Wan2.1-T2V-1.3B-Diffusers /
+Wan2.1-T2V-14B-Diffusers, Tongyi-MAI/Z-Image-Turbo, black-forest-labs/FLUX.2-klein-4B / -9B (as recalled: not
+checked offline; built 3.88B / 9.08B) and HiDream-ai/HiDream-I1-Full, plus the text encoders they ship: CLIP
+ViT-L/14, OpenCLIP ViT-bigG/14, T5 v1.1 XXL, Gemma-2-2B, UMT5-XXL, Qwen3-4B / -8B, Llama-3.1-8B-Instruct).
+Z-Image's transformer is the diffusers class's defaults (its released config; 6.15B built). Chroma's and
+Lumina 2's transformers are the diffusers classes' defaults, which are those models' configs; their parameter
+counts are checked against the published 8.9B and 2.6B.
 Only shapes matter for timing; :data:`PUBLISHED_MILLIONS` holds the published parameter counts and
 :func:`parameter_counts` (meta device, no memory) checks the configs against them
 (``python benchmarks/full_configs.py``).
 
-Tokenizers come from :mod:`dti.testing`: the real CLIP vocabulary; T5 and Gemma tokenizers built
+Tokenizers come from :mod:`dti.testing`: the real CLIP vocabulary; T5, Gemma, Qwen3 and Llama tokenizers built
 offline with small vocabularies (the models' embedding tables keep their real row counts, so the
 table is larger than the tokenizer, as T5's already is). Prompts are padded to the families' real
 sequence lengths (77 CLIP, 256/300/512 T5, 300 Gemma SANA, 256 Gemma Lumina 2, 512 UMT5), so the text-side
@@ -112,6 +115,39 @@ GEMMA2_2B = dict(  # google/gemma-2-2b-it (SANA's text_encoder, loaded as Gemma2
     bos_token_id=2,
 )
 
+QWEN3_4B = dict(  # Qwen/Qwen3-4B (Z-Image's text_encoder as Qwen3Model, FLUX.2 klein 4B's as Qwen3ForCausalLM): tied embeddings
+    vocab_size=151936,
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    tie_word_embeddings=True,
+)
+# Qwen/Qwen3-8B (FLUX.2 klein 9B's text_encoder): untied lm_head (622M more parameters, resident as weights)
+QWEN3_8B = dict(QWEN3_4B, hidden_size=4096, intermediate_size=12288, tie_word_embeddings=False)
+LLAMA31_8B = dict(  # meta-llama/Llama-3.1-8B-Instruct (HiDream-I1's text_encoder_4, LlamaForCausalLM, untied)
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    bos_token_id=128000,
+    eos_token_id=128009,
+)
+# HiDream-I1's CLIP encoders are the long-context (248-position) CLIP-L / CLIP-G with projection
+HIDREAM_CLIP_L = dict(CLIP_L, max_position_embeddings=248)
+HIDREAM_CLIP_G = dict(CLIP_G, max_position_embeddings=248)
+
 # ------------------------------------------------------------------ autoencoders
 _KL_VAE = dict(
     in_channels=3,
@@ -161,6 +197,14 @@ WAN21_VAE = dict(  # Wan 2.1's AutoencoderKLWan (1.3B and 14B ship the same); la
     attn_scales=[],
     temperal_downsample=[False, True, True],
     dropout=0.0,
+)
+
+FLUX2_VAE = dict(  # FLUX.2's AutoencoderKLFlux2 (klein ships the same): the diffusers class's defaults, 32 latent channels
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    latent_channels=32,
+    norm_num_groups=32,
+    patch_size=[2, 2],
 )
 
 # ------------------------------------------------------------------ denoisers
@@ -349,6 +393,64 @@ WAN21_13B_TRANSFORMER = dict(  # Wan-AI/Wan2.1-T2V-1.3B-Diffusers: dim 12 x 128 
 )
 WAN21_14B_TRANSFORMER = dict(WAN21_13B_TRANSFORMER, num_attention_heads=40, ffn_dim=13824, num_layers=40)  # dim 40 x 128 = 5120
 
+# Z-Image (Tongyi-MAI/Z-Image-Turbo): the diffusers class's defaults, which are the released 6B S3-DiT
+ZIMAGE_TRANSFORMER = dict(
+    all_patch_size=[2],
+    all_f_patch_size=[1],
+    in_channels=16,
+    dim=3840,
+    n_layers=30,
+    n_refiner_layers=2,
+    n_heads=30,
+    n_kv_heads=30,
+    norm_eps=1e-5,
+    qk_norm=True,
+    cap_feat_dim=2560,
+    rope_theta=256.0,
+    t_scale=1000.0,
+    axes_dims=[32, 48, 48],
+    axes_lens=[1024, 512, 512],
+)
+# FLUX.2 klein: the diffusers class's defaults are FLUX.2 [dev] (32B); klein's depths and widths are as recalled (not checked
+# offline): 4B = 5 double + 20 single blocks, 24 heads (width 3072); 9B = 8 double + 24 single, 32 heads (width 4096); both read
+# 3 stacked Qwen3 layers (joint_attention_dim = 3 x the encoder's width) and have no guidance embedding (distilled / base).
+FLUX2_KLEIN_4B_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=128,
+    num_layers=5,
+    num_single_layers=20,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=3 * 2560,
+    timestep_guidance_channels=256,
+    mlp_ratio=3.0,
+    axes_dims_rope=[32, 32, 32, 32],
+    rope_theta=2000,
+    guidance_embeds=False,
+)
+FLUX2_KLEIN_9B_TRANSFORMER = dict(
+    FLUX2_KLEIN_4B_TRANSFORMER, num_layers=8, num_single_layers=24, num_attention_heads=32, joint_attention_dim=3 * 4096
+)
+# HiDream-I1 (HiDream-ai/HiDream-I1-Full): 16 double + 32 single blocks, width 2560, 4 routed experts (2 active) + a shared one;
+# the class's defaults save caption_channels / llama_layers / axes, given as recalled (llama_layers: which of Llama's 32 hidden
+# states each of the 48 blocks reads, as recalled: 0..31, then the last one; it moves no parameter).
+HIDREAM_I1_TRANSFORMER = dict(
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=16,
+    num_single_layers=32,
+    attention_head_dim=128,
+    num_attention_heads=20,
+    caption_channels=[4096, 4096],  # [T5-XXL, Llama-3.1-8B]
+    text_emb_dim=2048,  # CLIP-L's 768 + CLIP-G's 1280 pooled projections
+    num_routed_experts=4,
+    num_activated_experts=2,
+    axes_dims_rope=[64, 32, 32],
+    max_resolution=[128, 128],
+    llama_layers=[*range(32), *[31] * 16],
+)
+
 # ------------------------------------------------------------------ schedulers
 SD15_SCHEDULER = (
     "PNDMScheduler",
@@ -423,6 +525,11 @@ QWENIMAGE_SCHEDULER = (
         time_shift_type="exponential",
     ),
 )
+# Z-Image-Turbo: static shift 3.0; FLUX.2 klein: FLUX's dynamic shift; HiDream-I1-Full: static shift 3.0 (all as recalled,
+# unverified here; they change no memory or time figure)
+ZIMAGE_SCHEDULER = ("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=3.0))
+FLUX2_SCHEDULER = FLUX_SCHEDULER
+HIDREAM_SCHEDULER = ("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=3.0))
 SANA_SCHEDULER = ("DPMSolverMultistepScheduler", dict(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
 WAN_SCHEDULER = (
     "UniPCMultistepScheduler",
@@ -522,9 +629,44 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "tokenizer": ("qwen", {}),
         "scheduler": QWENIMAGE_SCHEDULER,
     },
+    "zimage": {
+        "pipeline": "ZImagePipeline",
+        "transformer": ("ZImageTransformer2DModel", ZIMAGE_TRANSFORMER),
+        "vae": ("AutoencoderKL", FLUX_VAE),
+        "text_encoder": ("Qwen3Model", QWEN3_4B),
+        "tokenizer": ("qwen3", {}),
+        "scheduler": ZIMAGE_SCHEDULER,
+    },
+    "flux2_klein": {  # FLUX.2 klein 4B
+        "pipeline": "Flux2KleinPipeline",
+        "transformer": ("Flux2Transformer2DModel", FLUX2_KLEIN_4B_TRANSFORMER),
+        "vae": ("AutoencoderKLFlux2", FLUX2_VAE),
+        "text_encoder": ("Qwen3ForCausalLM", QWEN3_4B),
+        "tokenizer": ("qwen3", {}),
+        "scheduler": FLUX2_SCHEDULER,
+    },
+    "hidream": {  # HiDream-I1 (Full / Dev / Fast share the architecture)
+        "pipeline": "HiDreamImagePipeline",
+        "transformer": ("HiDreamImageTransformer2DModel", HIDREAM_I1_TRANSFORMER),
+        "vae": ("AutoencoderKL", FLUX_VAE),
+        "text_encoder": ("CLIPTextModelWithProjection", HIDREAM_CLIP_L),
+        "text_encoder_2": ("CLIPTextModelWithProjection", HIDREAM_CLIP_G),
+        "text_encoder_3": ("T5EncoderModel", T5_XXL),
+        "text_encoder_4": ("LlamaForCausalLM", LLAMA31_8B),
+        "tokenizer": ("clip", {}),
+        "tokenizer_2": ("clip", {"pad_token": "!"}),
+        "tokenizer_3": ("t5", {"model_max_length": 512}),
+        "tokenizer_4": ("llama", {}),
+        "scheduler": HIDREAM_SCHEDULER,
+    },
 }
 #: The same family at another size (``<family>-<variant>``: the adapter is the family's).
 FAMILIES["wan-14b"] = dict(FAMILIES["wan"], transformer=("WanTransformer3DModel", WAN21_14B_TRANSFORMER))
+FAMILIES["flux2_klein-9b"] = dict(
+    FAMILIES["flux2_klein"],
+    transformer=("Flux2Transformer2DModel", FLUX2_KLEIN_9B_TRANSFORMER),
+    text_encoder=("Qwen3ForCausalLM", QWEN3_8B),
+)
 
 #: Published parameter counts in millions (model cards / papers, rounded), for :func:`parameter_counts`.
 PUBLISHED_MILLIONS = {
@@ -543,6 +685,22 @@ PUBLISHED_MILLIONS = {
     "lumina2": {"transformer": 2600.0, "text_encoder": 2614.3},
     # Qwen-Image: its "20B" MMDiT holds 20430M counted from its config; Qwen2.5-VL-7B-Instruct 8.29B with its vision tower
     "qwenimage": {"transformer": 20430.4, "vae": 127.0, "text_encoder": 8290.0},
+    # Z-Image: "6B" S3-DiT; Qwen3-4B 4.02B (tied embeddings); FLUX.1's VAE
+    "zimage": {"transformer": 6150.0, "vae": 83.8, "text_encoder": 4022.5},
+    # FLUX.2 klein: "4B" / "9B" name the transformers (as recalled: ~3.9B / ~9.1B); Qwen3-4B 4.02B, Qwen3-8B 8.19B (untied head);
+    # FLUX.2's VAE: 84.0M counted from the class defaults (no published count checked)
+    "flux2_klein": {"transformer": 3900.0, "vae": 84.0, "text_encoder": 4022.5},
+    "flux2_klein-9b": {"transformer": 9100.0, "vae": 84.0, "text_encoder": 8190.7},
+    # HiDream-I1: "17B" sparse MoE (all experts counted; built 17106M); Llama-3.1-8B 8.03B; the 248-position CLIP-L / CLIP-G
+    # (123.8M / 694.9M counted from the configs: 171 more positions than the 77-position towers); T5-XXL's encoder
+    "hidream": {
+        "transformer": 17000.0,
+        "vae": 83.8,
+        "text_encoder": 123.8,
+        "text_encoder_2": 694.9,
+        "text_encoder_3": 4762.3,
+        "text_encoder_4": 8030.3,
+    },
 }
 
 
@@ -572,6 +730,16 @@ def _tokenizer(kind: str, kwargs: dict[str, Any]) -> Any:
         from dti.testing.qwenimage import _prompt_template, build_qwen_tokenizer
 
         return build_qwen_tokenizer(tempfile.mkdtemp(prefix="dti-qwen-tok-"), _prompt_template())
+    if kind == "qwen3":  # the offline byte-level tokenizer with Qwen3's chat template (Z-Image, FLUX.2 klein)
+        from dti.testing.bpe import qwen3_tokenizer
+
+        return qwen3_tokenizer()
+    if kind == "llama":  # a small Llama-3-style byte-level BPE (HiDream-I1's Llama-3.1-8B; the table keeps 128256 rows)
+        import tempfile
+
+        from dti.testing.hidream import build_llama_tokenizer
+
+        return build_llama_tokenizer(tempfile.mkdtemp(prefix="dti-llama-tok-"))
     from dti.testing.gemma import gemma_tokenizer
 
     return gemma_tokenizer()

@@ -4,6 +4,7 @@
     python benchmarks/memory.py --all --json OUT.json --md OUT.md
     python benchmarks/memory.py --all --only wan wan-14b --json OUT.json --md OUT.md   # some families' rows
     python benchmarks/memory.py --all --only chroma lumina2 --json OUT.json --md OUT.md   # some families' rows
+    python benchmarks/memory.py --all --only zimage flux2_klein flux2_klein-9b hidream --json OUT.json --md OUT.md
     python benchmarks/memory.py --calibrate        # the one configuration measured on an H200 (ENVIRONMENT.md)
 
 How: the full-size pipeline of ``benchmarks/full_configs.py`` (real diffusers / transformers classes
@@ -34,6 +35,11 @@ L x L matrix; its backward allocates dq, dk, dv and flash-attention-2's float32 
 (softmax_d (B, H, L128) and dq_accum (B, H, L128, D), L rounded up to 128). Attention written out
 by hand (Gemma-2's eager softcapped attention, SANA's linear attention, which upcasts to fp32) runs
 as written, as on the GPU.
+
+Routing: HiDream-I1's routed experts count their tokens with ``bincount(...).cpu()``, which fake tensors cannot
+answer; :func:`balanced_routing` gives every expert the same share (``tokens x 2 / 4``). In eval mode (dti's frozen
+denoiser) diffusers runs them under ``no_grad``, so they save nothing for backward and the share moves only a
+transient.
 
 Not modelled: the CUDA context (~0.5-1 GiB outside PyTorch's allocator), the cuBLAS / cuDNN
 workspaces (tens to hundreds of MiB), caching-allocator fragmentation and the reserved-but-unused
@@ -104,6 +110,10 @@ TABLE = (
     ("chroma", 1024, (1, 2)),
     ("lumina2", 1024, (1, 2)),
     ("qwenimage", 512, (1, 2)),  # its default 512 px (the 20B transformer and 7B encoder fill most of the memory)
+    ("zimage", 1024, (1, 2)),  # Z-Image's native 1024 px (dti's default)
+    ("flux2_klein", 1024, (1, 2)),  # FLUX.2 klein 4B at 1024 px (dti's default)
+    ("flux2_klein-9b", 1024, (1, 2)),
+    ("hidream", 768, (1, 2)),  # dti's default 768 px (the 17B MoE transformer and four encoders: ~62 GiB of weights)
 )
 #: ENVIRONMENT.md: "SDXL UNet fwd+bwd, batch 4, 768 px, bf16, eager | H200 | 249 ms, 16 GiB peak"
 CALIBRATION = {"family": "sdxl", "resolution": 768, "batch": 4, "measured_gib": 16.0}
@@ -153,6 +163,8 @@ class MemoryTracker(TorchDispatchMode):
         self.peak, self.peak_phase = self.current, self.phase
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.index.Tensor and len(args) == 2:
+            args = (args[0], _long_indices(args[1]))
         out = func(*args, **(kwargs or {}))
         inputs = [t.untyped_storage() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         for t in tree_flatten(out)[0]:
@@ -161,6 +173,20 @@ class MemoryTracker(TorchDispatchMode):
                 if not any(st is s for s in inputs):
                     self._add(st)
         return out
+
+
+def _long_indices(indices: Sequence[Any]) -> list[Any]:
+    """A real boolean mask indexing a fake tensor (Z-Image's ``embeds[i][mask[i]]``) as the integer indices it
+    selects: the same result, but a shape a fake tensor can know (a mask's ``nonzero`` needs its data)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    out: list[Any] = []
+    for idx in indices:
+        if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool and not isinstance(idx, FakeTensor):
+            out.extend(idx.nonzero().unbind(1))
+        else:
+            out.append(idx)
+    return out
 
 
 # ------------------------------------------------------------------ flash attention's footprint
@@ -208,6 +234,42 @@ def cuda_attention() -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+# ------------------------------------------------------------------ HiDream's routed experts
+def _balanced_moe_infer(self, x, flat_expert_indices, flat_expert_weights):
+    """``MOEFeedForwardSwiGLU.moe_infer`` with the routing's token counts made even: each routed expert takes
+    ``tokens x active / experts`` rows (the real counts come from ``bincount(...).cpu()``, data a fake tensor does
+    not have). Same gathers, expert calls and scatter as the original, and like it under ``no_grad``."""
+    expert_cache = torch.zeros_like(x)
+    idxs = flat_expert_indices.argsort()
+    token_idxs = idxs // self.num_activated_experts
+    total, count = flat_expert_indices.shape[0], len(self.experts)
+    start = 0
+    for i, expert in enumerate(self.experts):
+        end = total if i == count - 1 else start + total // count
+        exp_token_idx = token_idxs[start:end]
+        expert_out = expert(x[exp_token_idx])
+        expert_out.mul_(flat_expert_weights[idxs[start:end]])
+        expert_cache = expert_cache.to(expert_out.dtype)
+        expert_cache.scatter_reduce_(0, exp_token_idx.view(-1, 1).repeat(1, x.shape[-1]), expert_out, reduce="sum")
+        start = end
+    return expert_cache
+
+
+@contextlib.contextmanager
+def balanced_routing() -> Iterator[None]:
+    """HiDream-I1's mixture of experts under fake tensors: :func:`_balanced_moe_infer` for ``moe_infer`` (the
+    path an eval-mode transformer takes: dti freezes the denoiser in eval mode). Does nothing to other families."""
+    from diffusers.models.transformers import transformer_hidream_image as hidream
+
+    cls = hidream.MOEFeedForwardSwiGLU
+    original = cls.moe_infer
+    cls.moe_infer = torch.no_grad()(_balanced_moe_infer)
+    try:
+        yield
+    finally:
+        cls.moe_infer = original
 
 
 # ------------------------------------------------------------------ building
@@ -362,7 +424,7 @@ class Estimator:
         draws = SampleDraws(0, list(range(batch)))
         with self.mode:
             latents = torch.empty(self.latent_shape(batch, resolution), dtype=torch.float32)  # LatentCache.sample: fp32
-        with cuda_attention():
+        with cuda_attention(), balanced_routing():
             tracker = MemoryTracker()
             with tracker:
                 tracker.hold(self.weights(vae=False))
@@ -404,7 +466,7 @@ class Estimator:
         self._checkpointing(checkpointing)
         prompts = [f"a photo of {self.token}"] * batch
         crops = [CropInfo((resolution, resolution), (0, 0), (resolution, resolution))] * batch
-        with cuda_attention():
+        with cuda_attention(), balanced_routing():
             cond = _leaves(self.adapter.condition(prompts, crops))
             with self.mode:
                 noisy = torch.empty(self.latent_shape(batch, resolution), dtype=self.adapter.denoiser.dtype)
@@ -438,7 +500,7 @@ class Estimator:
         """A cache miss: ``adapter.encode_pixels`` on one crop (no_grad), with the step's weights resident."""
         with self.mode:
             pixels = torch.empty((1, 3, resolution, resolution), dtype=torch.float32)
-        with cuda_attention():
+        with cuda_attention(), balanced_routing():
             tracker = MemoryTracker()
             with tracker:
                 tracker.hold(self.weights(vae=True))
@@ -672,6 +734,10 @@ DEFAULT_RESOLUTION = {
     "chroma": 1024,
     "lumina2": 1024,
     "qwenimage": 512,
+    "zimage": 1024,
+    "flux2_klein": 1024,
+    "flux2_klein-9b": 1024,
+    "hidream": 768,
     "wan": 512,
     "wan-14b": 512,
 }

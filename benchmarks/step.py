@@ -1,6 +1,6 @@
 """One dti training step against its floor: the denoiser's own forward + backward (issue 12).
 
-    python benchmarks/step.py --family sd|sdxl|sd3|flux|pixart|sana|chroma|lumina2|qwenimage [--tiny] [--device cpu|cuda]
+    python benchmarks/step.py --family FAMILY [--tiny] [--device cpu|cuda]
         [--batch N] [--resolution PX] [--precision fp32|bf16|fp16] [--compile] [--gradient-checkpointing]
         [--steps N] [--warmup N] [--threads N] [--photos FOLDER] --json OUT
 
@@ -73,7 +73,10 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 #: full_configs.FAMILIES' names; ``<family>-<size>`` (wan-14b) is the family at another size (``--tiny``: the family's tiny pipeline)
-FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma", "lumina2", "qwenimage", "wan", "wan-14b")
+FAMILIES = (
+    *("sd", "sdxl", "sd3", "flux", "pixart", "sana", "chroma", "lumina2", "qwenimage", "wan", "wan-14b"),
+    *("zimage", "flux2_klein", "flux2_klein-9b", "hidream"),
+)
 #: parts every run reports (plus ``text_encoder_fwd:<component>`` per text encoder)
 PART_NAMES = (
     "data",
