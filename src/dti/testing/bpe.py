@@ -53,28 +53,34 @@ QWEN3_CHAT_TEMPLATE = (
 )
 
 
-def _training_lines() -> list[str]:
-    # Sentences give the in-prompt "Ġword" pieces, the bare words the prompt-initial "word" pieces.
-    return [*sentences(), *word_counts(), "user", "assistant", "system", "\n\n"]
+def train_byte_level_bpe(split_regex: str, extra_lines: Sequence[str] = (), *, normalize: bool = True, ignore_merges: bool = False):
+    """A ``tokenizers`` byte-level BPE trained on the project's corpus (plus ``extra_lines``) until every training
+    word is one piece, both as a prompt's first word (``dog``) and inside one (``Ġdog``): the family's split regex,
+    then byte-level pieces without a prefix space, all 256 bytes in the alphabet (nothing is unknown), NFC
+    normalization unless ``normalize`` is false (Llama 3 has none). The one trainer of every tiny LLM tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-
-@functools.lru_cache(maxsize=4)
-def _vocab_and_merges(split_regex: str) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
+    bpe = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if normalize:
+        bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(split_regex), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
+    bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=1_000_000,  # never reached: merging goes on until every training word is one piece
         min_frequency=1,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_training_lines(), trainer)
-    model = json.loads(bpe.to_str())["model"]
+    bpe.train_from_iterator([*sentences(), *word_counts(), *extra_lines], trainer)
+    return bpe
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_and_merges(split_regex: str) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    # the chat templates' role words and blank lines are pieces too
+    model = json.loads(train_byte_level_bpe(split_regex, ["user", "assistant", "system", "\n\n"]).to_str())["model"]
     vocab = tuple(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
     merges = tuple((a, b) for a, b in (m.split(" ") if isinstance(m, str) else m for m in model["merges"]))
     return vocab, merges

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from dti.testing.bpe import train_byte_level_bpe
 from dti.testing.clip import _text_config, clip_tokenizer
-from dti.testing.corpus import sentences, word_counts
 from dti.testing.sd3 import _flow_vae
 from dti.testing.t5 import t5_encoder, t5_tokenizer
 
@@ -64,24 +64,10 @@ def build_llama_tokenizer(folder: str | os.PathLike):
     BPE pieces and 256 specials). Wrapped as ``PreTrainedTokenizerFast`` (the class of the real one), with
     ``model_max_length`` 131072 as Llama 3.1's. "a photo of a dog" -> ``<|begin_of_text|> a Ġphoto Ġof Ġa Ġdog``.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE(ignore_merges=True))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1_000_000,  # never reached: merging goes on until every training word is one piece
-        min_frequency=1,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([*sentences(), *word_counts()], trainer)
+    bpe = train_byte_level_bpe(LLAMA_SPLIT, normalize=False, ignore_merges=True)
     bpe.add_special_tokens(list(LLAMA_SPECIAL_TOKENS))
     bos = LLAMA_SPECIAL_TOKENS[0]
     bos_id = bpe.token_to_id(bos)

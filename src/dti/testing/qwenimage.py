@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from dti.testing.corpus import sentences, word_counts
+from dti.testing.bpe import train_byte_level_bpe
 
 QWEN_TEXT_WIDTH = 32
 #: Qwen2's special tokens, in the real vocabulary's order after its 151643 BPE pieces; the real
@@ -66,27 +66,11 @@ def build_qwen_tokenizer(folder: str | os.PathLike, template: str):
     """
     import re
 
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AutoTokenizer, Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     pieces = [p for p in re.split("|".join(re.escape(t) for t in QWEN_SPECIAL_TOKENS), template.replace("{}", "\n")) if p]
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1_000_000,  # never reached: merging goes on until every training word is one piece
-        min_frequency=1,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 byte symbols: nothing is unknown
-        show_progress=False,
-    )
-    bpe.train_from_iterator([*sentences(), *word_counts(), *pieces], trainer)
+    bpe = train_byte_level_bpe(PRETOKENIZE_REGEX, pieces)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     tok = Qwen2Tokenizer(
