@@ -312,6 +312,7 @@ EVERY_FIELD = {
     "device": "cpu",
     "gradient_checkpointing": True,
     "compile": True,
+    "quantize": "int8",
     "pooling": "legacy",
     "log_every": 2,
     "snapshot_every": 3,

@@ -41,6 +41,7 @@ from dti.core.settings import (
 from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS, template_problem
 from dti.text.vocab import MAGNITUDES, magnitude_problem
 from dti.text.words import token_problem
+from dti.training import quantize
 
 POOLINGS = ("eos", "legacy")
 
@@ -249,6 +250,13 @@ class TrainConfig:
     )
     device: str = setting("auto", help="torch device (auto = cuda if available)", group="hardware")
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the denoiser", group="hardware")
+    quantize: str = setting(
+        "none",
+        help="frozen weights in int8: the denoiser's and the text encoders' linear layers, weight-only (torchao; "
+        "the word's rows, embedding tables, norms and the loss stay in --precision; memory and quality cost not yet measured)",
+        group="hardware",
+        choices=quantize.MODES,
+    )
     compile: bool = setting(
         False,
         help="torch.compile the denoiser's and the text encoders' repeated blocks (regional); the first step pays the compilation",
@@ -402,6 +410,8 @@ def check(config: TrainConfig) -> None:
             "{validation_seeds} is empty; give at least one sample seed, e.g. 0 1, or use {validate}",
             settings=["validation_seeds", "validate"],
         )
+    if c.quantize != "none" and (problem := quantize.missing()) is not None:
+        raise DTIError(problem, settings=["quantize"])
     if c.encoders is not None and not c.encoders:
         raise DTIError("{encoders} is an empty list; name at least one text encoder, or leave it out for all", settings=["encoders"])
     if isinstance(c.templates, list) and not c.templates:

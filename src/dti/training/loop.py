@@ -34,7 +34,7 @@ from dti.models import Adapter, CropInfo, EncoderSlot, model_hints, model_record
 from dti.text.templates import TEMPLATE_SETS
 from dti.text.vocab import vocab_stats, vocabulary_rows
 from dti.text.words import initializer_ids
-from dti.training import checkpoints, frozen, offload
+from dti.training import checkpoints, frozen, offload, quantize
 from dti.training.callbacks import Callback, default_callbacks
 from dti.training.checks import check_family_settings, webui_name
 from dti.training.config import TrainConfig
@@ -112,6 +112,8 @@ class Trainer:
     def setup(self) -> None:
         c = self.config
         self.adapter.freeze()
+        # a handed-in pipeline's weights come back when the run ends (dti's own was quantized as it loaded)
+        quantize.apply(self.adapter, c.quantize, keep=True)
         check_family_settings(type(self.adapter), [slot.name for slot in self.adapter.encoders], c)
         self.adapter.options.update(c.family_options or {})
         if c.gradient_checkpointing:
@@ -376,6 +378,7 @@ class Trainer:
             "resolution": c.resolution,
             "seed": c.seed,
             "pooling": c.pooling,
+            "quantize": c.quantize,
             "encoders_trained": self.trained,
             "skipped_steps": self.skipped,
             "family_options": self.adapter.record_options(),

@@ -60,6 +60,7 @@ SHARED_SETTINGS = (
     "family_options",
     "gradient_checkpointing",
     "compile",
+    "quantize",
     "pooling",
     "grad_accum",
 )

@@ -19,7 +19,7 @@ from dti.concepts.concept import Concept
 from dti.core.devices import resolve_device, resolve_dtype
 from dti.core.errors import DTIError, warn
 from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints
-from dti.training import checkpoints
+from dti.training import checkpoints, quantize
 from dti.training.checks import check_family_settings, check_family_words, check_words
 from dti.training.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.training.data import check_photos, list_images, load_photos
@@ -223,12 +223,15 @@ def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, Tr
     device = ranks.device if ranks.device is not None and c.device == "auto" else resolve_device(c.device)
     hints = model_hints(c.model)
     words = hints.get("class_words", [])
+    if c.quantize != "none":
+        quantize.load()  # torchao imported quietly, before diffusers or transformers import it loudly
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
         check_family_settings(cls, list(tokenizers), c)
         check_words(tokenizers, c.token, c.init, words)
         adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
+        quantize.apply(adapter, c.quantize, keep=False)  # dti's own pipeline: the full-precision weights are dropped
     else:
         adapter = adapter_for(pipe)
     check_family_words(type(adapter), c.token)
