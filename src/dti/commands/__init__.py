@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -66,9 +67,15 @@ def _quiet_broken_pipe() -> int:
 
 
 def quiet_libraries() -> None:
-    """Keep diffusers' and transformers' log lines (a pipeline moved to the CPU in fp16, a prompt truncated,
+    """Keep diffusers', transformers' and torchao's log lines (a pipeline moved to the CPU in fp16, a prompt truncated,
     a component cast) off the command's stderr, where every line is dti's own: dti says what matters in its
     own words. A user's DIFFUSERS_VERBOSITY / TRANSFORMERS_VERBOSITY still wins."""
+    # torchao, imported by diffusers whenever it is installed, logs a line per CUDA kernel library a CPU torch
+    # cannot load, and torch a deprecation line per enum torchao registers: harmless, and not dti's to say
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
     for library in ("diffusers", "transformers"):
         variable = f"{library.upper()}_VERBOSITY"
         if variable in os.environ:
