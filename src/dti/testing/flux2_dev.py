@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from dti.testing.flux2_klein import _vae
+from dti.testing.flux2_klein import tiny_flux2_transformer, tiny_flux2_vae
 
 DEV_LAYERS = (10, 20, 30)  # Flux2Pipeline's default text_encoder_out_layers
 TINY_MISTRAL_HIDDEN = 32
@@ -146,22 +146,6 @@ def tiny_mistral3(tokenizer, layers: int = 31, hidden: int = TINY_MISTRAL_HIDDEN
     return Mistral3ForConditionalGeneration(config).eval()
 
 
-def _transformer():
-    from diffusers import Flux2Transformer2DModel
-
-    return Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=128,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=len(DEV_LAYERS) * TINY_MISTRAL_HIDDEN,
-        axes_dims_rope=(4, 4, 4, 4),  # sums to the head dim
-        guidance_embeds=True,  # FLUX.2 dev is guidance-distilled
-    )
-
-
 def build_tiny_flux2_dev(folder: str | os.PathLike, seed: int = 0) -> Path:
     """Save a tiny ``Flux2Pipeline`` to ``folder`` (loads with ``Flux2Pipeline.from_pretrained``; its tokenizer folder
     with ``AutoProcessor``)."""
@@ -172,10 +156,10 @@ def build_tiny_flux2_dev(folder: str | os.PathLike, seed: int = 0) -> Path:
     processor = mistral3_processor()
     pipe = Flux2Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True),
-        vae=_vae().eval(),
+        vae=tiny_flux2_vae().eval(),
         text_encoder=tiny_mistral3(getattr(processor, "tokenizer", processor)),
         tokenizer=processor,
-        transformer=_transformer().eval(),
+        transformer=tiny_flux2_transformer(len(DEV_LAYERS) * TINY_MISTRAL_HIDDEN, guidance_embeds=True).eval(),  # dev is guidance-distilled
     )
     pipe.save_pretrained(folder)
     return folder

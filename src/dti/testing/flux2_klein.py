@@ -21,7 +21,9 @@ from dti.testing.qwen3 import TINY_QWEN3_HIDDEN, tiny_qwen3
 KLEIN_LAYERS = (9, 18, 27)  # Flux2KleinPipeline's default text_encoder_out_layers
 
 
-def _transformer():
+def tiny_flux2_transformer(joint_attention_dim: int, guidance_embeds: bool):
+    """A tiny ``Flux2Transformer2DModel`` (FLUX.2 klein and dev share it): ``joint_attention_dim`` is the
+    stacked encoder layers' width; dev (guidance-distilled) takes a guidance input, klein none."""
     from diffusers import Flux2Transformer2DModel
 
     return Flux2Transformer2DModel(
@@ -31,13 +33,13 @@ def _transformer():
         num_single_layers=1,
         attention_head_dim=16,
         num_attention_heads=2,
-        joint_attention_dim=len(KLEIN_LAYERS) * TINY_QWEN3_HIDDEN,
+        joint_attention_dim=joint_attention_dim,
         axes_dims_rope=(4, 4, 4, 4),  # sums to the head dim
-        guidance_embeds=False,
+        guidance_embeds=guidance_embeds,
     )
 
 
-def _vae():
+def tiny_flux2_vae():
     from diffusers import AutoencoderKLFlux2
 
     vae = AutoencoderKLFlux2(
@@ -62,10 +64,10 @@ def build_tiny_flux2_klein(folder: str | os.PathLike, seed: int = 0) -> Path:
     tokenizer = qwen3_tokenizer()
     pipe = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True),
-        vae=_vae().eval(),
+        vae=tiny_flux2_vae().eval(),
         text_encoder=tiny_qwen3(len(tokenizer), layers=28, causal_lm=True),
         tokenizer=tokenizer,
-        transformer=_transformer().eval(),
+        transformer=tiny_flux2_transformer(len(KLEIN_LAYERS) * TINY_QWEN3_HIDDEN, guidance_embeds=False).eval(),
     )
     pipe.save_pretrained(folder)
     return folder

@@ -55,11 +55,9 @@ def t5_table_rows(tokenizer_length: int) -> int:
     return -(-(tokenizer_length + 1) // 128) * 128
 
 
-def t5_encoder(d_model: int, tokenizer_length: int, num_heads: int = 4):
-    """A tiny T5 v1.1-style ``T5EncoderModel`` (gated-GELU, untied head) of width ``d_model``, 2 layers."""
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
+def t5_config_kwargs(d_model: int, tokenizer_length: int, num_heads: int = 4) -> dict:
+    """A tiny T5 v1.1-style encoder's settings (gated-GELU, 2 layers, width ``d_model``), shared by T5 and UMT5."""
+    return dict(
         vocab_size=t5_table_rows(tokenizer_length),
         d_model=d_model,
         d_kv=d_model // num_heads,
@@ -69,10 +67,16 @@ def t5_encoder(d_model: int, tokenizer_length: int, num_heads: int = 4):
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
         dropout_rate=0.0,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
     )
+
+
+def t5_encoder(d_model: int, tokenizer_length: int, num_heads: int = 4):
+    """A tiny T5 v1.1-style ``T5EncoderModel`` (gated-GELU, untied head) of width ``d_model``, 2 layers."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(**t5_config_kwargs(d_model, tokenizer_length, num_heads), tie_word_embeddings=False)
     return T5EncoderModel(config)

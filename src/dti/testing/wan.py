@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dti.testing.t5 import t5_table_rows, t5_tokenizer
+from dti.testing.t5 import t5_config_kwargs, t5_tokenizer
 
 WAN_UMT5_WIDTH = 32
 
@@ -29,21 +29,7 @@ def umt5_encoder(d_model: int, tokenizer_length: int, num_heads: int = 4):
     """A tiny ``UMT5EncoderModel`` (gated-GELU, per-layer relative attention bias) of width ``d_model``, 2 layers."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    config = UMT5Config(
-        vocab_size=t5_table_rows(tokenizer_length),
-        d_model=d_model,
-        d_kv=d_model // num_heads,
-        d_ff=2 * d_model,
-        num_layers=2,
-        num_heads=num_heads,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    config = UMT5Config(**t5_config_kwargs(d_model, tokenizer_length, num_heads))
     return UMT5EncoderModel(config)
 
 
