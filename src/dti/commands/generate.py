@@ -31,6 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sampling.add_argument(
         "--rescale", choices=MAGNITUDES, default=None, help="load every concept rescaled to this vocabulary norm (TI-rescaled)"
     )
+    sampling.add_argument(
+        "--lora-scale",
+        type=number,
+        default=1.0,
+        dest="lora_scale",
+        help="strength of the LoRA a run folder trained with --lora brings (1 = as trained, 0 = the word alone)",
+    )
     add_output(p, "output folder for the PNGs and the contact sheet", default="generated")
     return p
 
@@ -38,20 +45,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from dti.concepts.formats import read
     from dti.core.files import check_writable
-    from dti.use.generate import check_outputs, check_settings, generate, output_paths
+    from dti.use.generate import check_lora_scale, check_outputs, check_settings, generate, output_paths
+    from dti.use.lora import lora_file
     from dti.use.pipelines import load_pipeline
 
     # everything that can be refused without the model is refused before it loads
     check_settings(args.n, args.sample_steps, args.guidance, args.resolution, args.seed)
+    check_lora_scale(args.lora_scale)
     check_outputs(output_paths(args.out, args.n, args.seed), args.overwrite)
     check_writable(args.out)
     concepts = [read(c) for c in args.concept]
     base = next((c.meta.get("base_model") for c in concepts if c.meta.get("base_model")), None)
     pipe, name = load_pipeline(args.model, base, args.precision, args.device)
+    # a run folder with a LoRA is loaded from its path, so that its LoRA comes with it
+    sources = [path if lora_file(path, c) is not None else c for path, c in zip(args.concept, concepts)]
     generate(
         pipe,
         args.prompt,
-        concepts,
+        sources,
         n=args.n,
         seed=args.seed,
         sample_steps=args.sample_steps,
@@ -62,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         rescale=args.rescale,
         model_name=name,
         overwrite=args.overwrite,
+        lora_scale=args.lora_scale,
     )
     print(f"wrote {args.n} image(s) and contact_sheet.png to {args.out}")
     return 0

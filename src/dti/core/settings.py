@@ -26,7 +26,7 @@ from typing import Any
 from dti.core.errors import DTIError
 
 #: The help groups, in the order every verb's help page shows them.
-GROUPS = ("inputs", "several subjects at once", "method", "schedule", "sampling", "hardware", "outputs")
+GROUPS = ("inputs", "several subjects at once", "method", "word + LoRA", "schedule", "sampling", "hardware", "outputs")
 
 
 @dataclass(frozen=True)

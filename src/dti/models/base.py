@@ -132,6 +132,25 @@ class FamilyDefaults:
         return default if value is None else value
 
 
+#: A text encoder's attention projections by encoder kind, for ``--lora-text-encoder`` (CLIP and
+#: OpenCLIP: q/k/v/out_proj; T5 and UMT5: q/k/v/o; the decoder-only LLMs: q/k/v/o_proj).
+TEXT_LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "clip_l": ("q_proj", "k_proj", "v_proj", "out_proj"),
+    "clip_g": ("q_proj", "k_proj", "v_proj", "out_proj"),
+    "openclip_h": ("q_proj", "k_proj", "v_proj", "out_proj"),
+    "t5": ("q", "k", "v", "o"),
+    "umt5": ("q", "k", "v", "o"),
+}
+LLM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: The denoiser layers most families' LoRA trains: diffusers' attention projections (DreamBooth-LoRA's choice).
+ATTENTION_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def lora_text_targets(kind: str) -> tuple[str, ...]:
+    """The layers of a text encoder of ``kind`` that ``--lora-text-encoder`` trains."""
+    return TEXT_LORA_TARGETS.get(kind, LLM_LORA_TARGETS)
+
+
 class Adapter(abc.ABC):
     """A loaded pipeline plus the family-specific pieces of training and generation."""
 
@@ -144,6 +163,9 @@ class Adapter(abc.ABC):
     defaults: ClassVar[FamilyDefaults] = FamilyDefaults()
     #: Keyword arguments ``from_pretrained`` needs for this family.
     load_kwargs: ClassVar[dict[str, Any]] = {}
+    #: The denoiser's layers a LoRA (``--lora``) trains, by name (a layer whose path ends in one of
+    #: them); empty: the family takes no LoRA and ``--lora`` is refused.
+    lora_targets: ClassVar[tuple[str, ...]] = ()
     #: Family choices training and generation must share (e.g. SANA's prompt instruction),
     #: with their defaults; a concept records them and loading it restores them.
     default_options: ClassVar[dict[str, Any]] = {}

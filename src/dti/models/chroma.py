@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import LatentVAEMixin
 from dti.models.flow import FlowMatchingAdapter
 
@@ -29,6 +29,7 @@ from dti.models.flow import FlowMatchingAdapter
 @register("ChromaPipeline")
 class ChromaAdapter(LatentVAEMixin, FlowMatchingAdapter):
     family = "chroma"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "t5", sentencepiece=True),)
     denoiser_name = "transformer"
     # As FLUX (the same transformer lineage, VAE and dynamically shifted scheduler): uniform over the unshifted sigmas.

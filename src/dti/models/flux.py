@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import LatentVAEMixin
 from dti.models.flow import FlowMatchingAdapter
 
@@ -16,6 +16,7 @@ from dti.models.flow import FlowMatchingAdapter
 @register("FluxPipeline")
 class FluxAdapter(LatentVAEMixin, FlowMatchingAdapter):
     family = "flux"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (
         EncoderRole("text_encoder", "tokenizer", "clip_l", pooling="eos"),
         EncoderRole("text_encoder_2", "tokenizer_2", "t5", sentencepiece=True),

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, EncoderSlot, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, EncoderSlot, FamilyDefaults, register
 from dti.models.flux2 import Flux2Adapter
 
 #: The one encoder: Mistral-Small-3.1's language model (kind ``mistral3``: ComfyUI's ``mistral3_24b``).
@@ -46,6 +46,7 @@ def text_tokenizer(tokenizer: Any) -> Any:
 @register("Flux2Pipeline")
 class Flux2DevAdapter(Flux2Adapter):
     family = "flux2_dev"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (MISTRAL3_ROLE,)
     # No paper setting: klein's (500 steps as SANA's and Lumina 2's; batch 4 as 2 x 2 accumulation, one micro-batch
     # of 2 for a 32B transformer; 1024 px, the pipeline's default size; kappa 5e-5, the paper's value for its LLM

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.flux2 import Flux2Adapter
 from dti.models.qwen3 import QWEN3_ROLE, Qwen3EncoderMixin, prompt_budget
 
@@ -27,6 +27,7 @@ from dti.models.qwen3 import QWEN3_ROLE, Qwen3EncoderMixin, prompt_budget
 @register("Flux2KleinPipeline")
 class Flux2KleinAdapter(Qwen3EncoderMixin, Flux2Adapter):
     family = "flux2_klein"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (QWEN3_ROLE,)
     # No paper setting. 500 steps as SANA's and Lumina 2's (METHOD.md section 5); batch 4 as 2 x 2 accumulation (a 4B or
     # 9B transformer: one micro-batch of 2 in memory, as Lumina 2 and Z-Image); 1024 px, the pipeline's default size;

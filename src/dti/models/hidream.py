@@ -50,6 +50,7 @@ CLIP_LIMIT = 218
 @register("HiDreamImagePipeline")
 class HiDreamAdapter(LatentVAEMixin, FlowMatchingAdapter):
     family = "hidream"
+    lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out")
     roles: ClassVar[tuple[EncoderRole, ...]] = (
         EncoderRole("text_encoder", "tokenizer", "clip_l", pooling="eos"),
         EncoderRole("text_encoder_2", "tokenizer_2", "clip_g", pooling="eos"),

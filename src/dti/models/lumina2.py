@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import LatentVAEMixin
 from dti.models.flow import FlowMatchingAdapter
 
@@ -32,6 +32,7 @@ PROMPT_START = " <Prompt Start> "
 @register("Lumina2Pipeline")
 class Lumina2Adapter(LatentVAEMixin, FlowMatchingAdapter):
     family = "lumina2"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "gemma2", sentencepiece=True),)
     denoiser_name = "transformer"
     # Uniform over the scheduler's (statically shifted) sigmas, as FLUX and SANA: no paper setting for Lumina 2.

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import DDPMAdapter
 from dti.models.dit import MaskedPromptMixin, epsilon_half
 
@@ -16,6 +16,7 @@ from dti.models.dit import MaskedPromptMixin, epsilon_half
 @register("PixArtSigmaPipeline")
 class PixArtSigmaAdapter(MaskedPromptMixin, DDPMAdapter):
     family = "pixart"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "t5", sentencepiece=True),)
     denoiser_name = "transformer"
     lowercases_prompts = True

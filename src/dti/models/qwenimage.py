@@ -26,13 +26,14 @@ from typing import Any, ClassVar
 import torch
 
 from dti.core.errors import DTIError
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.flow import FlowMatchingAdapter
 
 
 @register("QwenImagePipeline")
 class QwenImageAdapter(FlowMatchingAdapter):
     family = "qwenimage"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     # Qwen2.5-VL-7B's language model is its own kind: no other family has its vocabulary or width (3584).
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "qwen25vl", byte_level=True),)
     denoiser_name = "transformer"

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, EncoderRole, FamilyDefaults, register
 from dti.models.dit import MaskedPromptMixin, epsilon_half
 from dti.models.flow import FlowMatchingAdapter
 
@@ -20,6 +20,7 @@ from dti.models.flow import FlowMatchingAdapter
 @register("SanaPipeline")
 class SanaAdapter(MaskedPromptMixin, FlowMatchingAdapter):
     family = "sana"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "gemma2", sentencepiece=True),)
     denoiser_name = "transformer"
     lowercases_prompts = True

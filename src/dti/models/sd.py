@@ -7,13 +7,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import DDPMAdapter
 
 
 @register("StableDiffusionPipeline")
 class StableDiffusionAdapter(DDPMAdapter):
     family = "sd"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "clip_l", pooling="eos"),)
     defaults: ClassVar[FamilyDefaults] = FamilyDefaults(steps=400, batch_size=4, kappa=1e-4)
     load_kwargs: ClassVar[dict[str, Any]] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

@@ -8,13 +8,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import DDPMAdapter
 
 
 @register("StableDiffusionXLPipeline")
 class StableDiffusionXLAdapter(DDPMAdapter):
     family = "sdxl"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     # Both CLIP encoders, or only text_encoder_2 in single-encoder setups (refiner-like, dti-mini).
     roles: ClassVar[tuple[EncoderRole, ...]] = (
         EncoderRole("text_encoder", "tokenizer", "clip_l", pooling="eos", optional=True),

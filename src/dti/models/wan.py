@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from dti.core.errors import DTIError
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.flow import FlowMatchingAdapter
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ WAN_DEFAULTS = FamilyDefaults(steps=500, batch_size=2, grad_accum=2, resolution=
 @register("WanPipeline")
 class WanAdapter(FlowMatchingAdapter):
     family = "wan"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     # UMT5 is its own kind, not "t5": another vocabulary (256k multilingual pieces) at the same width
     # (4096) as T5-XXL, so a T5 vector (FLUX, SD3, PixArt) must never load into it; ComfyUI keys it umt5xxl.
     roles: ClassVar[tuple[EncoderRole, ...]] = (EncoderRole("text_encoder", "tokenizer", "umt5", sentencepiece=True),)

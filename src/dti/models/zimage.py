@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dti.models.base import CropInfo, EncoderRole, FamilyDefaults, register
+from dti.models.base import ATTENTION_LORA_TARGETS, CropInfo, EncoderRole, FamilyDefaults, register
 from dti.models.ddpm import LatentVAEMixin
 from dti.models.flow import FlowMatchingAdapter
 from dti.models.qwen3 import QWEN3_ROLE, Qwen3EncoderMixin, prompt_budget
@@ -30,6 +30,7 @@ from dti.models.qwen3 import QWEN3_ROLE, Qwen3EncoderMixin, prompt_budget
 @register("ZImagePipeline")
 class ZImageAdapter(Qwen3EncoderMixin, LatentVAEMixin, FlowMatchingAdapter):
     family = "zimage"
+    lora_targets: ClassVar[tuple[str, ...]] = ATTENTION_LORA_TARGETS
     roles: ClassVar[tuple[EncoderRole, ...]] = (QWEN3_ROLE,)
     denoiser_name = "transformer"
     # Uniform over the scheduler's (statically shifted) sigmas, as FLUX, SANA and Lumina 2: no paper setting for Z-Image.

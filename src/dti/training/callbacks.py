@@ -115,6 +115,18 @@ class ToolFiles(Callback):
         write(concept, "a1111", trainer.run.work / WEBUI_DIR / f"{trainer.webui_name}.safetensors")
 
 
+class LoraFiles(Callback):
+    """A run with ``--lora``: diffusers' ``pytorch_lora_weights.safetensors`` and kohya's
+    ``webui/<trigger>-lora.safetensors`` (A1111 / ComfyUI; the word bundled in it)."""
+
+    def on_finish(self, trainer: Trainer, concept: Concept) -> None:
+        assert trainer.run is not None
+        if trainer.lora is not None:
+            webui = trainer.run.work / WEBUI_DIR / f"{trainer.webui_name}-lora.safetensors"
+            roles = [role.component for role in type(trainer.adapter).roles]
+            trainer.lora.write(trainer.run.work, webui, concept, trainer.webui_name, roles)
+
+
 class Checkpoints(Callback):
     """``checkpoints/step-N.pt`` every ``checkpoint_every`` steps, and the last step's (so a finished
     run can be trained further); the last ``keep_checkpoints`` are kept."""
@@ -138,7 +150,7 @@ class ConceptFile(Callback):
 
 def default_callbacks() -> Sequence[Callback]:
     """Every file of a run folder, in the order they must be written."""
-    return (ConfigFile(), LogWriter(), Snapshots(), SampleGrids(), NormsPlot(), ToolFiles(), Checkpoints(), ConceptFile())
+    return (ConfigFile(), LogWriter(), Snapshots(), SampleGrids(), NormsPlot(), ToolFiles(), LoraFiles(), Checkpoints(), ConceptFile())
 
 
 def recorded_config(config: Any) -> dict[str, Any]:

@@ -39,6 +39,11 @@ def check_family_settings(cls: type[Adapter], names: Sequence[str], config: Any)
         )
     for key, value in (config.family_options or {}).items():
         check_option_value(key, value, cls.default_options[key])
+    if getattr(config, "lora", None) and not cls.lora_targets:
+        raise DTIError(
+            f"{{lora}} is not supported for {cls.pipeline_class} yet (the family names no LoRA layers); train the word alone",
+            settings=["lora"],
+        )
 
 
 def check_option_value(key: str, value: Any, default: Any) -> None:

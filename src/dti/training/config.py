@@ -56,6 +56,7 @@ MAX_RESOLUTION = 4096  # the largest native size of a supported family (SANA 4K)
 MAX_LR = 1e3
 MAX_KAPPA = 1e6  # the paper's prior strength is 1e-4; at 1e6 the prior already pins the word to its initializer
 MAX_EPS = 1.0  # RiemannianSGD's epsilon guards a division by the gradient norm (1e-8); at 1 it replaces the gradient
+MAX_LORA_RANK = 1024  # a LoRA's rank: past this it is no longer low-rank for any supported model
 
 
 def _resolution(value: int) -> str | None:
@@ -262,6 +263,42 @@ class TrainConfig:
         help="torch.compile the denoiser's and the text encoders' repeated blocks (regional); the first step pays the compilation",
         group="hardware",
     )
+    # ------------------------------------------------------------------ word + LoRA
+    lora: int | None = setting(
+        None,
+        help="also train a LoRA of this rank on the denoiser's attention layers, jointly with the word (AdamW at --lora-lr; "
+        "the word keeps its method and optimizer)",
+        group="word + LoRA",
+        low=1,
+        high=MAX_LORA_RANK,
+        default_text="none",
+        metavar="RANK",
+    )
+    lora_alpha: float | None = setting(
+        None,
+        help="the LoRA's alpha (its update is scaled by alpha / rank)",
+        group="word + LoRA",
+        low=0.0,
+        low_open=True,
+        default_text="the rank",
+    )
+    lora_lr: float = setting(
+        1e-4, help="the LoRA's AdamW learning rate (not scaled by the batch)", group="word + LoRA", low=0.0, low_open=True, high=MAX_LR
+    )
+    lora_text_encoder: bool = setting(
+        False, help="the LoRA also on the attention of the text encoders that learn the word", group="word + LoRA"
+    )
+    word_steps: int | None = setting(
+        None,
+        help="the word stops learning after this many steps (0: only the LoRA learns)",
+        group="word + LoRA",
+        low=0,
+        high=MAX_STEPS,
+        default_text="--steps",
+    )
+    lora_steps: int | None = setting(
+        None, help="the LoRA stops learning after this many steps", group="word + LoRA", low=0, high=MAX_STEPS, default_text="--steps"
+    )
     # ------------------------------------------------------------------ outputs
     log_every: int = setting(1, help="steps between train_log.jsonl records", group="outputs", low=0)
     snapshot_every: int = setting(0, help="steps between concept snapshots, 0 = none", group="outputs", low=0)
@@ -412,6 +449,7 @@ def check(config: TrainConfig) -> None:
         )
     if c.quantize != "none" and (problem := quantize.missing()) is not None:
         raise DTIError(problem, settings=["quantize"])
+    lora_problem(c)
     if c.encoders is not None and not c.encoders:
         raise DTIError("{encoders} is an empty list; name at least one text encoder, or leave it out for all", settings=["encoders"])
     if isinstance(c.templates, list) and not c.templates:
@@ -423,6 +461,18 @@ def check(config: TrainConfig) -> None:
         )
 
 
+def lora_problem(c: TrainConfig) -> None:
+    """Refuse a LoRA with what it does not work with yet (one line)."""
+    if not c.lora:
+        return
+    if c.quantize != "none":
+        raise DTIError(
+            "{lora} with {quantize} is not supported yet; train the LoRA on full-precision weights", settings=["lora", "quantize"]
+        )
+    if c.precision == "fp16":
+        raise DTIError("{lora} with {precision} fp16 is not supported yet; use bf16 or fp32", settings=["lora", "precision"])
+
+
 def ignored_settings(config: TrainConfig) -> list[Line]:
     """One line per setting the run was given that cannot change it, given the method, optimizer and
     validation choices (e.g. ``kappa`` with ``method="ti"``): a warning, not a refusal, since a settings
@@ -432,6 +482,10 @@ def ignored_settings(config: TrainConfig) -> list[Line]:
     out = methods.ignored(c, d)
     validation = ("validation_every", "validation_prompts", "validation_seeds", "sample_steps", "validation_guidance")
     changed = [name for name in validation if getattr(c, name) != getattr(d, name)]
+    lora_only = ("lora_alpha", "lora_lr", "lora_text_encoder", "lora_steps")
+    unused = [name for name in lora_only if getattr(c, name) != getattr(d, name)]
+    if not c.lora and unused:
+        out.append(Line("{" + unused[0] + "} has no effect without {lora}", settings=[unused[0], "lora"]))
     if not c.validate and changed:
         out.append(Line("{" + changed[0] + "} has no effect with {validate}", settings=[changed[0], "validate"]))
     return out

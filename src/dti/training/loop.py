@@ -40,6 +40,7 @@ from dti.training.checks import check_family_settings, webui_name
 from dti.training.config import TrainConfig
 from dti.training.data import LatentCache, SubjectData
 from dti.training.distributed import Ranks
+from dti.training.lora import RunLora
 from dti.training.run_folder import RunFolder
 from dti.training.stopping import RunStopped, StopRequests
 from dti.use.generate import render
@@ -104,6 +105,8 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.extra_state: dict[str, Any] = {}  # saved with checkpoints, e.g. the photos' fingerprint
         self._bad_dev: tuple[torch.Tensor, torch.Tensor] | None = None  # see update()
+        self.lora: RunLora | None = None  # the LoRA learned beside the word (--lora), see setup()
+        self.word_steps = c.steps if c.word_steps is None else c.word_steps
         device = adapter.device
         self._row_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         self.sync_every = default_sync_every(device)
@@ -151,6 +154,8 @@ class Trainer:
             slot.attach(c.token, self.rows[slot.name], c.pooling)
             self.attached.append(slot)
         self.trained = [slot.name for slot in slots if slot.name in trained]
+        if c.lora:  # before compiling: the compiled blocks hold the LoRA's layers
+            self.lora = RunLora(self.adapter, c, [slot for slot in slots if slot.name in trained])
         # encoders that do not learn the word: each prompt's output kept once, the encoder off the device
         crop = CropInfo(self.data.original_sizes[0], (0, 0), (c.resolution, c.resolution))
         frozen.keep_outputs(
@@ -187,6 +192,8 @@ class Trainer:
         for slot in self.attached:
             detach(slot.tokenizer, slot.text_encoder, self.config.token)
         self.attached.clear()
+        if self.lora is not None:  # the pipeline's layers as the run found them
+            self.lora.remove()
         self.adapter.release_hooks()  # frozen encoders back home, the VAE back on its device
         if getattr(self, "_undo_compile", None) is not None:
             self._undo_compile()
@@ -216,6 +223,8 @@ class Trainer:
         :meth:`update` row, still on the device (nothing here waits for the device)."""
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
+        if self.lora is not None:
+            self.lora.zero_grad()
         total = torch.zeros((), device=self.adapter.device)
         for micro in range(c.grad_accum):
             batch = self.micro_batch(step, micro)
@@ -251,6 +260,8 @@ class Trainer:
         """After the backward passes: gradients averaged over processes and unscaled; returns
         ``[loss, finite]`` as one tensor, still on the device (the caller syncs)."""
         grads = [p.grad for p in self.trainable() if p.grad is not None]
+        if self.lora is not None:  # the LoRA's gradients are averaged and checked with the word's
+            grads += self.lora.grads()
         self.ranks.mean_([total, *grads])
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -272,7 +283,11 @@ class Trainer:
             if self._bad_dev is None:  # (bad steps in a row, the run has stopped), as the device counts them
                 self._bad_dev = torch.tensor(self.bad_in_row, device=synced.device), torch.tensor(False, device=synced.device)
             count, halted = self._bad_dev
-            applied = guarded_step(self.optimizer, self.trainable(), (synced[1] > 0) & ~halted, usable_rows)
+            allowed = (synced[1] > 0) & ~halted
+            # past word_steps the word holds still (the LoRA may learn on); the step still counts as taken
+            applied = guarded_step(self.optimizer, self.trainable(), allowed, usable_rows) if step <= self.word_steps else allowed
+            if self.lora is not None:  # kept only with the word's: a skipped step skips both
+                self.lora.step(step, applied)
             bad = ~applied
             count = torch.where(applied, torch.zeros_like(count), count + 1)
             self._bad_dev = count, halted | (count >= self.config.max_bad_steps)  # the host stops at this step
@@ -326,6 +341,7 @@ class Trainer:
             "bad_in_row": self.bad_in_row,
             "config": self.config.to_dict(),
             "extra": dict(self.extra_state),
+            **({"lora": self.lora.state_dict()} if self.lora is not None else {}),
             "dti_version": __version__,
         }
 
@@ -343,6 +359,10 @@ class Trainer:
                     raise DTIError(f"the checkpoint's {name} rows are {list(saved.shape)}, this model's are {list(rows.param.shape)}")
                 rows.param.copy_(saved.to(rows.param.device))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.lora is not None:
+            if "lora" not in state:
+                raise DTIError("the checkpoint holds no LoRA, this run trains one; start a new run")
+            self.lora.load_state_dict(state["lora"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])
@@ -379,6 +399,7 @@ class Trainer:
             "seed": c.seed,
             "pooling": c.pooling,
             "quantize": c.quantize,
+            **({"lora": self.lora.record(), "word_steps": self.word_steps} if self.lora is not None else {}),
             "encoders_trained": self.trained,
             "skipped_steps": self.skipped,
             "family_options": self.adapter.record_options(),

@@ -72,12 +72,23 @@ def per_sample_losses(adapter: Adapter) -> bool:
     return "reduction" in inspect.signature(adapter.loss).parameters
 
 
+def refuse_lora(configs: Sequence[TrainConfig]) -> None:
+    """Several subjects in one process share the pipeline, which holds one LoRA at a time: refused for now."""
+    if any(c.lora for c in configs):
+        raise DTIError(
+            "{lora} is not supported with several subjects in one process (--manifest) yet; train each subject with its own "
+            "`dti train ... --lora`",
+            settings=["lora"],
+        )
+
+
 class MultiTrainer:
     """K trainers over one adapter, stepped together (see the module doc)."""
 
     def __init__(self, trainers: Sequence[Trainer], names: Sequence[str], mix: str = "auto") -> None:
         if mix not in MIXES:
             raise DTIError(f"mix={mix!r} is not valid; use one of {', '.join(MIXES)}")
+        refuse_lora([t.config for t in trainers])
         if len({id(t.adapter) for t in trainers}) != 1:
             raise ValueError("the trainers of a MultiTrainer share one adapter")
         self.trainers = list(trainers)
@@ -260,6 +271,7 @@ def train_manifest(
         check_resume_settings(settings, "a manifest run")
 
     plans = [_plan(m, s, out, model_name, settings, resume, loaded=pipe is not None) for s in m.subjects]
+    refuse_lora([p.config for p in plans])
     _check_shared([(p.subject.name, p.config) for p in plans], resolved=False)
     if pipe is None:
         _check_words_early(plans)

@@ -36,7 +36,7 @@ STAGING_DIR = ".dti-overwrite"  # where an --overwrite run writes until it has f
 # What dti writes, so what an overwrite may replace: names at the top, patterns inside folders.
 OWNED_FILES = re.compile(
     rf"^({re.escape(CONCEPT_FILENAME)}|{re.escape(CONFIG_FILENAME)}|{re.escape(LOG_FILENAME)}|{re.escape(NORMS_PLOT)}|"
-    rf"{re.escape(SAMPLES_FILENAME)}|learned_embeds(_\d+)?\.(safetensors|bin))$"
+    rf"{re.escape(SAMPLES_FILENAME)}|learned_embeds(_\d+)?\.(safetensors|bin)|pytorch_lora_weights\.safetensors)$"
 )
 OWNED_IN = {
     SAMPLES_DIR: re.compile(r"^step-\d{6}\.png$"),

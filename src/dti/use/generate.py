@@ -135,6 +135,17 @@ def check_settings(
         raise DTIError(f"{{seed}} {seed} is not valid; use a whole number from 0 to 2**63 - 1", settings=["seed"])
 
 
+MAX_LORA_SCALE = 10.0  # a LoRA's strength: past 10x its trained update the images are noise
+
+
+def check_lora_scale(scale: float) -> None:
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or abs(scale) > MAX_LORA_SCALE:
+        raise DTIError(
+            f"{{lora_scale}} {scale!r} must be a number in [-{MAX_LORA_SCALE:g}, {MAX_LORA_SCALE:g}]; 1: as trained, 0: off",
+            settings=["lora_scale"],
+        )
+
+
 def check_model_resolution(adapter: Any, resolution: int | None) -> None:
     """``resolution`` is a multiple of the model's latent downsampling (16 for FLUX, 32 for SANA, ...)."""
     multiple = adapter.resolution_multiple
@@ -171,11 +182,14 @@ def generate(
     rescale: str | None = None,
     model_name: str = "",
     overwrite: bool = False,
+    lora_scale: float = 1.0,
 ) -> list[Image.Image]:
     """Images for ``prompt`` with ``concepts`` attached (then detached); with ``out``, PNGs + contact sheet,
     written together once every image is made (a failure leaves no new file, and replaces no old one).
+    A run folder trained with ``--lora`` brings its LoRA, at strength ``lora_scale`` (0 = the word alone).
     ``pipe`` is a loaded pipeline or a model name (a hub id, a local folder or ``dti-mini``)."""
     check_settings(n, sample_steps, guidance, resolution, seed)
+    check_lora_scale(lora_scale)
     if isinstance(pipe, (str, os.PathLike)):
         from dti.use.pipelines import load_pipeline
 
@@ -190,7 +204,7 @@ def generate(
     attached = []
     try:
         for source in concepts:
-            attached.append(load(pipe, source, rescale=rescale))
+            attached.append(load(pipe, source, rescale=rescale, lora_scale=lora_scale))
         slots = adapter_for(pipe).encoders
         check_prompt(prompt, slots[0].tokenizer, [c.token for c in attached], negative_prompt)
         warn_truncation(slots, prompt)

@@ -267,6 +267,14 @@ def format_report(report: dict[str, Any]) -> str:
         for k, row in enumerate(e.get("nearest", {}).get("euclidean", [])):
             words = ", ".join(f"{n['token']} ({n['distance']:.3f})" for n in row)
             lines.append(f"    vector {k} nearest by distance: {words}")
+    lora = report.get("lora")
+    if lora:
+        lines.append(f"  LoRA ({lora['file']})")
+        for name, part in lora["components"].items():
+            lines.append(
+                f"    {name}: rank {part['rank']}, alpha {part['alpha']:g}, {part['layers']} layers "
+                f"({', '.join(part['targets'])}), norm of the weight change {part['norm']:.4f}"
+            )
     return "\n".join(lines)
 
 
@@ -284,6 +292,8 @@ def inspect(
     or a name) measures the vocabulary and lists the ``top`` nearest vocabulary words of each vector."""
     from dti.concepts.formats import read
     from dti.text.words import check_token_text
+    from dti.use.lora import describe as describe_lora
+    from dti.use.lora import lora_file
     from dti.use.pipelines import pipeline_of
 
     if top < 1:
@@ -294,4 +304,8 @@ def inspect(
     concept = source.renamed(token) if isinstance(source, Concept) and token else source
     concept = concept if isinstance(concept, Concept) else read(concept, token, problems=problems)
     pipe = pipeline_of(model, None, precision, device)[0] if model is not None else None
-    return inspect_concept(concept, pipe, k=top, problems=problems)
+    report = inspect_concept(concept, pipe, k=top, problems=problems)
+    lora = lora_file(source, concept)
+    if lora is not None:  # the LoRA learned with the word (--lora): per component its rank, alpha, targets and norm
+        report["lora"] = {"file": str(lora), "components": describe_lora(lora)}
+    return report

@@ -9,6 +9,7 @@ still load dti's diffusers files with ``pipe.load_textual_inversion`` (SD, SDXL,
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from dti.concepts.concept import Concept, EncoderVectors
@@ -20,6 +21,9 @@ from dti.text.attach import attached_tokens, detach
 from dti.text.vocab import MAGNITUDES
 from dti.text.words import check_token_text
 from dti.use.inspection import vocabulary_statistics
+from dti.use.lora import attach as attach_lora
+from dti.use.lora import detach_from as detach_lora
+from dti.use.lora import lora_file
 
 
 def _as_concept(source: str | os.PathLike | Concept, token: str | None) -> Concept:
@@ -98,8 +102,20 @@ def fixed_rows(vectors: Any) -> TrainableRows:
     return rows
 
 
-def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = None, rescale: str | None = None) -> Concept:
-    """Attach a concept (file/folder in any format, or a Concept) to every text encoder of ``pipe``.
+def lora_name(token: str) -> str:
+    """The adapter name of a concept's LoRA in the pipeline's layers (PEFT names allow no dots)."""
+    return "dti_" + re.sub(r"\W", "_", token)
+
+
+def load(
+    pipe: Any,
+    source: str | os.PathLike | Concept,
+    token: str | None = None,
+    rescale: str | None = None,
+    lora_scale: float = 1.0,
+) -> Concept:
+    """Attach a concept (file/folder in any format, or a Concept) to every text encoder of ``pipe``,
+    and the LoRA learned with it (a run folder of ``--lora``) at strength ``lora_scale``.
 
     ``token`` renames it; ``rescale="mean"`` sets every vector to the vocabulary's mean norm
     (TI-rescaled). Returns the concept as attached. Several concepts can be loaded at once.
@@ -137,6 +153,14 @@ def load(pipe: Any, source: str | os.PathLike | Concept, token: str | None = Non
         for slot in done:
             detach(slot.tokenizer, slot.text_encoder, concept.token)
         raise
+    lora = lora_file(source, concept)
+    if lora is not None:
+        try:
+            attach_lora(pipe, lora, lora_name(concept.token), lora_scale)
+        except BaseException:
+            for slot in done:
+                detach(slot.tokenizer, slot.text_encoder, concept.token)
+            raise
     adapter.apply_options(concept.meta.get("family_options") or {})
     return concept
 
@@ -153,6 +177,7 @@ def unload(pipe: Any, token: str) -> None:
         raise DTIError(f"{token} is not loaded; loaded: {', '.join(loaded_tokens(pipe)) or 'none'}")
     for slot in slots:
         detach(slot.tokenizer, slot.text_encoder, token)
+    detach_lora(pipe, lora_name(token))
     if not loaded_tokens(pipe):  # the last concept out takes its family choices with it
         adapter = adapter_for(pipe)
         adapter.options.clear()
