@@ -123,7 +123,7 @@ class RunLora:
         kohya = lora_files.kohya_tensors(parts, self.alpha, encoders, dtype=torch.float32)
         keys = single_file_keys(concept.encoders, concept.meta, "a1111")
         for key, component in lora_files.bundle_keys(trigger, keys).items():
-            kohya[key] = concept.encoders[component].vectors.float().contiguous()
+            kohya[key] = concept.encoders[component].vectors.float().clone()  # one tensor per key (safetensors shares none)
         meta = {
             "written_by": "dti",  # an --overwrite may replace it (dti.training.run_folder)
             "ss_network_module": "networks.lora",
