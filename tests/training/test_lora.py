@@ -178,6 +178,17 @@ def a1111_bundled(data: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Te
     return out
 
 
+def comfyui_bundled(data: dict[str, torch.Tensor], name: str, embed_key: str) -> torch.Tensor:
+    """ComfyUI: the ``bundle_emb.<name>.*`` entries are the embedding ``<name>``; its encoders look it up as
+    any embedding file (comfy/sd1_clip.py ``load_embed``): ``string_to_param``, else their ``embedding_key``,
+    else the first tensor."""
+    prefix = f"bundle_emb.{name}."
+    embed = {k.removeprefix(prefix): v for k, v in data.items() if k.startswith(prefix)}
+    if "string_to_param" in embed:
+        return next(iter(embed["string_to_param"].values()))
+    return embed[embed_key] if embed_key in embed else next(iter(embed.values()))
+
+
 def test_kohya_file_gives_comfyui_the_lora_and_a1111_the_word(tiny_sd, photos, tmp_path, one_thread):
     run = train_cli(photos, tiny_sd, tmp_path / "run", "--lora-text-encoder")
     (kohya,) = (run / "webui").glob("*-lora.safetensors")
@@ -199,6 +210,7 @@ def test_kohya_file_gives_comfyui_the_lora_and_a1111_the_word(tiny_sd, photos, t
     bundled = a1111_bundled(data)
     assert list(bundled) == [trigger]
     assert torch.equal(bundled[trigger]["clip_l"], concept.encoders["text_encoder"].vectors)
+    assert torch.equal(comfyui_bundled(data, trigger, "clip_l"), concept.encoders["text_encoder"].vectors)
 
 
 def test_sdxl_bundle_keys_are_clip_l_and_clip_g():
@@ -213,6 +225,7 @@ def test_sdxl_bundle_keys_are_clip_l_and_clip_g():
     keys = lora_files.bundle_keys("w", single_file_keys(concept.encoders, concept.meta, "a1111"))
     data = {key: concept.encoders[component].vectors for key, component in keys.items()}
     got = a1111_bundled(data)["w"]
+    assert torch.equal(comfyui_bundled(data, "w", "clip_g"), encoders["text_encoder_2"].vectors)
     assert torch.equal(got["clip_l"], encoders["text_encoder"].vectors) and torch.equal(got["clip_g"], encoders["text_encoder_2"].vectors)
     assert lora_files.kohya_prefix("text_encoder", ["text_encoder", "text_encoder_2"]) == "lora_te1"
     assert lora_files.kohya_prefix("text_encoder_2", ["text_encoder", "text_encoder_2"]) == "lora_te2"
@@ -305,3 +318,14 @@ def test_a_run_trained_further_from_its_checkpoint_writes_what_one_run_writes(ti
     for name in (lora_files.DIFFUSERS_FILE, f"webui/{next((whole / 'webui').glob('*-lora.safetensors')).name}"):
         da, db = load_file(str(whole / name)), load_file(str(part / name))
         assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da), name
+
+
+def test_several_subjects_in_one_process_refuse_a_lora(tiny_sd, photos):
+    from dti.core.errors import DTIError
+    from dti.training.multi import MultiTrainer
+
+    pipe = load_pipe(tiny_sd)
+    adapter = adapter_for(pipe)
+    c = resolve(TrainConfig(photos=str(photos), token="<w>", init="dog", steps=1, lora=2, **FAST), adapter.defaults, RES)
+    with pytest.raises(DTIError, match="not supported with several subjects"):
+        MultiTrainer([Trainer(c, adapter, load_photos(photos), None)], ["a"])
