@@ -329,3 +329,31 @@ def test_several_subjects_in_one_process_refuse_a_lora(tiny_sd, photos):
     c = resolve(TrainConfig(photos=str(photos), token="<w>", init="dog", steps=1, lora=2, **FAST), adapter.defaults, RES)
     with pytest.raises(DTIError, match="not supported with several subjects"):
         MultiTrainer([Trainer(c, adapter, load_photos(photos), None)], ["a"])
+
+
+def test_sigterm_saves_the_word_and_the_lora_and_the_resumed_run_is_the_same(tiny_sd, photos, tmp_path, monkeypatch, one_thread):
+    import os
+    import signal
+
+    from dti.training.checkpoints import load_latest
+    from dti.training.stopping import RunStopped
+
+    settings = dict(steps=4, batch_size=1, lora=2, lora_lr=1e-2, lora_text_encoder=True, checkpoint_every=0, **FAST)
+    dti.train(photos, "<w>", "dog", tiny_sd, tmp_path / "whole", **settings)
+    real = Trainer.launch
+
+    def launch(self, step):
+        if step == 2:  # the signal arrives while step 2 runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, step)
+
+    monkeypatch.setattr(Trainer, "launch", launch)
+    with pytest.raises(RunStopped) as stopped:
+        dti.train(photos, "<w>", "dog", tiny_sd, tmp_path / "stopped", **settings)
+    assert stopped.value.exit_code == 143
+    step, state = load_latest(tmp_path / "stopped" / "checkpoints")
+    assert step == 2 and set(state["lora"]["weights"]) == {"unet", "text_encoder"} and state["lora"]["optimizer"]["state"]
+    monkeypatch.setattr(Trainer, "launch", real)
+    dti.resume(tmp_path / "stopped")
+    a, b = (load_file(str(tmp_path / run / lora_files.DIFFUSERS_FILE)) for run in ("whole", "stopped"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
