@@ -29,6 +29,11 @@ the vocabulary's smallest norm); ``dti-5x`` (magnitude = 5 x the vocabulary mean
 the paper's absolute 5.0 is 12.9 x CLIP-L's mean); ``dti-kappa0`` and ``dti-kappa5e-4`` (no prior; a
 5x stronger one).
 
+Issue 21 (``run --lora RANK``; the default methods become ``lora-only,ti+lora,dti+lora,ti-renorm+lora,dti``):
+a LoRA of that rank learned with the word (AdamW at ``--lora-lr``; the word as its method learns it);
+``lora-only`` freezes the word at its class-word initializer (``ti`` with ``word_steps=0``). The images
+are made with the word and its LoRA loaded from the run folder.
+
 ``blend`` scores DTI slerp against TI lerp between two learned subjects along the path;
 ``report`` writes the tables with paired bootstrap intervals, the norm plot and the blend plot.
 """
@@ -62,8 +67,13 @@ ENCODER = "text_encoder_2"
 METHODS = ("dti", "ti", "ti-unscaled", "ti-rescaled", "class-word")
 #: Issue 18: the norm control users have (ti-renorm) and the paper's ablations the first run left out.
 ADDED = ("ti-renorm", "crossinit", "adamw-fixed", "dti-min", "dti-5x", "dti-kappa0", "dti-kappa5e-4")
-KNOWN = (*METHODS, *ADDED)
-TRAINED = ("dti", "ti", "ti-unscaled", *ADDED)
+#: Issue 21 (``--lora RANK``): a LoRA learned with the word. ``lora-only`` is the LoRA alone: ``ti`` with
+#: ``word_steps=0``, the word frozen at its class-word initializer (dti-mini has no rare words: every word of
+#: its vocabulary names something in its world).
+LORA_METHODS = ("lora-only", "ti+lora", "dti+lora", "ti-renorm+lora")
+LORA_DEFAULT = (*LORA_METHODS, "dti")
+KNOWN = (*METHODS, *ADDED, *LORA_METHODS)
+TRAINED = ("dti", "ti", "ti-unscaled", *ADDED, *LORA_METHODS)
 #: A unit vector's coordinate in CLIP ViT-L's width and in dti-mini's: the paper's AdamW-at-fixed-norm lr, scaled.
 UNIT_LR_FACTOR = math.sqrt(CLIP_L_WIDTH / 96)
 DEFAULT_PAIRS = ("coral:plum", "lemon:sapphire", "ruby:mint")
@@ -140,7 +150,9 @@ def vocab_table(pipe: Any):
 def settings_of(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
     table = vocab_table(pipe)
     factor = ti_lr_factor(table)
+    lora = {"lora": args.lora, "lora_lr": args.lora_lr} if getattr(args, "lora", 0) else {}
     return {
+        **lora,
         "steps": args.steps,
         "batch": 4,
         "prompts_per_subject": args.prompts,
@@ -159,6 +171,13 @@ def settings_of(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def train_settings(method: str, s: dict[str, Any]) -> dict[str, Any]:
     """The `dti train` settings of a benchmark method (see the module doc for the learning rates)."""
+    if method in LORA_METHODS:
+        if not s.get("lora"):
+            raise SystemExit(f"error: method {method} needs --lora RANK")
+        lora = {"lora": s["lora"], "lora_lr": s["lora_lr"]}
+        if method == "lora-only":
+            return {**train_settings("ti", s), "word_steps": 0, **lora}
+        return {**train_settings(method.removesuffix("+lora"), s), **lora}
     if method == "dti":
         return {"method": "dti"}
     if method in ("ti", "ti-unscaled"):
@@ -225,6 +244,8 @@ def run_subject(pipe: Any, scorer: Any, subject: Any, out: Path, s: dict[str, An
             attached, texts = None, text_prompts
         else:
             source = concepts["ti"] if method == "ti-rescaled" else concepts[method]
+            if method in LORA_METHODS:  # the run folder: its LoRA comes with the word
+                source = out / "runs" / method / subject.name
             attached = load(pipe, source, rescale="mean" if method == "ti-rescaled" else None)
             info["norm_over_mean"] = float(attached.encoders[ENCODER].norms.mean()) / mean
             texts = [p for _, p, _, _ in jobs]
@@ -293,7 +314,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     else:
         write_json(settings_file, s)
     print(f"TI lr factor {s['ti_lr_factor']:.2f} -> TI lr {s['ti_lr']:.4f} per sample (x batch 4)", flush=True)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    chosen = args.methods or ",".join(LORA_DEFAULT if args.lora else METHODS)
+    methods = [m.strip() for m in chosen.split(",") if m.strip()]
     bad = [m for m in methods if m not in KNOWN]
     if bad or ("ti-rescaled" in methods and "ti" not in methods):
         sys.exit(f"error: unknown method(s) {', '.join(bad) or 'ti-rescaled without ti'}; choose from {', '.join(KNOWN)}")
@@ -660,7 +682,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", type=int, default=400, help="training steps (the paper's 400)")
     r.add_argument("--prompts", type=int, default=16, help="compositional prompts per subject")
     r.add_argument("--seeds", type=int, default=4)
-    r.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(KNOWN)}")
+    r.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, of {', '.join(KNOWN)} [default: {','.join(METHODS)}; with --lora {','.join(LORA_DEFAULT)}]",
+    )
+    r.add_argument("--lora", type=int, default=0, metavar="RANK", help="the rank of the +lora methods' LoRA (issue 21)")
+    r.add_argument("--lora-lr", type=float, default=1e-4, help="the +lora methods' LoRA learning rate")
     b = sub.add_parser("blend", help="DTI slerp vs TI lerp between learned subjects")
     b.add_argument("--pairs", nargs="*", default=list(DEFAULT_PAIRS), help="A:B subject pairs")
     b.add_argument("--seeds", type=int, default=8)
