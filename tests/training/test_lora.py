@@ -81,6 +81,7 @@ def test_only_the_word_and_the_lora_learn_and_the_word_keeps_its_norm(family, ti
     t.detach()
     after = weights(pipe)
     assert after.keys() == before.keys(), "the pipeline was given back with other layers"
+    assert not any(hasattr(m, "peft_config") for m in pipe.components.values()), "PEFT's record left on a module"
     assert all(torch.equal(after[k], before[k]) for k in before), "a base weight changed"
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ def inject(module: torch.nn.Module, rank: int, alpha: float, targets: Sequence[s
             f"{type(module).__name__} has no layer named {', '.join(wanted)} for a LoRA; this model cannot take {{lora}}", settings=["lora"]
         )
     config = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=list(wanted), lora_dropout=0.0, init_lora_weights=True)
-    inject_adapter_in_model(config, module, adapter_name=name)
+    with warnings.catch_warnings():  # a second LoRA (another concept's) beside the first is what dti means to do
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(config, module, adapter_name=name)
     for p in lora_parameters(module, name):
         p.data = p.data.float()  # the LoRA learns in fp32 whatever the base weights' precision
     return found
@@ -105,6 +108,11 @@ def remove(module: torch.nn.Module, name: str) -> None:
             parent_path, _, child = path.rpartition(".")
             parent = module.get_submodule(parent_path) if parent_path else module
             setattr(parent, child, layer.get_base_layer())
+    configs = getattr(module, "peft_config", None)  # PEFT's record of the adapters on the module
+    if isinstance(configs, dict):
+        configs.pop(name, None)
+        if not configs:
+            del module.peft_config
 
 
 def set_scale(module: torch.nn.Module, name: str, scale: float) -> None:
