@@ -358,3 +358,25 @@ def test_sigterm_saves_the_word_and_the_lora_and_the_resumed_run_is_the_same(tin
     dti.resume(tmp_path / "stopped")
     a, b = (load_file(str(tmp_path / run / lora_files.DIFFUSERS_FILE)) for run in ("whole", "stopped"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_train_the_lora_one_process_trains(tiny_sd, photos, tmp_path):
+    """accelerate: the LoRA's gradients are averaged over processes with the word's (both would drift apart otherwise)."""
+    import os
+    import subprocess
+    import sys
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ["--batch-size", "4", "--lora-text-encoder", "--checkpoint-every", "0"]
+    train_cli(photos, tiny_sd, one, *extra)
+    base = ["train", photos, "--token", "<w>", "--init", "dog", "--model", tiny_sd, "--output", two, "--steps", "3"]
+    base += ["--resolution", str(RES), "--no-validation", "--quiet", "--lora", "4", "--lora-lr", "0.01", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29521", "-m", "dti"]
+    out = subprocess.run([*launch, *map(str, base)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = (load_file(str(run / lora_files.DIFFUSERS_FILE)) for run in (one, two))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=0) for k in a), max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert any(float(a[k].abs().max()) > 1e-3 for k in a if "lora_B" in k)  # the LoRA learned: the comparison means something
