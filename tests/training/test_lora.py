@@ -287,8 +287,8 @@ def test_word_steps_and_lora_steps_stop_one_before_the_other(which, tiny_sd, pho
     assert (word_still, lora_still) == ((True, False) if which == "word" else (False, True))
 
 
-def test_lora_only_with_a_rare_token(tiny_sd, photos, one_thread):
-    """``--method ti --word-steps 0``: the word stays at its initializer's rows, the LoRA learns alone."""
+def test_lora_only_the_word_frozen_at_its_initializer(tiny_sd, photos, one_thread):
+    """``--method ti --word-steps 0`` (a LoRA alone, the word a fixed token): the word keeps its initializer's rows, the LoRA learns."""
     pipe = load_pipe(tiny_sd)
     t = trainer_for(pipe, photos, steps=2, method="ti", word_steps=0, lora=2, lora_lr=1e-2)
     start = t.rows["text_encoder"].param.detach().clone()
