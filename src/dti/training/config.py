@@ -252,8 +252,9 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the denoiser", group="hardware")
     quantize: str = setting(
         "none",
-        help="frozen weights in int8: the denoiser's and the text encoders' linear layers, weight-only (torchao; "
-        "the word's rows, embedding tables, norms and the loss stay in --precision; memory and quality cost not yet measured)",
+        help="frozen weights in fewer bits: the denoiser's and the text encoders' linear layers, weight-only "
+        "(int8, fp8: torchao; nf4: bitsandbytes; int4: optimum-quanto; the word's rows, embedding tables, norms and the loss "
+        "stay in --precision)",
         group="hardware",
         choices=quantize.MODES,
     )
@@ -410,7 +411,7 @@ def check(config: TrainConfig) -> None:
             "{validation_seeds} is empty; give at least one sample seed, e.g. 0 1, or use {validate}",
             settings=["validation_seeds", "validate"],
         )
-    if c.quantize != "none" and (problem := quantize.missing()) is not None:
+    if c.quantize != "none" and (problem := quantize.missing(c.quantize)) is not None:
         raise DTIError(problem, settings=["quantize"])
     if c.encoders is not None and not c.encoders:
         raise DTIError("{encoders} is an empty list; name at least one text encoder, or leave it out for all", settings=["encoders"])

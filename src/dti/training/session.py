@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dti.concepts.concept import Concept
 from dti.core.devices import resolve_device, resolve_dtype
 from dti.core.errors import DTIError, warn
@@ -224,14 +226,21 @@ def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, Tr
     hints = model_hints(c.model)
     words = hints.get("class_words", [])
     if c.quantize != "none":
-        quantize.load()  # torchao imported quietly, before diffusers or transformers import it loudly
+        quantize.load(c.quantize)  # the backend imported quietly, before diffusers or transformers import it loudly
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
         check_family_settings(cls, list(tokenizers), c)
         check_words(tokenizers, c.token, c.init, words)
-        adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
-        quantize.apply(adapter, c.quantize, keep=False)  # dti's own pipeline: the full-precision weights are dropped
+        dtype = resolve_dtype(c.precision, device)
+        if c.quantize == "none":
+            adapter = load_adapter(c.model, dtype, device, quiet=not c.progress)
+        else:  # quantized in host memory, then moved: the device never holds the full-precision weights, which are dropped
+            adapter = load_adapter(c.model, dtype, "cpu", quiet=not c.progress)
+            quantize.apply(adapter, c.quantize, keep=False)
+            if torch.device(device).type != "cpu":
+                adapter.pipe.to(device)
+                adapter = adapter_for(adapter.pipe)
     else:
         adapter = adapter_for(pipe)
     check_family_words(type(adapter), c.token)
