@@ -313,6 +313,7 @@ EVERY_FIELD = {
     "gradient_checkpointing": True,
     "compile": True,
     "quantize": "int8",
+    "offload": "group",
     "pooling": "legacy",
     "log_every": 2,
     "snapshot_every": 3,

@@ -41,7 +41,7 @@ from dti.core.settings import (
 from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS, template_problem
 from dti.text.vocab import MAGNITUDES, magnitude_problem
 from dti.text.words import token_problem
-from dti.training import quantize
+from dti.training import quantize, residency
 
 POOLINGS = ("eos", "legacy")
 
@@ -258,6 +258,13 @@ class TrainConfig:
         group="hardware",
         choices=quantize.MODES,
     )
+    offload: str = setting(
+        "none",
+        help="frozen weights on the device only while they run, forward and backward: model = the denoiser and each "
+        "learning encoder whole, group = block by block (least memory, slowest); no effect on a CPU run",
+        group="hardware",
+        choices=residency.MODES,
+    )
     compile: bool = setting(
         False,
         help="torch.compile the denoiser's and the text encoders' repeated blocks (regional); the first step pays the compilation",
@@ -413,6 +420,10 @@ def check(config: TrainConfig) -> None:
         )
     if c.quantize != "none" and (problem := quantize.missing(c.quantize)) is not None:
         raise DTIError(problem, settings=["quantize"])
+    if c.offload != "none" and c.compile:
+        raise DTIError(
+            "{offload} moves the weights the compiled blocks read; use one of {offload} and {compile}", settings=["offload", "compile"]
+        )
     if c.encoders is not None and not c.encoders:
         raise DTIError("{encoders} is an empty list; name at least one text encoder, or leave it out for all", settings=["encoders"])
     if isinstance(c.templates, list) and not c.templates:
