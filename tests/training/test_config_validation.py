@@ -314,6 +314,7 @@ EVERY_FIELD = {
     "compile": True,
     "quantize": "int8",
     "offload": "group",
+    "vram": 24,
     "pooling": "legacy",
     "log_every": 2,
     "snapshot_every": 3,

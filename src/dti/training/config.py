@@ -41,7 +41,7 @@ from dti.core.settings import (
 from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS, template_problem
 from dti.text.vocab import MAGNITUDES, magnitude_problem
 from dti.text.words import token_problem
-from dti.training import quantize, residency
+from dti.training import memory, quantize, residency
 
 POOLINGS = ("eos", "legacy")
 
@@ -264,6 +264,14 @@ class TrainConfig:
         "learning encoder whole, group = block by block (least memory, slowest); no effect on a CPU run",
         group="hardware",
         choices=residency.MODES,
+    )
+    vram: int | None = setting(
+        None,
+        help="the card's memory in GiB: the cheapest memory savers that fit by dti's estimate, in this order: "
+        "--gradient-checkpointing, --quantize int8, --offload group, --quantize nf4, micro-batches of 1, a lower --resolution; "
+        "the memory flags you give are kept; one line says what it chose",
+        group="hardware",
+        choices=memory.CARDS,
     )
     compile: bool = setting(
         False,
