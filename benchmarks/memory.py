@@ -768,25 +768,21 @@ def preset_rows(families: Sequence[str], cards: Sequence[int] = CARD_TABLE) -> l
     return out
 
 
+SHORT = {"gradient_checkpointing": "ckpt", "quantize": "{}", "offload": "{} offload", "batch_size": "batch {}", "resolution": "{} px"}
+
+
 def _choice_text(row: dict[str, Any]) -> str:
+    """A table cell: the savers chosen (short names, README's legend) and the estimated peak in GiB."""
     if not row["fits"]:
-        return f"does not fit (least {row['peak_gib']:.1f})"
-    said = []
-    for k, v in row["changed"].items():
-        if k == "grad_accum":
-            continue
-        said.append(
-            ("ckpt" if k == "gradient_checkpointing" else f"{k.replace('_', '-')} {v}")
-            if v is not True or k != "gradient_checkpointing"
-            else "ckpt"
-        )
-    return f"{', '.join(said) or 'defaults'}: {row['peak_gib']:.1f}"
+        return f"does not fit ({row['peak_gib']:.1f})"
+    said = [SHORT[k].format(v) for k, v in row["changed"].items() if k in SHORT]
+    return f"{' + '.join(said) or 'defaults'}: {row['peak_gib']:.1f}"
 
 
 def presets_markdown(rows: Sequence[dict[str, Any]]) -> str:
     cards = list(dict.fromkeys(r["card"] for r in rows))
     lines = [
-        "| family | px | batch | " + " | ".join(f"{c} GB" for c in cards) + " |",
+        "| family | px | batch x accumulation | " + " | ".join(f"{c} GB" for c in cards) + " |",
         "|---|---|---|" + "---|" * len(cards),
     ]
     for family in dict.fromkeys(r["family"] for r in rows):
