@@ -53,7 +53,13 @@ def all_quantized(adapter, mode):
     layers = [m for net in nets for m in net.modules()]
     linears = [m.weight for m in layers if isinstance(m, torch.nn.Linear) and id(m) not in full]
     plain = [p for m in layers if isinstance(m, (torch.nn.Embedding, torch.nn.LayerNorm)) for p in m.parameters(recurse=False)]
-    return bool(linears) and all(type(w).__name__ == WEIGHT[mode] for w in linears) and all(type(p) is torch.nn.Parameter for p in plain)
+    frozen = all(not w.requires_grad for w in linears)  # no quantized weight builds a gradient
+    return (
+        bool(linears)
+        and frozen
+        and all(type(w).__name__ == WEIGHT[mode] for w in linears)
+        and all(type(p) is torch.nn.Parameter for p in plain)
+    )
 
 
 def snapshot(pipe):

@@ -282,7 +282,8 @@ def _said(name: str, value: Any) -> str:
 
 
 def savers(setup: Setup, given: set[str], multiple: int) -> list[dict[str, Any]]:
-    """The memory savers, cheapest in time and quality first; those touching a setting in ``given`` left out."""
+    """The memory savers, cheapest in time and quality first; those touching a setting in ``given``, and
+    quantization schemes whose backend is not installed, left out."""
     steps: list[dict[str, Any]] = [
         {"gradient_checkpointing": True},
         {"quantize": "int8"},
@@ -298,7 +299,8 @@ def savers(setup: Setup, given: set[str], multiple: int) -> list[dict[str, Any]]
             break
         steps.append({"resolution": lower})
         resolution = lower
-    return [step for step in steps if not set(step) & given and any(getattr(setup, k) != v for k, v in step.items())]
+    usable = [s for s in steps if "quantize" not in s or quantize.missing(s["quantize"]) is None]  # its backend installed
+    return [step for step in usable if not set(step) & given and any(getattr(setup, k) != v for k, v in step.items())]
 
 
 def _combined(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:

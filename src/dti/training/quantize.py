@@ -147,7 +147,7 @@ def load(mode: str = "int8") -> Callable[[torch.nn.Linear], Any]:
         def int4(linear: torch.nn.Linear) -> torch.nn.Module:
             new = QLinear.from_module(linear, weights=qint4)  # shares the weight and bias parameters until frozen
             new.freeze()  # its own quantized weight; the layer's parameter is untouched
-            return new
+            return new.requires_grad_(False)  # freeze() makes a parameter that asks for a gradient: frozen, as every weight
 
         return int4
 
