@@ -105,6 +105,7 @@ def test_the_pipeline_comes_back_without_hooks(tiny_models, photos, away_is_nan,
     for net in nets.values():
         for m in net.modules():
             assert not m._forward_hooks and not m._forward_pre_hooks, m
+            assert not (isinstance(m, torch.nn.Linear) and "forward" in m.__dict__), m  # its own forward again
 
 
 def test_a_cpu_run_says_offload_changes_nothing(tiny_models, photos, capsys, one_thread):
@@ -117,3 +118,32 @@ def test_offload_with_compile_is_one_line_before_anything_loads(photos):
     with pytest.raises(DTIError) as err:
         dti.train(str(photos), "<w>", "dog", "no/such/model", offload="group", compile=True)
     assert "offload" in str(err.value) and "compile" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["sd", "sana"])
+def test_nothing_the_backward_keeps_holds_an_away_weight(family, tiny_models, photos, away_is_nan, one_thread):
+    """The point of offloading: between a block's forward and its backward its weights hold no device memory.
+    Autograd keeps what the backward needs; a view of a weight (a linear layer's transposed weight) would keep
+    the weight's storage alive, so only the weight parameters themselves (whose data leaves) may be kept."""
+    adapter = adapter_for(load_adapter(tiny_models(family)).pipe)
+    c = resolve(TrainConfig(photos=str(photos), token="<w>", init="dog", offload="group", **SETTINGS), adapter.defaults, RES)
+    trainer = Trainer(c, adapter, load_photos(photos), None)
+    trainer.setup()
+    try:
+        blocks = adapter.hooks[residency.HOOK].blocks
+        params = {id(p): p for b in blocks for _, own in b.owners for p in own}
+        storages = {b._host(p).untyped_storage().data_ptr() for b in blocks for _, own in b.owners for p in own}
+        kept = []
+
+        def pack(t):
+            if id(t) not in params and t.device.type != "meta" and t.untyped_storage().data_ptr() in storages:
+                kept.append(tuple(t.shape))
+            return t
+
+        batch = trainer.micro_batch(1, 0)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            scaled, _ = trainer.objective(adapter.loss(batch.latents, batch.prompts, batch.crops, batch.draws))
+        scaled.backward()
+        assert not kept, kept[:5]
+    finally:
+        trainer.detach()

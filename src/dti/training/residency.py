@@ -14,8 +14,13 @@ The backward runs the blocks again in reverse, and the gradient to the word pass
 one of them, so each block's outputs carry an identity whose backward brings the block back before
 its own backward runs, and its inputs an identity whose backward sends it away once the gradient
 has passed (``_Onload`` / ``_Offload``). Under gradient checkpointing the block's forward runs again
-inside its backward; the block then stays until its backward is over. With ``--quantize`` the blocks
-move in their quantized form.
+inside its backward; the block then stays until its backward is over. Autograd must keep nothing
+that holds an away weight's device memory: torch's linear keeps a transposed *view* of its weight,
+which would, so a block's plain linear layers run :class:`_FrozenLinear` instead (it keeps the layer
+and reads the weight again in the backward; tested: nothing kept aliases an away weight). With
+``--quantize`` the blocks move in their quantized form, through each module's own ``_apply``; whether
+those backends' kernels keep views of their packed weights, and how torch's tensor swap takes a
+quantized weight autograd holds, is not yet tested on a GPU (on a CPU the weights do not move).
 
 This is dti's own hook rather than diffusers' ``apply_group_offloading`` or accelerate's CPU-offload
 hooks: those move weights for the forward only (they are made for inference), and a block whose
@@ -68,6 +73,31 @@ def _plain(t: torch.Tensor) -> bool:
     return type(t) is torch.nn.Parameter or type(t) is torch.Tensor
 
 
+class _FrozenLinear(torch.autograd.Function):
+    """A frozen linear layer whose backward reads the layer's weight as it is then (brought back by
+    :class:`_Onload`): torch's own linear keeps a transposed view of the weight for the backward, and a
+    view keeps the weight's device memory alive after the block has sent the weight away. Its input
+    is not kept either: a frozen weight needs no gradient, so the backward needs only the weight."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, module: torch.nn.Linear) -> torch.Tensor:
+        ctx.module = module
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        return grad.matmul(ctx.module.weight.to(grad.dtype)), None
+
+
+def _linear_forward(module: torch.nn.Linear) -> Any:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FrozenLinear.apply(x, module)
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+
+    return forward
+
+
 class Block:
     """One group of frozen weights that comes and goes together."""
 
@@ -85,6 +115,14 @@ class Block:
                 seen.update(id(p) for p in own)
                 self.owners.append((m, own))
                 self.home.update({id(p): p.device for p in own})
+        # plain frozen linear layers: a backward that keeps no view of the weight (an instance attribute, removed on release)
+        self.linears = [
+            m
+            for m in module.modules()
+            if type(m) is torch.nn.Linear and _plain(m.weight) and not m.weight.requires_grad and "forward" not in m.__dict__
+        ]
+        for m in self.linears:
+            m.forward = _linear_forward(m)
 
     def _host(self, p: torch.Tensor) -> torch.Tensor:
         if id(p) not in self.host:
@@ -123,7 +161,10 @@ class Block:
         self.resident = True
 
     def release(self) -> None:
-        """Every weight back on the device it came from."""
+        """Every weight back on the device it came from, every linear layer its own forward."""
+        for m in self.linears:
+            m.__dict__.pop("forward", None)
+        self.linears.clear()
         for m, own in self.owners:
             if all(_plain(p) for p in own):
                 for p in own:
