@@ -442,7 +442,7 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
             entry["dti - ti"] = paired_difference([d[k] for k in keys], [t[k] for k in keys]).as_dict()
         ceil = [v for s in subjects for v, k in zip(meta[s]["ceiling"]["text"], meta[s]["ceiling"]["prompt_kind"]) if k == kind]
         entry["ceiling"] = sum(ceil) / len(ceil)
-        entry["images_per_method"] = len(keys)
+        entry["images_per_method"] = len(keys) if keys else len(d)
         summary["by_kind"][kind] = entry
     summary["ceiling"] = {
         "text": bootstrap([v for s in subjects for v in meta[s]["ceiling"]["text"]]).as_dict(),
