@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/gpu_step.sh            # stage "step" (default); OUT defaults to ./gpu-step-out
 #   STAGE=train bash benchmarks/gpu_step.sh
+#   STAGE=vram bash benchmarks/gpu_step.sh     # issue 20: --vram's presets, peak memory and step time
 #
 # Stage "step" (benchmarks/step.py; full-size architectures, random weights, nothing downloaded):
 #   1. sd   tiny, CUDA, 2 steps              smoke test (seconds): the harness works on this machine
@@ -18,6 +19,11 @@
 #      load from disk to saved concept, target <= 75 s (--no-validation: the end-of-run sample grid
 #      runs the compiled UNet at a new batch shape, one more compilation, not part of the training)
 #   6. K = 1, 8 concepts at once vs sequential, full-size SDXL 768 px, batch 1 per concept (benchmarks/multi.py), target >= 2x
+# Stage "vram" (benchmarks/gpu_vram.py; issue 20, under 10 minutes): for SDXL on 8 GB, SANA 1.6B and
+#   FLUX.2 klein 4B on 12 GB, FLUX.1-dev on 16 and 12 GB, Qwen-Image and HiDream-I1 on 24 GB, the
+#   library's --vram choice on a full-size random-weight pipeline, 4 steps: torch.cuda.max_memory_allocated
+#   after setup against the estimate, and the median step time; 75 s a case, 7 cases. Needs ~64 GiB of host memory (HiDream's
+#   and Qwen-Image's bf16 weights wait there) and torchao / bitsandbytes for int8 / nf4.
 # Expected from ENVIRONMENT.md (H200): SDXL UNet fwd+bwd at this size ~220-250 ms eager, ~125 ms
 # compiled; SD 1.5 ~100 ms. Each run has its own time limit, so one hang cannot eat the session.
 #
@@ -52,7 +58,14 @@ bench() {  # bench NAME LIMIT_SECONDS ARGS...
   [ "$rc" -eq 0 ] || { echo "!!! $name exited $rc" | tee -a "$OUT/summary.txt"; status=1; }
 }
 
-if [ "${STAGE:-step}" = step ]; then
+if [ "${STAGE:-step}" = vram ]; then
+  for case in sdxl:8 sana:12 flux2_klein:12 flux:16 flux:12 qwenimage:24 hidream:24; do
+    echo "=== vram $case: benchmarks/gpu_vram.py" | tee -a "$OUT/summary.txt"
+    timeout 75 "$PY" benchmarks/gpu_vram.py --device cuda --cases "$case" --steps 4 --json "$OUT/vram-${case/:/-}-$DATE.json" \
+      2>&1 | grep '^{' | tee -a "$OUT/summary.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  done
+elif [ "${STAGE:-step}" = step ]; then
   bench sd-tiny-cuda 60 --family sd --tiny --steps 2 --warmup 1
   bench sd-full-512-b4-bf16 120 --family sd --resolution 512 --batch 4 --precision bf16 --steps 10 --warmup 3
   bench sdxl-full-768-b4-bf16 150 --family sdxl --resolution 768 --batch 4 --precision bf16 --steps 10 --warmup 3

@@ -6,6 +6,14 @@
     python benchmarks/memory.py --all --only chroma lumina2 --json OUT.json --md OUT.md   # some families' rows
     python benchmarks/memory.py --all --only zimage flux2_klein flux2_klein-9b hidream --json OUT.json --md OUT.md
     python benchmarks/memory.py --calibrate        # the one configuration measured on an H200 (ENVIRONMENT.md)
+    python benchmarks/memory.py --presets --md OUT.md   # --vram's choice per family and 8/12/16/24 GB card (README's table)
+
+Two models of memory live here. This script's fake-tensor run (below) is the measurement: dti's own
+step on each full-size family. ``--vram`` needs an answer before a model loads, so the library keeps
+a small model of it (``dti.training.memory``): the weights read from the model's files (or, here, from
+the full-size modules built on the meta device), quantized and offloaded as the settings say, plus
+this script's activations at batch 1 (its ``ACTIVATIONS`` table, copied from the results files),
+scaled with the micro-batch and the pixel count. ``--presets`` prints that model's choices.
 
 How: the full-size pipeline of ``benchmarks/full_configs.py`` (real diffusers / transformers classes
 from the released configs, random weights) is built under ``FakeTensorMode``: every tensor has its
@@ -87,11 +95,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from dti.training.memory import CONTEXT_GIB, SAFETY  # the margin rule: one definition, the library's
+
 HERE = Path(__file__).resolve().parent
 GIB = 2**30
 BLOCK = 512  # the CUDA caching allocator rounds every block up to a multiple of 512 bytes
-CONTEXT_GIB = 1.0  # CUDA context + cuBLAS workspace, outside the estimate
-SAFETY = 1.10  # fragmentation and what else the estimate misses
+
 CARDS_GIB = {"16 GB": 16.0, "24 GB": 24.0}
 MARGIN_RULE = f"fits a card when peak x {SAFETY:.2f} + {CONTEXT_GIB:.1f} GiB (CUDA context, cuBLAS) <= the card's 16 / 24 GiB"
 #: (family, resolution) of the table; batches and checkpointing are crossed with these
@@ -700,6 +709,89 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------ --vram's presets (the library's model)
+CARD_TABLE = (8, 12, 16, 24)
+#: the table's family names -> dti's family (the library's ACTIVATIONS key); a size variant shares its family's
+FAMILY_OF = {"wan-14b": "wan", "flux2_klein-9b": "flux2_klein"}
+
+
+def profile(family: str) -> Any:
+    """The library's memory profile of a full-size family, from its modules built on the meta device (seconds)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from full_configs import FAMILIES, _module, components
+
+    from dti.training.memory import profile_of_modules
+
+    spec = FAMILIES[family]
+    modules = {}
+    for name in components(family):
+        if name.startswith(("tokenizer", "scheduler")):
+            continue
+        kind, config = spec[name]
+        with torch.device("meta"):
+            module = _module(kind, config)
+        role = "vae" if name == "vae" else "encoder" if name.startswith("text_encoder") else "denoiser"
+        modules[name] = (role, module)
+    return profile_of_modules(FAMILY_OF.get(family, family), modules)
+
+
+def preset_rows(families: Sequence[str], cards: Sequence[int] = CARD_TABLE) -> list[dict[str, Any]]:
+    """Per family and card: ``--vram``'s choice at the family's default settings, and its estimated peak."""
+    from dti.models import ADAPTERS
+    from dti.training.memory import Setup, activations_for, choose
+
+    out = []
+    for family in families:
+        prof = profile(family)
+        cls = next(c for c in ADAPTERS.values() if c.family == prof.family)
+        ref = activations_for(prof)
+        d = cls.defaults
+        setup = Setup(
+            resolution=int(d.get("resolution") or ref[0]), batch_size=int(d.get("batch_size", 4)), grad_accum=int(d.get("grad_accum", 1))
+        )
+        for card in cards:
+            choice = choose(prof, setup, card, set())
+            out.append(
+                {
+                    "family": family,
+                    "resolution": setup.resolution,
+                    "batch": f"{setup.batch_size}x{setup.grad_accum}",
+                    "card": card,
+                    "fits": choice.fits,
+                    "changed": choice.changed,
+                    "peak_gib": round(choice.estimate.peak_gib, 1),
+                    "weights_gib": round(choice.estimate.weights_gib, 1),
+                }
+            )
+        print(f"{family} done", file=sys.stderr)
+    return out
+
+
+SHORT = {"gradient_checkpointing": "ckpt", "quantize": "{}", "offload": "{} offload", "batch_size": "batch {}", "resolution": "{} px"}
+
+
+def _choice_text(row: dict[str, Any]) -> str:
+    """A table cell: the savers chosen (short names, README's legend) and the estimated peak in GiB."""
+    if not row["fits"]:
+        return f"does not fit ({row['peak_gib']:.1f})"
+    said = [SHORT[k].format(v) for k, v in row["changed"].items() if k in SHORT]
+    return f"{' + '.join(said) or 'defaults'}: {row['peak_gib']:.1f}"
+
+
+def presets_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    cards = list(dict.fromkeys(r["card"] for r in rows))
+    lines = [
+        "| family | px | batch x accumulation | " + " | ".join(f"{c} GB" for c in cards) + " |",
+        "|---|---|---|" + "---|" * len(cards),
+    ]
+    for family in dict.fromkeys(r["family"] for r in rows):
+        mine = {r["card"]: r for r in rows if r["family"] == family}
+        first = next(iter(mine.values()))
+        lines.append(f"| {family} | {first['resolution']} | {first['batch']} | " + " | ".join(_choice_text(mine[c]) for c in cards) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=tuple(DEFAULT_RESOLUTION), default="sdxl")
@@ -713,13 +805,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"the whole table: {', '.join(f'{f} {r} px' for f, r, _ in TABLE)} x batch 1/2(/4) x checkpointing x VAE",
     )
     p.add_argument("--only", nargs="+", choices=tuple(dict.fromkeys(f for f, _, _ in TABLE)), help="with --all: only these families' rows")
+    p.add_argument(
+        "--presets",
+        action="store_true",
+        help="--vram's choice for every family of the table (or --only's) on 8/12/16/24 GB cards, from the library's model",
+    )
     p.add_argument("--calibrate", action="store_true", help="also estimate ENVIRONMENT.md's measured configuration (always with --all)")
     p.add_argument("--json", default=None, help="write the result here")
     p.add_argument("--md", default=None, help="write a markdown table here")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be positive")
-    if args.only and (not args.all or set(args.only) - {f for f, _, _ in TABLE}):
+    if args.only and (not (args.all or args.presets) or set(args.only) - {f for f, _, _ in TABLE}):
         p.error(f"--only goes with --all and takes families of the table: {', '.join(dict.fromkeys(f for f, _, _ in TABLE))}")
     return args
 
@@ -748,6 +845,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import transformers
 
     args = parse_args(argv)
+    if args.presets:
+        families = args.only or list(dict.fromkeys(f for f, _, _ in TABLE))
+        rows = preset_rows(families)
+        text = presets_markdown(rows)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {"command": ["python", "benchmarks/memory.py", *(sys.argv[1:] if argv is None else argv)], "rows": rows}, indent=2
+                )
+                + "\n"
+            )
+        if args.md:
+            Path(args.md).write_text(text)
+        print(text)
+        return {"rows": rows}
     result: dict[str, Any] = {
         "command": ["python", "benchmarks/memory.py", *(sys.argv[1:] if argv is None else argv)],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

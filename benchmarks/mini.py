@@ -29,6 +29,10 @@ the vocabulary's smallest norm); ``dti-5x`` (magnitude = 5 x the vocabulary mean
 the paper's absolute 5.0 is 12.9 x CLIP-L's mean); ``dti-kappa0`` and ``dti-kappa5e-4`` (no prior; a
 5x stronger one).
 
+Issue 20 adds ``dti-int8``, ``dti-fp8``, ``dti-nf4`` and ``dti-int4``: DTI trained with ``--quantize``
+(the frozen linear layers in that scheme while the word trains), the concept then rendered by the
+full-precision model, as a user who trained on a small card and generates anywhere would.
+
 Issue 21 (``run --lora RANK``; the default methods become ``lora-only,ti+lora,dti+lora,ti-renorm+lora,dti``):
 a LoRA of that rank learned with the word (AdamW at ``--lora-lr``; the word as its method learns it);
 ``lora-only`` freezes the word at its class-word initializer (``ti`` with ``word_steps=0``). The images
@@ -67,13 +71,16 @@ ENCODER = "text_encoder_2"
 METHODS = ("dti", "ti", "ti-unscaled", "ti-rescaled", "class-word")
 #: Issue 18: the norm control users have (ti-renorm) and the paper's ablations the first run left out.
 ADDED = ("ti-renorm", "crossinit", "adamw-fixed", "dti-min", "dti-5x", "dti-kappa0", "dti-kappa5e-4")
+#: Issue 20: DTI trained through frozen layers in fewer bits (`dti train --quantize`), the concept then used on the
+#: full-precision model: the quality cost of training on the card people own.
+QUANTIZED = ("dti-int8", "dti-fp8", "dti-nf4", "dti-int4")
 #: Issue 21 (``--lora RANK``): a LoRA learned with the word. ``lora-only`` is the LoRA alone: ``ti`` with
 #: ``word_steps=0``, the word frozen at its class-word initializer (dti-mini has no rare words: every word of
 #: its vocabulary names something in its world).
 LORA_METHODS = ("lora-only", "ti+lora", "dti+lora", "ti-renorm+lora")
 LORA_DEFAULT = (*LORA_METHODS, "dti")
-KNOWN = (*METHODS, *ADDED, *LORA_METHODS)
-TRAINED = ("dti", "ti", "ti-unscaled", *ADDED, *LORA_METHODS)
+KNOWN = (*METHODS, *ADDED, *QUANTIZED, *LORA_METHODS)
+TRAINED = ("dti", "ti", "ti-unscaled", *ADDED, *QUANTIZED, *LORA_METHODS)
 #: A unit vector's coordinate in CLIP ViT-L's width and in dti-mini's: the paper's AdamW-at-fixed-norm lr, scaled.
 UNIT_LR_FACTOR = math.sqrt(CLIP_L_WIDTH / 96)
 DEFAULT_PAIRS = ("coral:plum", "lemon:sapphire", "ruby:mint")
@@ -188,6 +195,8 @@ def train_settings(method: str, s: dict[str, Any]) -> dict[str, Any]:
         return {"method": "dti", "optimizer": "adamw", "lr": PAPER_TI_LR * UNIT_LR_FACTOR}
     if method == "dti-5x":
         return {"method": "dti", "magnitude": 5.0 * s["vocab_mean_norm"]}
+    if method in QUANTIZED:
+        return {"method": "dti", "quantize": method.split("-")[1]}
     from dti.methods import VARIANTS
 
     return dict(VARIANTS[method].settings)  # dti-min, dti-kappa0, dti-kappa5e-4: the paper's ablations
@@ -451,10 +460,11 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
             entry[method] = sum(vals) / len(vals) if vals else None
         d, t = _by(sub, "dti", "mini.text"), _by(sub, "ti", "mini.text")
         keys = sorted(set(d) & set(t))
-        entry["dti - ti"] = paired_difference([d[k] for k in keys], [t[k] for k in keys]).as_dict()
+        if keys:  # a run without TI (the quantization smoke) has no DTI - TI
+            entry["dti - ti"] = paired_difference([d[k] for k in keys], [t[k] for k in keys]).as_dict()
         ceil = [v for s in subjects for v, k in zip(meta[s]["ceiling"]["text"], meta[s]["ceiling"]["prompt_kind"]) if k == kind]
         entry["ceiling"] = sum(ceil) / len(ceil)
-        entry["images_per_method"] = len(keys)
+        entry["images_per_method"] = len(keys) if keys else len(d)
         summary["by_kind"][kind] = entry
     summary["ceiling"] = {
         "text": bootstrap([v for s in subjects for v in meta[s]["ceiling"]["text"]]).as_dict(),
@@ -579,11 +589,15 @@ def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequen
             f"| {name} | {_fmt(d['mini.text']['images'])} | {_fmt(d['mini.text']['subjects'])} | "
             f"{_fmt(d['mini.image']['images'])} | {_fmt(d['mini.image']['subjects'])} |"
         )
-    per = summary["differences"]["dti - ti"]
+    key = "dti - ti" if "dti - ti" in summary["differences"] else next(iter(summary["differences"]), None)
+    per = summary["differences"].get(key) if key else None
+    if per is not None:
+        lines += [
+            "",
+            f"{key.upper()} per subject (text / image): "
+            + ", ".join(f"{s} {v:+.3f} / {per['mini.image']['per_subject'][s]:+.3f}" for s, v in per["mini.text"]["per_subject"].items()),
+        ]
     lines += [
-        "",
-        "DTI - TI per subject (text / image): "
-        + ", ".join(f"{s} {v:+.3f} / {per['mini.image']['per_subject'][s]:+.3f}" for s, v in per["mini.text"]["per_subject"].items()),
         "",
         "Text fidelity by prompt kind:",
         "",
@@ -592,7 +606,8 @@ def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequen
     ]
     for kind, e in summary["by_kind"].items():
         vals = " | ".join("-" if e.get(x) is None else f"{e[x]:.3f}" for x in m)
-        lines.append(f"| {kind} | {e['images_per_method']} | {vals} | {_fmt(e['dti - ti'])} | {e['ceiling']:.3f} |")
+        gap = _fmt(e["dti - ti"]) if "dti - ti" in e else "-"
+        lines.append(f"| {kind} | {e['images_per_method']} | {vals} | {gap} | {e['ceiling']:.3f} |")
     if blend:
         lines += [
             "",

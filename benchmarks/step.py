@@ -1,7 +1,7 @@
 """One dti training step against its floor: the denoiser's own forward + backward (issue 12).
 
     python benchmarks/step.py --family FAMILY [--tiny] [--device cpu|cuda]
-        [--batch N] [--resolution PX] [--precision fp32|bf16|fp16] [--compile] [--gradient-checkpointing]
+        [--batch N] [--resolution PX] [--precision fp32|bf16|fp16] [--compile] [--gradient-checkpointing] [--quantize SCHEME]
         [--steps N] [--warmup N] [--threads N] [--photos FOLDER] --json OUT
 
 Builds the pipeline in this process, never downloading (HF_HUB_OFFLINE=1): ``--tiny`` takes the
@@ -394,6 +394,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--quantize", default="none", help="dti train --quantize: the frozen linear layers' scheme (none, int8, fp8, nf4, int4)")
     p.add_argument("--steps", type=int, default=10, help="timed repetitions of each measurement (medians)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -449,6 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "compile": args.compile,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "quantize": args.quantize,
         "steps": args.steps,
         "warmup": args.warmup,
         "machine": machine(device),
@@ -477,6 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             precision=args.precision,
             device=args.device,
             gradient_checkpointing=args.gradient_checkpointing,
+            quantize=args.quantize,
             compile=args.compile,
             validate=False,
             progress=False,

@@ -319,6 +319,8 @@ EVERY_FIELD = {
     "lora_text_encoder": True,
     "word_steps": 3,
     "lora_steps": 5,
+    "offload": "group",
+    "vram": 24,
     "pooling": "legacy",
     "log_every": 2,
     "snapshot_every": 3,

@@ -29,7 +29,7 @@ from dti.training.config import TrainConfig, resolve
 from dti.training.lock import RunLock
 from dti.training.manifest import load_manifest
 from dti.training.stopping import RunStopped
-from dti.training.sweep import METHODS, RunEntry, parse_methods, plan, read_sweep, resolve_manifest, sweep
+from dti.training.sweep import INDEX_LOCK, METHODS, RunEntry, parse_methods, plan, read_sweep, resolve_manifest, sweep
 
 MANIFEST = """
 [defaults]
@@ -383,12 +383,25 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_sd, capsy
 
 
 # ---------------------------------------------------------------------- refusals, before any model loads
-def test_a_second_sweep_into_the_same_folder_is_refused(manifest, tmp_path):
+def test_a_sweep_waits_while_another_worker_rewrites_the_index(manifest, pipe, tmp_path):
+    """Workers share OUT (test_sweep_workers.py): the index's lock, held by a live process, is waited for, not refused."""
     out = tmp_path / "out"
-    with RunLock(out):  # held by a live process (this one)
-        with pytest.raises(DTIError, match=r"another dti run .* is writing to .*out; wait for it to finish or choose another --out"):
-            sweep(manifest, "dti", "no-such-model", out, quiet=True)
-    assert list(out.iterdir()) == []
+    held = RunLock(out, INDEX_LOCK)
+    held.acquire()  # this process: alive, so not stale
+    released = []
+
+    def release():
+        released.append(True)
+        held.release()
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    try:
+        runs = sweep(manifest, "dti", pipe, out, quiet=True, progress=False)
+    finally:
+        timer.cancel()
+    assert released and [r.status for r in runs] == ["done", "done"]
+    assert not (out / INDEX_LOCK).exists()
 
 
 def test_refusals_are_one_line(manifest, tmp_path, dreambooth):

@@ -72,7 +72,8 @@ def quiet_libraries() -> None:
     own words. A user's DIFFUSERS_VERBOSITY / TRANSFORMERS_VERBOSITY still wins."""
     # torchao, imported by diffusers whenever it is installed, logs a line per CUDA kernel library a CPU torch
     # cannot load, and torch a deprecation line per enum torchao registers: harmless, and not dti's to say
-    for name in ("torchao", "torch.utils._pytree"):
+    # (bitsandbytes' CPU backend, imported the same way, a line about a kernel it could not download)
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "kernels"):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.ERROR)

@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
     failed = [r for r in runs if r.status == "failed"]
     done = sum(r.status == "done" for r in runs)
-    print(f"sweep: {done} of {len(runs)} runs done, {len(failed)} failed -> {args.out}/{SWEEP_FILENAME}")
+    elsewhere = sum(r.status == "pending" for r in runs)  # claimed by another worker of the same sweep, still training
+    busy = f", {elsewhere} still training in another worker" if elsewhere else ""
+    print(f"sweep: {done} of {len(runs)} runs done, {len(failed)} failed{busy} -> {args.out}/{SWEEP_FILENAME}")
     for r in failed:
         print(f"  failed: {r.method} {r.subject}: {r.error}")
     return 1 if failed else 0

@@ -74,6 +74,11 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def note(message: object) -> None:
+    """Print one ``note: message`` line on stderr: something the run decided that the user should know (not a problem)."""
+    print(f"note: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
 def warn(message: object) -> None:
     """Print one ``warning: message`` line on stderr (looked up at call time, so captured streams see it);
     a :class:`Line` as message names its settings as :func:`naming` says."""

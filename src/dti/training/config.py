@@ -41,7 +41,7 @@ from dti.core.settings import (
 from dti.text.templates import DEFAULT_VALIDATION_PROMPTS, TEMPLATE_SETS, template_problem
 from dti.text.vocab import MAGNITUDES, magnitude_problem
 from dti.text.words import token_problem
-from dti.training import quantize
+from dti.training import memory, quantize, residency
 
 POOLINGS = ("eos", "legacy")
 
@@ -253,10 +253,26 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the denoiser", group="hardware")
     quantize: str = setting(
         "none",
-        help="frozen weights in int8: the denoiser's and the text encoders' linear layers, weight-only (torchao; "
-        "the word's rows, embedding tables, norms and the loss stay in --precision; memory and quality cost not yet measured)",
+        help="frozen weights in fewer bits: the denoiser's and the text encoders' linear layers, weight-only "
+        "(int8, fp8: torchao; nf4: bitsandbytes; int4: optimum-quanto; the word's rows, embedding tables, norms and the loss "
+        "stay in --precision)",
         group="hardware",
         choices=quantize.MODES,
+    )
+    offload: str = setting(
+        "none",
+        help="frozen weights on the device only while they run, forward and backward: model = the denoiser and each "
+        "learning encoder whole, group = block by block (least memory, slowest); no effect on a CPU run",
+        group="hardware",
+        choices=residency.MODES,
+    )
+    vram: int | None = setting(
+        None,
+        help="the card's memory in GiB: the cheapest memory savers that fit by dti's estimate, in this order: "
+        "--gradient-checkpointing, --quantize int8, --offload group, --quantize nf4, micro-batches of 1, a lower --resolution; "
+        "the memory flags you give are kept; one line says what it chose",
+        group="hardware",
+        choices=memory.CARDS,
     )
     compile: bool = setting(
         False,
@@ -447,9 +463,13 @@ def check(config: TrainConfig) -> None:
             "{validation_seeds} is empty; give at least one sample seed, e.g. 0 1, or use {validate}",
             settings=["validation_seeds", "validate"],
         )
-    if c.quantize != "none" and (problem := quantize.missing()) is not None:
+    if c.quantize != "none" and (problem := quantize.missing(c.quantize)) is not None:
         raise DTIError(problem, settings=["quantize"])
     lora_problem(c)
+    if c.offload != "none" and c.compile:
+        raise DTIError(
+            "{offload} moves the weights the compiled blocks read; use one of {offload} and {compile}", settings=["offload", "compile"]
+        )
     if c.encoders is not None and not c.encoders:
         raise DTIError("{encoders} is an empty list; name at least one text encoder, or leave it out for all", settings=["encoders"])
     if isinstance(c.templates, list) and not c.templates:
@@ -469,6 +489,8 @@ def lora_problem(c: TrainConfig) -> None:
         raise DTIError(
             "{lora} with {quantize} is not supported yet; train the LoRA on full-precision weights", settings=["lora", "quantize"]
         )
+    if c.offload != "none":
+        raise DTIError("{lora} with {offload} is not supported yet; leave {offload} out (or none)", settings=["lora", "offload"])
     if c.precision == "fp16":
         raise DTIError("{lora} with {precision} fp16 is not supported yet; use bf16 or fp32", settings=["lora", "precision"])
 

@@ -9,15 +9,37 @@ main process writes. A single process (the usual case) touches no distributed co
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 
+_INDEPENDENT = False  # set by a sweep whose launched processes each take their own runs (independent())
+
 
 def launched() -> bool:
-    """Whether this process is one of several started by accelerate / torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process is one of several started by accelerate / torchrun that train together."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _INDEPENDENT
+
+
+def local_device() -> str:
+    """A launched process's own accelerator (``cuda:LOCAL_RANK``), or "auto"."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    return "auto"
+
+
+@contextlib.contextmanager
+def independent() -> Iterator[None]:
+    """Within the body, runs train alone in this process even under ``accelerate launch`` (a sweep's
+    workers: each process takes other runs, none waits for the others)."""
+    global _INDEPENDENT
+    before, _INDEPENDENT = _INDEPENDENT, True
+    try:
+        yield
+    finally:
+        _INDEPENDENT = before
 
 
 class Ranks:

@@ -20,6 +20,10 @@ from dti.core.errors import DTIError
 LOCK_FILENAME = ".dti.lock"
 
 
+class Locked(DTIError):
+    """The folder's lock is held by another live process (a sweep's other worker skips such a run)."""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -34,9 +38,9 @@ class RunLock:
     """``with RunLock(folder):`` holds the folder's lock; refused in one line while another live
     process holds it."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_FILENAME) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILENAME
+        self.path = self.folder / name
         self.held = False
 
     def owner(self) -> dict | None:
@@ -46,6 +50,10 @@ class RunLock:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+    def taken(self) -> bool:
+        """Whether another live process holds the lock now (a stale one is not taken: it would be taken over)."""
+        return not self.held and self.path.exists() and not self._stale()
 
     def _stale(self) -> bool:
         owner = self.owner()
@@ -85,7 +93,7 @@ class RunLock:
                     continue
                 owner = self.owner() or {}
                 who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-                raise DTIError(
+                raise Locked(
                     f"another dti run ({who}) is writing to {self.folder}; wait for it to finish or choose another "
                     f"--output (if no run is active, delete {self.path})"
                 ) from None
@@ -100,6 +108,18 @@ class RunLock:
             self.held = True
             return
         raise DTIError(f"could not take the lock {self.path}; another run keeps replacing it")
+
+    def wait(self, seconds: float = 60.0) -> None:
+        """Take the lock, waiting while another live process holds it (a lock held for moments: a sweep's index)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.acquire()
+                return
+            except Locked:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def release(self) -> None:
         if self.held:

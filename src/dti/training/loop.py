@@ -24,7 +24,7 @@ from dti import methods
 from dti.concepts.concept import MAX_ROW_NORM, Concept, EncoderVectors
 from dti.core import sphere
 from dti.core.draws import SampleDraws, batch_indices
-from dti.core.errors import DTIError
+from dti.core.errors import DTIError, warn
 from dti.core.images import grid
 from dti.core.optim import guarded_step
 from dti.core.rows import TrainableRows
@@ -34,7 +34,7 @@ from dti.models import Adapter, CropInfo, EncoderSlot, model_hints, model_record
 from dti.text.templates import TEMPLATE_SETS
 from dti.text.vocab import vocab_stats, vocabulary_rows
 from dti.text.words import initializer_ids
-from dti.training import checkpoints, frozen, offload, quantize
+from dti.training import checkpoints, frozen, offload, quantize, residency
 from dti.training.callbacks import Callback, default_callbacks
 from dti.training.checks import check_family_settings, webui_name
 from dti.training.config import TrainConfig
@@ -174,12 +174,20 @@ class Trainer:
 
             encoders = [slot.text_encoder for slot in slots if not frozen.served(self.adapter, slot.name)]
             self._undo_compile = compile_regions([self.adapter.denoiser, *encoders])
+        self._offload(slots)
         self.records = [self.record(0, None)]
         if c.crop_positions:  # every crop the run can draw, encoded before the first step; then the VAE can go
             with offload.vae_home(self.adapter):
                 for crop in self.data.crops():
                     self.cache.distribution(self.data, crop)
             offload.park(self.adapter)
+
+    def _offload(self, slots: Sequence[EncoderSlot]) -> None:
+        """``--offload``: the denoiser's and the learning encoders' frozen weights on the device only while they run."""
+        mode = self.config.offload
+        learning = [slot.text_encoder for slot in slots if not frozen.served(self.adapter, slot.name)]
+        if not residency.apply(self.adapter, mode, [self.adapter.denoiser, *learning]) and mode != "none" and self.ranks.main:
+            warn(f"--offload {mode} has no effect on a CPU run: the weights already live in host memory")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         trained = {name: self.rows[name] for name in self.trained}

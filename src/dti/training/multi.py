@@ -61,6 +61,7 @@ SHARED_SETTINGS = (
     "gradient_checkpointing",
     "compile",
     "quantize",
+    "offload",
     "pooling",
     "grad_accum",
 )

@@ -15,11 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dti.concepts.concept import Concept
 from dti.core.devices import resolve_device, resolve_dtype
-from dti.core.errors import DTIError, warn
+from dti.core.errors import DTIError, note, warn
 from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints
-from dti.training import checkpoints, quantize
+from dti.training import checkpoints, memory, quantize
 from dti.training.checks import check_family_settings, check_family_words, check_words
 from dti.training.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.training.data import check_photos, list_images, load_photos
@@ -79,7 +81,7 @@ def train(
             run = RunFolder.for_new_run(c.output, c.overwrite, inputs(c)) if ranks.main else RunFolder(c.output)
         photo_paths = list_images(c.photos)
         photo_images = load_photos(c.photos)
-        adapter, c = prepare(c, pipe, ranks)
+        adapter, c = prepare(c, pipe, ranks, given={k for k, v in settings.items() if v is not None})
         if ranks.main:
             for line in check_photos(photo_images, c.resolution):
                 warn(line)
@@ -218,20 +220,30 @@ def remove_if_empty(folder: Path) -> None:
         pass
 
 
-def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, TrainConfig]:
-    """Load (or adopt) the pipeline after every cheap check, and resolve the family's defaults."""
+def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks, given: set[str] | None = None) -> tuple[Adapter, TrainConfig]:
+    """Load (or adopt) the pipeline after every cheap check, and resolve the family's defaults. ``given``: settings
+    the caller gave even at their default value (the others given are those that differ from it), kept by ``vram``."""
     device = ranks.device if ranks.device is not None and c.device == "auto" else resolve_device(c.device)
     hints = model_hints(c.model)
     words = hints.get("class_words", [])
+    if c.vram is not None:
+        c = _vram(c, pipe, device, ranks, given or set())
     if c.quantize != "none":
-        quantize.load()  # torchao imported quietly, before diffusers or transformers import it loudly
+        quantize.load(c.quantize)  # the backend imported quietly, before diffusers or transformers import it loudly
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
         check_family_settings(cls, list(tokenizers), c)
         check_words(tokenizers, c.token, c.init, words)
-        adapter = load_adapter(c.model, resolve_dtype(c.precision, device), device, quiet=not c.progress)
-        quantize.apply(adapter, c.quantize, keep=False)  # dti's own pipeline: the full-precision weights are dropped
+        dtype = resolve_dtype(c.precision, device)
+        if c.quantize == "none":
+            adapter = load_adapter(c.model, dtype, device, quiet=not c.progress)
+        else:  # quantized in host memory, then moved: the device never holds the full-precision weights, which are dropped
+            adapter = load_adapter(c.model, dtype, "cpu", quiet=not c.progress)
+            quantize.apply(adapter, c.quantize, keep=False)
+            if torch.device(device).type != "cpu":
+                adapter.pipe.to(device)
+                adapter = adapter_for(adapter.pipe)
     else:
         adapter = adapter_for(pipe)
     check_family_words(type(adapter), c.token)
@@ -243,6 +255,19 @@ def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks) -> tuple[Adapter, Tr
             f"{{resolution}} {c.resolution} must be a multiple of {adapter.resolution_multiple} for this model", settings=["resolution"]
         )
     return adapter, c
+
+
+def _vram(c: TrainConfig, pipe: Any | None, device: Any, ranks: Ranks, given: set[str]) -> TrainConfig:
+    """``vram``: the cheapest memory savers that fit the card by the estimate (:mod:`dti.training.memory`), the
+    settings the caller gave kept; one note says what it chose, and a card nothing fits is a refusal."""
+    defaults = TrainConfig()
+    given = given | {f.name for f in dataclasses.fields(c) if getattr(c, f.name) != getattr(defaults, f.name)}
+    cls = type(adapter_for(pipe)) if pipe is not None else load_tokenizers(c.model)[0]
+    size = torch.empty((), dtype=resolve_dtype(c.precision, device)).element_size()
+    c, choice = memory.preset(c, given, cls, pipe, size)
+    if ranks.main:
+        note(choice.line())
+    return c
 
 
 def _run(trainer: Trainer, saved: dict[str, Any] | None) -> Concept:

@@ -11,12 +11,13 @@ first run starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from dti.training.manifest import Manifest, Subject, load_manifest
 from dti.training.run_folder import CHECKPOINTS_DIR, CONFIG_FILENAME, STAGING_DIR
 
 SWEEP_FILENAME = "sweep.json"
+INDEX_LOCK = ".sweep-index.lock"  # held while one worker rewrites sweep.json
 FORMAT = "dti-sweep"
 VERSION = 1
 STATUSES = ("done", "failed", "pending")
@@ -298,7 +300,10 @@ def run_state(run: Path) -> str:
 
 def _model_name(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
-        return str(Path(model).resolve()) if Path(model).exists() else str(model)
+        from dti.models import model_path
+
+        path = Path(model_path(model))  # dti-mini: the packaged folder, as a run records the model it trained on
+        return str(path.resolve()) if path.exists() else str(model)
     name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     return _model_name(name) if isinstance(name, str) else type(model).__name__
 
@@ -356,8 +361,8 @@ def sweep(
     lines either. A SIGTERM / Ctrl-C stops after the current step (the run saves its checkpoint)
     and raises :class:`~dti.training.stopping.RunStopped`; rerunning the sweep continues it.
     """
+    from dti.training import distributed
     from dti.training.data import list_images
-    from dti.training.lock import RunLock
 
     found = resolve_manifest(manifest, data_root)
     name = _model_name(model)
@@ -375,24 +380,23 @@ def sweep(
     for subject in found.subjects:
         list_images(subject.photos)  # an empty photo folder is refused now, not hours in
     created = not out.exists()
-    lock = RunLock(out)
+    workers = distributed.launched()  # accelerate launch: each process a worker taking its own runs, on its own device
+    if workers and device == "auto":
+        device = distributed.local_device()
+    index = _Index(out, found.path, name, parse_methods(methods), own)
     try:
-        lock.acquire()
-    except DTIError as exc:
-        raise DTIError(str(exc).replace("--output", "--out")) from None
-    try:
-        index = _Index(out, found.path, name, parse_methods(methods), own)
-        entries = index.check(entries)
-        todo = [e for e in entries if e.derived_from is None and not e.done]
-        pipe = _load(model, device, precision, entries, quiet) if todo else None
-        index.write(entries)  # only now: a sweep refused above leaves nothing behind
-        sweeper = _Sweeper(index, entries, pipe, progress and not quiet, quiet)
-        sweeper.batched = batched
-        sweeper.settings = {**own, "precision": precision}
-        sweeper.manifest = found
-        return sweeper.run()
+        with distributed.independent() if workers else contextlib.nullcontext():
+            with index.locked():
+                entries = index.check(entries)
+            todo = [e for e in entries if e.derived_from is None and not e.done]
+            pipe = _load(model, device, precision, entries, quiet) if todo else None
+            index.write(entries)  # only now: a sweep refused above leaves nothing behind
+            sweeper = _Sweeper(index, entries, pipe, progress and not quiet, quiet)
+            sweeper.batched = batched
+            sweeper.settings = {**own, "precision": precision}
+            sweeper.manifest = found
+            return sweeper.run()
     finally:
-        lock.release()
         if created:
             try:
                 out.rmdir()  # a sweep refused before its first run leaves no empty folder
@@ -427,12 +431,60 @@ def _load(model: Any, device: str, precision: str, entries: list[RunEntry], quie
 
 
 class _Index:
-    """``OUT/sweep.json``, rewritten atomically whenever a run's status changes."""
+    """``OUT/sweep.json``, rewritten atomically whenever a run's status changes.
+
+    Several workers may share a sweep (``accelerate launch -m dti sweep``, or the same `dti sweep` started
+    twice): each rewrite holds ``OUT/.sweep-index.lock`` for the moment it takes, reads the index as it
+    is, and keeps what the other workers recorded about the runs this worker has not itself trained
+    (the run folders having the last word on which are done), so no worker's record is lost."""
 
     def __init__(self, out: Path, manifest: Path, model: str, methods: list[str], settings: dict[str, Any]) -> None:
         self.out, self.manifest, self.model, self.methods, self.settings = out, Path(manifest).resolve(), model, methods, settings
         self.path = out / SWEEP_FILENAME
         self.kept: list[RunEntry] = []  # runs an earlier sweep into OUT indexed that this one does not plan
+        self.mine: set[tuple[str, str]] = set()  # runs this worker trained, failed or derived: its record wins
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The index to this worker alone for the body (others wait: it is held for moments)."""
+        from dti.training.lock import Locked, RunLock
+
+        lock = RunLock(self.out, INDEX_LOCK)
+        try:
+            lock.wait()
+        except Locked as exc:
+            raise DTIError(str(exc).replace("--output", "--out")) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _on_disk(self) -> dict[tuple[str, str], RunEntry]:
+        if not self.path.is_file():
+            return {}
+        try:
+            index = read_sweep(self.out)
+        except DTIError:  # damaged: the run folders say what is done
+            return {}
+        self.methods = list(dict.fromkeys([*self.methods, *index.methods]))  # another worker's columns
+        return {(r.subject, r.method): r for r in index.runs}
+
+    def merged(self, entries: list[RunEntry]) -> list[RunEntry]:
+        """``entries`` with the other workers' records of the runs this one has not trained, and every run
+        whose folder holds its concept done."""
+        disk = self._on_disk()
+        out = []
+        for e in entries:
+            key = (e.subject, e.method)
+            other = disk.get(key)
+            if key not in self.mine and other is not None and other.status != "pending":
+                e = other
+            if e.derived_from is None and e.status != "done" and run_state(e.run) == "done":
+                e = dataclasses.replace(e, status="done", error=None)
+            out.append(e)
+        known = {(e.subject, e.method) for e in [*out, *self.kept]}
+        self.kept += [r for k, r in disk.items() if k not in known]  # another worker's plan (other methods)
+        return out
 
     def check(self, entries: list[RunEntry]) -> list[RunEntry]:
         """The planned runs with what their folders already hold (checked to be these very runs).
@@ -464,10 +516,16 @@ class _Index:
         done = {(e.subject, e.method) for e in [*out, *self.kept] if e.done and e.derived_from is None}
         return [_derived_status(e, done) for e in out]
 
-    def write(self, entries: list[RunEntry]) -> None:
+    def write(self, entries: list[RunEntry]) -> list[RunEntry]:
+        """Rewrite the index (merged with the other workers'); returns ``entries`` as merged."""
+        with self.locked():
+            return self._write(self.merged(entries))
+
+    def _write(self, entries: list[RunEntry]) -> list[RunEntry]:
         from dti.core.files import write_json
 
         done = {(e.subject, e.method) for e in [*entries, *self.kept] if e.done and e.derived_from is None}
+        entries = [_derived_status(e, done) for e in entries]
         self.kept = [_derived_status(e, done) for e in self.kept]  # a kept ti-rescaled follows the ti run trained now
         write_json(
             self.path,
@@ -481,6 +539,7 @@ class _Index:
                 "runs": [e.to_json(self.out) for e in [*entries, *self.kept]],
             },
         )
+        return entries
 
 
 def _refreshed(entry: RunEntry) -> RunEntry:
@@ -515,33 +574,51 @@ class _Sweeper:
             print(f"[{i + 1}/{len(self.entries)}] {entry.method} {entry.subject}: {text}", flush=True)
 
     def run(self) -> list[RunEntry]:
+        from dti.training.lock import Locked, RunLock
         from dti.training.stopping import RunStopped
 
         try:
             batched = self.train_batches() if self.batched is not None else set()
             for i, entry in enumerate(self.entries):
+                key = (entry.subject, entry.method)
                 if entry.derived_from is not None:
                     self.entries[i] = self.derive(i, entry)
                 elif i in batched:
                     continue
                 elif entry.done:
                     self.say(i, entry, f"done already, skipped ({entry.run})")
+                elif run_state(entry.run) == "done":  # another worker trained it meanwhile
+                    self.say(i, entry, f"done by another worker, skipped ({entry.run})")
+                    self.entries[i] = dataclasses.replace(entry, status="done", error=None)
+                elif RunLock(entry.run).taken():
+                    self.say(i, entry, f"another worker is training it, skipped ({entry.run})")
                 else:
                     try:
                         self.entries[i] = self.train(i, entry)
+                        self.index.mine.add(key)
+                    except Locked:  # another worker holds its folder: that run is theirs
+                        self.say(i, entry, f"another worker is training it, skipped ({entry.run})")
                     except RunStopped as stopped:
                         if stopped.exit_code in (130, 143):  # the user stopped the sweep: stop it, resumably
                             message = f"{stopped}; or rerun the same `dti sweep` to continue the whole sweep"
                             raise RunStopped(message, stopped.exit_code) from None
                         self.entries[i] = self.fail(i, entry, str(stopped))
+                        self.index.mine.add(key)
                     except DTIError as exc:
-                        self.entries[i] = self.fail(i, entry, str(exc))
-                self.index.write(self.entries)
+                        if run_state(entry.run) == "done":  # finished by another worker between the check and the lock
+                            self.say(i, entry, f"done by another worker, skipped ({entry.run})")
+                            self.entries[i] = dataclasses.replace(entry, status="done", error=None)
+                        else:
+                            self.entries[i] = self.fail(i, entry, str(exc))
+                            self.index.mine.add(key)
+                self.entries = self.index.write(self.entries)
         finally:
-            self.index.write(self.entries)
+            self.entries = self.index.write(self.entries)
         return list(self.entries)
 
     def train(self, i: int, entry: RunEntry) -> RunEntry:
+        """Train (or continue) one run; its folder's lock is the claim (:class:`~dti.training.lock.Locked` when another
+        live worker holds it; a dead worker's is taken over)."""
         from dti.training import session as trainer
 
         state = run_state(entry.run)
@@ -619,6 +696,8 @@ class _Sweeper:
 
     def derive(self, i: int, entry: RunEntry) -> RunEntry:
         source = next(e for e in self.entries if e.subject == entry.subject and e.method == entry.derived_from)
+        if source.status == "pending":  # another worker is training it: done when that run is (the index follows)
+            return entry
         if source.done:
             self.say(i, entry, f"{entry.derived_from}'s concept, rescaled to the vocabulary's {entry.rescale} norm when loaded")
             return dataclasses.replace(entry, status="done", seconds=0.0, error=None)
