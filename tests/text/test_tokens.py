@@ -225,3 +225,17 @@ def test_byte_level_placeholders_take_the_space_before_them_but_not_a_newline():
     assert joined == "user\n<w><w>_1 and a<v>, a <w><w>_1"
     assert expand_prompt("user\n<w><w>_1 and a<v>", words, join_space=True) == "user\n<w><w>_1 and a<v>"
     assert expand_prompt("a <v>", words) == "a <v>"  # other tokenizers keep the space
+
+
+def test_a_t5_encoder_comes_back_with_its_own_modules():
+    """T5 keeps one table twice (``shared`` and ``encoder.embed_tokens``, two modules over one weight):
+    after the last word is detached every attribute holds the module it held before, not the table's one."""
+    from dti.testing.t5 import t5_encoder, t5_tokenizer
+
+    tokenizer = t5_tokenizer()
+    encoder = t5_encoder(16, len(tokenizer))
+    before = {name: id(module) for name, module in encoder.named_modules(remove_duplicate=False)}
+    rows = TrainableRows(torch.randn(1, 16), "sphere", 1.0)
+    attach(tokenizer, encoder, "<w>", rows, pooling="none", sentencepiece=True).detach()
+    after = {name: id(module) for name, module in encoder.named_modules(remove_duplicate=False)}
+    assert after == before

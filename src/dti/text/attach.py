@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -278,6 +278,19 @@ class _EncoderState:
     undo_pooling: Callable[[], None]
     sentencepiece: bool
     byte_level: bool = False
+    #: every (parent, attribute, module) that held an embedding over the table's weight (T5's ``encoder.embed_tokens``
+    #: beside ``shared``): ``set_input_embeddings`` of the table alone would leave them one object
+    holders: list[tuple[nn.Module, str, nn.Module]] = field(default_factory=list)
+
+
+def _embedding_holders(text_encoder: nn.Module, base: nn.Embedding) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Where ``text_encoder`` keeps an embedding over ``base``'s weight, each as (parent, attribute, module)."""
+    out = []
+    for parent in text_encoder.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Embedding) and child.weight is base.weight:
+                out.append((parent, name, child))
+    return out
 
 
 def _rebuild_tokens(tokenizer: Any, ext: ExtendedEmbedding, state: _EncoderState) -> None:
@@ -351,6 +364,7 @@ def attach(
         base = text_encoder.get_input_embeddings()
         assert isinstance(base, nn.Embedding), f"unexpected input embedding {type(base).__name__}"
         state = _EncoderState(tokenizer._tokenizer.to_str(), type(tokenizer), lambda: None, sentencepiece, byte_level)
+        state.holders = _embedding_holders(text_encoder, base)
     else:
         state = ext.__dict__["_dti_state"]
     try:
@@ -391,6 +405,8 @@ def detach(tokenizer: Any, text_encoder: nn.Module, token: str) -> None:
     from tokenizers import Tokenizer
 
     text_encoder.set_input_embeddings(ext.base)
+    for parent, name, module in state.holders:
+        setattr(parent, name, module)
     tokenizer._tokenizer = Tokenizer.from_str(state.tokenizer_state)
     tokenizer.__class__ = state.tokenizer_class
     tokenizer.__dict__.pop("_dti_words", None)
