@@ -23,6 +23,9 @@ def build(ctx: Context) -> Any:
     """The Blocks app of ``ctx``'s workspace."""
     offline_environment(ctx.workspace)
     import gradio as gr
+    import transformers  # noqa: F401  imported here, once: its lazy imports race when two events first need it at once
+    from diffusers import DiffusionPipeline  # noqa: F401
+    from transformers import AutoTokenizer  # noqa: F401
 
     from dti.ui.pages import evaluate, new_word, play, queue_page, words
 

@@ -54,7 +54,9 @@ class Context:
         from dti.use.pipelines import load_pipeline
 
         if model not in self.pipelines:
-            self.pipelines[model] = load_pipeline(self.workspace.root / model if "/" in model and (self.workspace.root / model).is_dir() else model)[0]
+            self.pipelines[model] = load_pipeline(
+                self.workspace.root / model if "/" in model and (self.workspace.root / model).is_dir() else model
+            )[0]
         return self.pipelines[model]
 
     def run_model(self, run: str) -> str:

@@ -66,13 +66,13 @@ def build(ctx: Context) -> None:
         lines = [say(f"{len(paths)} photo(s)")] + [say(n, "note") for n in notes] if paths else []
         return [str(p) for p in paths], [str(p) for p in paths], "\n\n".join(lines)
 
-
     for source in (upload.change, folder.submit, folder.blur, numbers["resolution"].change):
         source(gather, [upload, folder, numbers["resolution"]], [photos, thumbs, photo_notes])
 
     @guarded(len(names) + 1, message_at=len(names))
     def defaults(model_name: str, method_name: str) -> tuple[Any, ...]:
-        values = command.family_defaults(forms.model_argument(ws, model_name), method_name)
+        with ctx.lock:  # transformers' lazy imports are not thread-safe, nor is a tokenizer loading twice at once
+            values = command.family_defaults(forms.model_argument(ws, model_name), method_name)
         return (*[values[n] for n in names], "")
 
     for source in (model.change, method.change):
@@ -82,7 +82,8 @@ def build(ctx: Context) -> None:
         if not tok.strip() or not ini.strip():
             return ""
         try:
-            forms.check_word(forms.model_argument(ws, model_name), tok, ini)
+            with ctx.lock:
+                forms.check_word(forms.model_argument(ws, model_name), tok, ini)
         except DTIError as exc:
             return refusal(exc)
         return say(f"{tok} is a new word and '{ini}' a word the model knows")
@@ -97,7 +98,13 @@ def build(ctx: Context) -> None:
         name = ws.free_name(tok or "word", {Path(j.output).name for j in ctx.queue.jobs()})
         try:
             argv = command.train_argv(
-                f"photos/{name}", tok or "<token>", ini or "<init>", model_name or "<model>", f"runs/{name}", method_name, settings_of(values)
+                f"photos/{name}",
+                tok or "<token>",
+                ini or "<init>",
+                model_name or "<model>",
+                f"runs/{name}",
+                method_name,
+                settings_of(values),
             )
         except DTIError as exc:
             return str(exc)
@@ -110,7 +117,8 @@ def build(ctx: Context) -> None:
     def go(paths: list[str], *values: Any) -> tuple[str, str]:
         model_name, tok, ini, method_name, *rest = values
         try:
-            job = forms.queue_word(ws, ctx.queue, [Path(p) for p in paths], model_name, tok, ini, method_name, settings_of(tuple(rest)))
+            with ctx.lock:
+                job = forms.queue_word(ws, ctx.queue, [Path(p) for p in paths], model_name, tok, ini, method_name, settings_of(tuple(rest)))
         except Exception as exc:
             return refusal(exc), gr.skip()
         ctx.ensure_worker()

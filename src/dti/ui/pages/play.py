@@ -11,6 +11,15 @@ from dti.ui.context import Context
 from dti.ui.pages.common import guarded, say
 
 BLENDS = 7  # weights 0, 1/6, ..., 1
+SHOWN = 192  # a frame is shown at least this large (dti-mini draws 32 px)
+
+
+def shown(image: Any) -> Any:
+    """A small image scaled up for the page, pixels kept sharp."""
+    from PIL import Image
+
+    scale = max(1, SHOWN // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
 
 
 def build(ctx: Context) -> Any:
@@ -18,7 +27,7 @@ def build(ctx: Context) -> Any:
     runs = ws.runs(finished=True)
     gr.Markdown("### Generate with a word")
     with gr.Row():
-        word = gr.Dropdown(runs, label="word", elem_id="play-word")
+        word = gr.Dropdown(runs, value=None, label="word", elem_id="play-word")
         prompt = gr.Textbox("a {}", label="prompt ({} is the word)", elem_id="play-prompt")
         seed = gr.Number(0, label="seed", precision=0, elem_id="play-seed")
         steps = gr.Number(20, label="sampler steps", precision=0, elem_id="play-steps")
@@ -26,9 +35,10 @@ def build(ctx: Context) -> Any:
     images = gr.Gallery(label="images", columns=4, height=180, elem_id="play-images")
     gr.Markdown("### Blend two words (slerp: the direction turns from A to B at the fixed norm)")
     with gr.Row():
-        a = gr.Dropdown(runs, label="word A", elem_id="blend-a")
-        b = gr.Dropdown(runs, label="word B", elem_id="blend-b")
+        a = gr.Dropdown(runs, value=None, label="word A", elem_id="blend-a")
+        b = gr.Dropdown(runs, value=None, label="word B", elem_id="blend-b")
         blend_prompt = gr.Textbox("a {}", label="prompt", elem_id="blend-prompt")
+        blend_steps = gr.Number(20, label="sampler steps", precision=0, elem_id="blend-steps")
     make = gr.Button("Make the blend strip", elem_id="blend-make")
     message = gr.Markdown(elem_id="play-message")
     frames = gr.State([])
@@ -48,12 +58,12 @@ def build(ctx: Context) -> Any:
         with ctx.lock:
             pipe = ctx.pipeline(ctx.run_model(run))
             shots = generate_images(pipe, text.replace("{}", concept.token), [concept], n=2, seed=int(s or 0), sample_steps=int(n or 20))
-        return say(f"{len(shots)} images of {concept.token}"), shots
+        return say(f"{len(shots)} images of {concept.token}"), [shown(s) for s in shots]
 
     generate.click(make_images, [word, prompt, seed, steps], [message, images])
 
     @guarded(4)
-    def make_strip(run_a: str | None, run_b: str | None, text: str) -> tuple[Any, ...]:
+    def make_strip(run_a: str | None, run_b: str | None, text: str, n: float) -> tuple[Any, ...]:
         from dti.concepts.blend import blend
         from dti.concepts.formats import read
         from dti.core.files import save_image
@@ -66,13 +76,13 @@ def build(ctx: Context) -> Any:
         mix = blend(first, second, weights, "slerp")
         with ctx.lock:
             pipe = ctx.pipeline(ctx.run_model(run_a))
-            columns = interpolation_images(pipe, mix, text, [0], 20, 5.0)
+            columns = interpolation_images(pipe, mix, text, [0], int(n or 20), 5.0)
         name = f"{run_a.split('/')[-1]}--{run_b.split('/')[-1]}"
         path = save_image(interpolation_grid(columns, weights, [0]), ws.inside(f"blends/{name}.png"))
-        shots = [column[0] for column in columns]
+        shots = [shown(column[0]) for column in columns]
         return say(f"slerp from {first.token} to {second.token}: {BLENDS} weights"), shots, shots[0], str(path)
 
-    make.click(make_strip, [a, b, blend_prompt], [message, frames, frame, strip]).then(lambda: 0, None, slider)
+    make.click(make_strip, [a, b, blend_prompt, blend_steps], [message, frames, frame, strip]).then(lambda: 0, None, slider)
 
     def show(weight: float, shots: list) -> Any:
         if not shots:

@@ -32,10 +32,14 @@ def build(ctx: Context) -> gr.Timer:
     ws, queue = ctx.workspace, ctx.queue
     worker_line = gr.Markdown(elem_id="worker")
     table = gr.Dataframe(
-        headers=["#", "word", "state", "progress", "message"], interactive=False, elem_id="jobs", wrap=True, column_widths=["5%", "15%", "10%", "25%", "45%"]
+        headers=["#", "word", "state", "progress", "message"],
+        interactive=False,
+        elem_id="jobs",
+        wrap=True,
+        column_widths=["5%", "15%", "10%", "25%", "45%"],
     )
     with gr.Row():
-        pick = gr.Dropdown([], label="job", elem_id="job-pick", scale=3)
+        pick = gr.Dropdown([], value=None, label="job", elem_id="job-pick", scale=3)
         stop = gr.Button("Stop", elem_id="job-stop", scale=1)
         resume = gr.Button("Resume", elem_id="job-resume", scale=1)
         up = gr.Button("Move up", elem_id="job-up", scale=1)

@@ -15,14 +15,21 @@ from dti.ui.pages.common import guarded, say
 def build(ctx: Context) -> Any:
     ws = ctx.workspace
     with gr.Row():
-        pick = gr.Dropdown(ws.runs(finished=True), label="word (a finished run)", elem_id="word-pick", scale=3)
+        pick = gr.Dropdown(ws.runs(finished=True), value=None, label="word (a finished run)", elem_id="word-pick", scale=3)
         reload = gr.Button("Refresh the list", elem_id="word-refresh", scale=1)
     message = gr.Markdown(elem_id="word-message")
     with gr.Row():
         samples = gr.Image(label="samples", type="filepath", interactive=False, elem_id="word-samples")
         norms = gr.Image(label="norm over training", type="filepath", interactive=False, elem_id="word-norms")
-    report = gr.Textbox(label="dti inspect (with the run's model: nearest vocabulary words)", lines=12, interactive=False, elem_id="word-inspect")
-    files = gr.File(label="files for each tool (dti, diffusers, A1111 / ComfyUI / kohya)", file_count="multiple", interactive=False, elem_id="word-files")
+    report = gr.Textbox(
+        label="dti inspect (with the run's model: nearest vocabulary words)", lines=12, interactive=False, elem_id="word-inspect"
+    )
+    files = gr.File(
+        label="files for each tool (dti, diffusers, A1111 / ComfyUI / kohya)",
+        file_count="multiple",
+        interactive=False,
+        elem_id="word-files",
+    )
     with gr.Row():
         to = gr.Dropdown(list(formats.FORMATS), value="comfyui", label="convert to", elem_id="convert-to")
         convert = gr.Button("Convert", elem_id="convert")
