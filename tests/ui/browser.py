@@ -33,15 +33,16 @@ def chromium() -> str | None:
 
 
 @contextlib.contextmanager
-def served(root: Path) -> Iterator[tuple[str, Any]]:
-    """The app on a free local port over workspace ``root``, its worker running; (url, context)."""
+def served(root: Path, worker: bool = True) -> Iterator[tuple[str, Any]]:
+    """The app on a free local port over workspace ``root``, its worker running (``worker``); (url, context)."""
+    from tests.ui.conftest import free_port
+
     from dti.ui.app import serve
     from dti.ui.workspace import Workspace
-    from tests.ui.conftest import free_port
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     port = free_port()
-    demo, ctx = serve(Workspace(root).create(), "127.0.0.1", port, None, block=False)
+    demo, ctx = serve(Workspace(root).create(), "127.0.0.1", port, None, start_worker=worker, block=False)
     try:
         yield f"http://127.0.0.1:{port}/", ctx
     finally:

@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-
 from tests.ui import browser
 from tests.ui.conftest import mini_photos
 
@@ -64,7 +63,10 @@ def test_a_word_from_photos_to_report(tmp_path):
         browser.wait_text(page, "word-inspect", "nearest by cosine")
         assert "<ruby>" in browser.text(page, "word-inspect")
         page.wait_for_selector("#word-samples img")
-        browser.wait_text(page, "word-files", "concept.safetensors")
+        link = page.locator('#word-files td[aria-label="concept.safetensors"] ~ td a')
+        link.wait_for()
+        download = page.request.get(link.get_attribute("href"))  # the file for download is the run's own
+        assert download.ok and download.body() == (root / "runs" / "ruby" / "concept.safetensors").read_bytes()
 
         # Play: the blend strip, and the slider moves along it
         browser.tab(page, "Play")

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         VERB,
         help=HELP,
-        description="Serve the dti app on 127.0.0.1 (offline; needs pip install \"dti[ui]\"). Everything it makes lives in the "
+        description='Serve the dti app on 127.0.0.1 (offline; needs pip install "dti[ui]"). Everything it makes lives in the '
         "workspace folder: photos/, runs/, models/ (local diffusers folders), evaluations/, and .ui/queue.json (the queue; "
         "closing the app loses nothing, and the next start continues it).",
     )

@@ -35,7 +35,7 @@ class Context:
         import os
 
         command = [sys.executable, "-m", "dti.ui.worker", str(self.workspace.root), "--parent", str(os.getpid())]
-        log = open(self.workspace.state / "worker.log", "a")  # noqa: SIM115 (the worker's lifetime)
+        log = open(self.workspace.state / "worker.log", "a")
         self.worker = subprocess.Popen(command, stdout=log, stderr=log)
         return f"worker started (pid {self.worker.pid})"
 

@@ -25,7 +25,8 @@ def check_host(host: str, auth: str | None) -> tuple[str, str] | None:
         return credentials
     if credentials is None:
         raise DTIError(
-            f"--host {host} would let other machines reach the workspace; add --auth user:password, or leave --host out to stay on 127.0.0.1"
+            f"--host {host} would let other machines reach the workspace; add --auth user:password, "
+            "or leave --host out to stay on 127.0.0.1"
         )
     return credentials
 
