@@ -43,7 +43,7 @@ def test_a_failing_job_ends_failed_with_dtis_line(workspace):
 
 def test_a_dead_job_is_resumed_by_the_next_worker(workspace):
     mini_photos(workspace.root / "photos" / "ruby")
-    settings = {"steps": 30, "checkpoint_every": 2, "validation_every": 0, "sample_steps": 2}
+    settings = {"steps": 12, "batch_size": 1, "checkpoint_every": 2, "validation_every": 0, "sample_steps": 1}
     argv = train_argv("photos/ruby", "<ruby>", "star", "dti-mini", "runs/ruby", "dti", settings)
     queue = Queue(workspace.queue_file)
     job = queue.add("<ruby>", argv, "runs/ruby")
@@ -63,5 +63,26 @@ def test_a_dead_job_is_resumed_by_the_next_worker(workspace):
     log = workspace.log(job.id).read_text()
     assert "$ dti train --resume runs/ruby" in log and "resumed at step" in log, log[-400:]
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(31))
+    assert [r["step"] for r in records] == list(range(13))
     assert (run / "concept.safetensors").is_file()
+
+
+def test_closing_the_ui_puts_the_running_job_back_and_the_next_worker_finishes_it(workspace):
+    mini_photos(workspace.root / "photos" / "mint", "mint")
+    settings = {"steps": 12, "batch_size": 1, "checkpoint_every": 2, "validation_every": 0, "sample_steps": 1}
+    queue = Queue(workspace.queue_file)
+    job = queue.add("<mint>", train_argv("photos/mint", "<mint>", "circle", "dti-mini", "runs/mint", "dti", settings), "runs/mint")
+    worker = subprocess.Popen([sys.executable, "-m", "dti.ui.worker", str(workspace.root), "--poll", "0.1"])
+    run = workspace.root / "runs" / "mint"
+    deadline = time.time() + 120
+    while not list((run / "checkpoints").glob("step-*.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    worker.terminate()  # what closing the UI does to its worker
+    assert worker.wait(60) == 0
+    left = queue.get(job.id)
+    assert left.state == "queued" and "continues from its last checkpoint" in left.message, left
+    assert "SIGTERM" in workspace.log(job.id).read_text()  # dti was asked to stop, and saved a checkpoint
+    assert Worker(workspace, poll=0.1).run(once=True) == 0
+    assert queue.get(job.id).state == "done"
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(13))
