@@ -59,6 +59,8 @@ def browser_page(url: str) -> Iterator[Any]:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
+            page.requested = []  # every address the page asks for: all must be the app's own
+            page.on("request", lambda request: page.requested.append(request.url))
             page.goto(url)
             page.wait_for_selector("#start")
             yield page

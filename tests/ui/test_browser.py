@@ -95,4 +95,7 @@ def test_a_word_from_photos_to_report(tmp_path):
         browser.wait_text(page, "eval-message", "report written", timeout=120_000)
         frame = page.frame_locator("#eval-frame")
         frame.locator("body").wait_for()
-        assert "dti evaluate" in frame.locator("body").inner_text() or "mini" in frame.locator("body").inner_text()
+        assert "dti evaluate: 1 run(s) on dti-mini" in frame.locator("body").inner_text()
+        # offline: the page, its scripts, fonts and images all came from the app itself
+        elsewhere = [u for u in page.requested if not u.startswith((url, "data:", "blob:"))]
+        assert page.requested and not elsewhere, elsewhere[:5]

@@ -29,11 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dti.ui.safety import check_host, check_port
+    from dti.ui.safety import check_free, check_host, check_port
     from dti.ui.workspace import Workspace
 
     auth = check_host(args.host, args.auth)
     port = check_port(args.port)
+    check_free(args.host, port)
     if importlib.util.find_spec("gradio") is None:
         raise DTIError('dti ui needs gradio: pip install "dti[ui]"')
     workspace = Workspace(args.workspace).create()
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dti ui: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port}/ (workspace {workspace.root}; Ctrl-C to end)")
     try:
         serve(workspace, args.host, port, auth, start_worker=args.worker)
-    except OSError as exc:  # the port is taken
-        raise DTIError(f"cannot serve on {args.host}:{port}: {exc.strerror or exc}; choose another --port") from None
+    except OSError as exc:  # the port was taken meanwhile (gradio's own message is long)
+        reason = exc.strerror or str(exc).split(". ")[0]
+        raise DTIError(f"cannot serve on {args.host}:{port}: {reason}; choose another --port") from None
     return 0

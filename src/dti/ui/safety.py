@@ -53,6 +53,19 @@ def check_port(port: int) -> int:
     return port
 
 
+def check_free(host: str, port: int) -> None:
+    """Refuse a port another program serves on (or an address this machine does not have), before
+    anything loads."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DTIError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
+
+
 def check_upload(path: str | os.PathLike) -> Path:
     """An uploaded photo: an image type dti reads, at most :data:`MAX_UPLOAD_BYTES`, and decodable."""
     from PIL import Image, UnidentifiedImageError
