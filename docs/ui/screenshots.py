@@ -34,6 +34,7 @@ def main() -> int:
         with browser.served(tmp_path / "dti-workspace") as (url, _ctx), browser.browser_page(url) as page:
 
             def shot(name: str) -> None:
+                page.locator("h2").first.click()  # no field focused
                 page.wait_for_timeout(600)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
                 print(f"wrote {out / name}.png")

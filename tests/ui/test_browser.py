@@ -37,7 +37,9 @@ def test_a_word_from_photos_to_report(tmp_path):
         jobs = ctx.queue.jobs()
         assert [j.name for j in jobs] == ["<ruby>", "<mint>"]
         assert jobs[0].argv[jobs[0].argv.index("--steps") + 1] == "16"
-        assert sorted(p.name for p in (root / "photos" / "ruby").iterdir()) == [f"{i:02d}.png" for i in range(4)]
+        for name in ("ruby", "mint"):  # each word its own photos: the form starts empty after Start
+            assert sorted(p.name for p in (root / "photos" / name).iterdir()) == [f"{i:02d}.png" for i in range(4)]
+        assert (root / "photos" / "mint" / "00.png").read_bytes() == mint[0].read_bytes()
 
         # Queue: progress and a sample appear while it trains; stop it, then resume it
         browser.tab(page, "Queue")

@@ -86,3 +86,31 @@ def test_closing_the_ui_puts_the_running_job_back_and_the_next_worker_finishes_i
     assert queue.get(job.id).state == "done"
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(13))
+
+
+def test_stop_then_resume(workspace):
+    import threading
+
+    mini_photos(workspace.root / "photos" / "sky", "sky")
+    settings = {"steps": 6, "batch_size": 1, "checkpoint_every": 2, "validation_every": 0, "sample_steps": 1}
+    queue = Queue(workspace.queue_file)
+    job = queue.add("<sky>", train_argv("photos/sky", "<sky>", "square", "dti-mini", "runs/sky", "dti", settings), "runs/sky")
+
+    def stop_once_started() -> None:
+        deadline = time.time() + 60
+        while queue.get(job.id).pid is None and time.time() < deadline:
+            time.sleep(0.05)
+        queue.stop(job.id)
+
+    stopper = threading.Thread(target=stop_once_started)
+    stopper.start()
+    Worker(workspace, poll=0.1).run(once=True)
+    stopper.join()
+    stopped = queue.get(job.id)
+    assert stopped.state == "stopped" and stopped.pid is None, stopped
+    assert not (workspace.root / "runs" / "sky" / "concept.safetensors").exists()
+    assert Worker(workspace, poll=0.1).run(once=True) == 0  # a stopped job stays stopped
+    assert queue.get(job.id).state == "stopped"
+    queue.resume(job.id)
+    Worker(workspace, poll=0.1).run(once=True)
+    assert queue.get(job.id).state == "done" and (workspace.root / "runs" / "sky" / "concept.safetensors").is_file()

@@ -112,8 +112,8 @@ class Worker:
             return "removed"
         if code == 0:
             state, message = "done", last or "finished"
-        elif code in STOPPED_CODES and current.state == "stopping":
-            state, message = "stopped", last or "stopped; resume continues from its checkpoint"
+        elif current.state == "stopping":  # also a stop while the model was still loading (no checkpoint yet)
+            state, message = "stopped", last if code in STOPPED_CODES and last else "stopped; resume continues from its last checkpoint"
         elif code in STOPPED_CODES or ended:
             state, message = "queued", "interrupted; it continues from its last checkpoint"
         else:

@@ -114,15 +114,17 @@ def build(ctx: Context) -> None:
     for component in inputs:
         component.change(preview, inputs, cmd)
 
-    def go(paths: list[str], *values: Any) -> tuple[str, str]:
+    def go(paths: list[str], *values: Any) -> tuple[Any, ...]:
+        """Queue the word; the photos are cleared after, so the next word starts from none of them."""
         model_name, tok, ini, method_name, *rest = values
         try:
             with ctx.lock:
                 job = forms.queue_word(ws, ctx.queue, [Path(p) for p in paths], model_name, tok, ini, method_name, settings_of(tuple(rest)))
         except Exception as exc:
-            return refusal(exc), gr.skip()
+            return (refusal(exc), *[gr.skip()] * 6)
         ctx.ensure_worker()
-        return say(f"queued {job.name} into {job.output}; follow it on the Queue page"), command.shown(job.argv, str(ws.root))
+        done = say(f"queued {job.name} into {job.output}; follow it on the Queue page")
+        return done, command.shown(job.argv, str(ws.root)), None, "", [], [], ""
 
-    start.click(go, [photos, *inputs], [result, cmd])
+    start.click(go, [photos, *inputs], [result, cmd, upload, folder, photos, thumbs, photo_notes])
     return model, method, numbers, cmd, defaults, preview, inputs
