@@ -92,6 +92,11 @@ def chart(records: list[dict[str, Any]], vocab_mean: float | None = None) -> Any
             right.plot([r["step"] for r in records], [r["norms"][name][0] for r in records], label=name, linewidth=1.2)
         if vocab_mean is not None:
             right.axhline(vocab_mean, color="0.4", linestyle="--", linewidth=0.8, label=f"vocabulary mean {vocab_mean:.3f}")
+        norms = [v for r in records for row in r.get("norms", {}).values() for v in row]
+        if norms:  # DTI holds the norm fixed: a flat line at its value, not noise magnified by an offset axis
+            low, high = min(norms), max(norms)
+            right.set_ylim(low * 0.9, high * 1.1)
+            right.ticklabel_format(axis="y", useOffset=False)
         right.set_title("norm of the word", fontsize=9)
         right.set_xlabel("step", fontsize=8)
         right.legend(fontsize=7)

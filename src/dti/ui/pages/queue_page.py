@@ -3,6 +3,7 @@ progress, loss and norm chart and newest sample, live (a timer rereads the queue
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
@@ -75,7 +76,7 @@ def build(ctx: Context) -> gr.Timer:
         p = read_progress(ws.root / job.output)
         key = {"id": chosen, "step": p.step, "sample": str(p.sample), "state": job.state}
         same = key == shown
-        text = f"**{job.name}** ({job.state}): {p.line()}" + (f" · newest samples at step {p.sample_step}" if p.sample else "")
+        text = f"**{html.escape(job.name)}** ({job.state}): {p.line()}" + (f" · newest samples at step {p.sample_step}" if p.sample else "")
         plot_out = gr.skip() if same else chart(p.records)
         sample_out = gr.skip() if same else (str(p.sample) if p.sample else None)
         return line, rows, pick_update, choices, text, plot_out, sample_out, _tail(ws.log(job.id)), key
