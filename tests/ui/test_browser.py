@@ -73,6 +73,10 @@ def test_a_word_from_photos_to_report(tmp_path):
         download = page.request.get(link.get_attribute("href"))  # the file for download is the run's own
         assert download.ok and download.body() == (root / "runs" / "ruby" / "concept.safetensors").read_bytes()
 
+        page.locator("#convert").click()  # ComfyUI's file, made on request
+        browser.wait_text(page, "word-message", "wrote 1 file(s) for comfyui")
+        assert [p.name for p in (root / "runs" / "ruby" / "converted" / "comfyui").iterdir()] == ["ruby.safetensors"]
+
         # Play: the blend strip, and the slider moves along it
         browser.tab(page, "Play")
         browser.choose(page, "blend-a", "runs/ruby")

@@ -71,7 +71,10 @@ def build(ctx: Context) -> Any:
             return say("choose a word first", "error"), None
         folder = ws.inside(run)
         target = ws.inside(f"{run}/converted/{fmt}")
-        written = convert_concept(folder / "concept.safetensors", fmt, target, overwrite=True)
+        if target.is_dir() and any(target.iterdir()):  # converted before: the same files (nothing is replaced unasked)
+            found = sorted(p for p in target.rglob("*") if p.is_file())
+            return say(f"{len(found)} file(s) for {fmt}, converted before, in {ws.relative(target)}"), [str(p) for p in found]
+        written = convert_concept(folder / "concept.safetensors", fmt, target)
         return say(f"wrote {len(written)} file(s) for {fmt} into {ws.relative(target)}"), [str(p) for p in written]
 
     convert.click(convert_word, [pick, to], [message, converted])
