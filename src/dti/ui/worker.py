@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -93,7 +94,7 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ dti {' '.join(argv)}\n")
+            log.write(f"$ dti {shlex.join(argv)}\n")
             log.flush()
             proc = subprocess.Popen([sys.executable, "-m", "dti", *argv], cwd=self.workspace.root, stdout=log, stderr=log, env=env)
             self.queue.update(job.id, pid=proc.pid, message="resuming from its checkpoint" if "--resume" in argv else "training")

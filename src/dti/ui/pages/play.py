@@ -32,7 +32,7 @@ def build(ctx: Context) -> Any:
         seed = gr.Number(0, label="seed", precision=0, elem_id="play-seed")
         steps = gr.Number(20, label="sampler steps", precision=0, elem_id="play-steps")
     generate = gr.Button("Generate", elem_id="play-generate")
-    images = gr.Gallery(label="images", columns=4, height=180, elem_id="play-images")
+    images = gr.Gallery(label="images", columns=4, height=220, object_fit="contain", elem_id="play-images")
     gr.Markdown("### Blend two words (slerp: the direction turns from A to B at the fixed norm)")
     with gr.Row():
         a = gr.Dropdown(runs, value=None, label="word A", elem_id="blend-a")
