@@ -79,6 +79,11 @@ def test_a_word_from_photos_to_report(tmp_path):
 
         # Play: the blend strip, and the slider moves along it
         browser.tab(page, "Play")
+        browser.choose(page, "play-word", "runs/ruby")
+        browser.fill(page, "play-steps", 4)
+        page.locator("#play-generate").click()
+        browser.wait_text(page, "play-message", "2 images of <ruby>")
+        page.wait_for_selector("#play-images img")
         browser.choose(page, "blend-a", "runs/ruby")
         browser.choose(page, "blend-b", "runs/mint")
         browser.fill(page, "blend-steps", 4)

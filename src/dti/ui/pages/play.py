@@ -32,7 +32,7 @@ def build(ctx: Context) -> Any:
         seed = gr.Number(0, label="seed", precision=0, elem_id="play-seed")
         steps = gr.Number(20, label="sampler steps", precision=0, elem_id="play-steps")
     generate = gr.Button("Generate", elem_id="play-generate")
-    images = gr.Gallery(label="images", columns=4, height=220, object_fit="contain", elem_id="play-images")
+    images = gr.Image(label="images (one per seed)", type="pil", interactive=False, elem_id="play-images")
     gr.Markdown("### Blend two words (slerp: the direction turns from A to B at the fixed norm)")
     with gr.Row():
         a = gr.Dropdown(runs, value=None, label="word A", elem_id="blend-a")
@@ -50,6 +50,7 @@ def build(ctx: Context) -> Any:
     @guarded(2)
     def make_images(run: str | None, text: str, s: float, n: float) -> tuple[Any, ...]:
         from dti.concepts.formats import read
+        from dti.core.images import grid
         from dti.use.generate import generate as generate_images
 
         if not run:
@@ -58,7 +59,8 @@ def build(ctx: Context) -> Any:
         with ctx.lock:
             pipe = ctx.pipeline(ctx.run_model(run))
             shots = generate_images(pipe, text.replace("{}", concept.token), [concept], n=2, seed=int(s or 0), sample_steps=int(n or 20))
-        return say(f"{len(shots)} images of {concept.token}"), [shown(s) for s in shots]
+        sheet = grid([[shown(s) for s in shots]], col_labels=[f"seed {int(s or 0) + i}" for i in range(len(shots))])
+        return say(f"{len(shots)} images of {concept.token}"), sheet
 
     generate.click(make_images, [word, prompt, seed, steps], [message, images])
 
