@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dti"
 TOOLS = PACKAGE.parents[1] / "tools"
 #: The rooms, lowest first: a room imports only rooms before it in this list (and itself).
-ROOMS = ("core", "mini", "text", "models", "methods", "concepts", "use", "training", "evaluation", "commands")
+ROOMS = ("core", "mini", "text", "models", "methods", "concepts", "use", "training", "evaluation", "ui", "commands")
 #: Above every room and imported by none: the public API (``dti``, ``python -m dti``) and the tests' helpers.
 TOP = ("api", "testing")
 HUGGING_FACE = ("transformers", "diffusers", "accelerate", "huggingface_hub", "tokenizers", "safetensors", "peft")

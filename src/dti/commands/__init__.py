@@ -19,7 +19,7 @@ from dti.core.errors import DTIError, naming, one_line
 from dti.training.stopping import RunStopped
 
 #: The verbs, in the order ``dti --help`` lists them; each is a module of this package.
-VERBS = ("train", "generate", "interpolate", "inspect", "convert", "rescale", "demo", "sweep", "evaluate")
+VERBS = ("train", "generate", "interpolate", "inspect", "convert", "rescale", "demo", "sweep", "evaluate", "ui")
 
 
 def verbs() -> dict[str, ModuleType]:

@@ -1,0 +1,1 @@
+"""One module per page of the app; each ``build(ctx)`` adds its tab's components and events (gradio only here)."""
