@@ -206,10 +206,11 @@ def test_with_fixed_crops_the_vae_waits_off_the_device_and_comes_back(photos, ti
     settings = dict(steps=4, validation_every=2, sample_steps=2, validation_seeds=[0], resolution=64, progress=False)
     dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "run", crop_positions=2, **settings)
     decodes = ["decode"] * 2  # two validation prompts, one seed
-    assert moves == ["park", "home", *decodes, "park", "home", *decodes, "park", "home"]  # setup, step 2, the end's samples, detach
+    # setup, the samples at step 0 and step 2, the end's samples, detach
+    assert moves == ["park", *(["home", *decodes, "park"] * 3), "home"]
     moves.clear()
     dti.train(photos, "<my-tok>", "dog", pipe, tmp_path / "again", **settings)  # random crops: the VAE is needed, stays
-    assert "park" not in moves and moves.count("decode") == 4
+    assert "park" not in moves and moves.count("decode") == 6
 
 
 def test_bf16_keeps_trainable_rows_fp32(photos, tiny_sd):
@@ -264,5 +265,5 @@ def test_snapshots_and_intermediate_samples(photos, tiny_sd, tmp_path):
     run = tmp_path / "run"
     dti.train(photos, "<t>", "dog", tiny_sd, run, steps=6, snapshot_every=2, validation_every=3, **FAST)
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["concept-step-000002.safetensors", "concept-step-000004.safetensors"]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000003.png", "step-000006.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000000.png", "step-000003.png", "step-000006.png"]
     assert Concept.load(run / "snapshots" / "concept-step-000004.safetensors").meta["step"] == 4

@@ -80,7 +80,15 @@ class Snapshots(Callback):
 
 
 class SampleGrids(Callback):
-    """``samples/step-N.png`` every ``validation_every`` steps, and at the end also ``samples.png``."""
+    """With ``validation_every``: ``samples/step-0.png`` before the first step (the initializer word, what
+    training starts from: the first thing a person watching a run wants to see) and ``samples/step-N.png``
+    every ``validation_every`` steps; at the end ``samples/step-<steps>.png`` and ``samples.png``."""
+
+    def on_start(self, trainer: Trainer, resumed: bool) -> None:
+        assert trainer.run is not None
+        c = trainer.config
+        if c.validate and c.validation_every > 0 and not resumed and trainer.step_count == 0:
+            save_image(trainer.samples(), trainer.run.sample_grid(0))
 
     def on_step(self, trainer: Trainer, step: int, record: dict[str, Any], loss: float | None) -> None:
         assert trainer.run is not None

@@ -328,7 +328,9 @@ class TrainConfig:
     )
     progress: bool = setting(True, help="no progress bar", group="outputs", flag="--quiet", negated=True)
     # ------------------------------------------------------------------ samples
-    validation_every: int = setting(0, help="steps between sample grids, 0 = only at the end", group="sampling", low=0)
+    validation_every: int = setting(
+        0, help="steps between sample grids (the first at step 0, before training), 0 = only at the end", group="sampling", low=0
+    )
     validation_prompts: list[str] | None = setting(
         None,
         help="sample prompt with {} for the token (repeatable)",
