@@ -12,7 +12,9 @@ from dti.core.settings import specs
 from dti.training.config import TrainConfig
 
 #: The settings the form shows, editable, with the family's defaults filled in.
-FORM_SETTINGS = ("steps", "batch_size", "lr", "resolution", "validation_every", "checkpoint_every", "sample_steps", "seed")
+FORM_SETTINGS = ("steps", "batch_size", "lr", "resolution", "validation_every", "checkpoint_every", "sample_steps", "seed", "vram")
+#: The memory preset's choices in the form (``--vram``, GiB of the card); "none": the settings as they are.
+VRAM_CHOICES = ("none", "8", "12", "16", "24", "48")
 #: What the app sets unless the form says otherwise: samples early and often, checkpoints to stop at.
 APP_DEFAULTS = {"validation_every": 25, "checkpoint_every": 25, "sample_steps": 20}
 
@@ -35,7 +37,7 @@ def train_argv(
     for name, value in (settings or {}).items():
         if name not in FORM_SETTINGS:
             raise DTIError(f"{name} is not a setting the form sets; use one of {', '.join(FORM_SETTINGS)}")
-        if value is None or value == "":
+        if value is None or value == "" or (name == "vram" and value == "none"):
             continue
         if isinstance(value, float) and value.is_integer() and name != "lr":
             value = int(value)
@@ -67,4 +69,22 @@ def family_defaults(model: str, method: str) -> dict[str, Any]:
     methods.get(method)
     c = resolve(TrainConfig(method=method), cls.defaults, 1 << 14, model_hints(model))
     values = {name: getattr(c, name) for name in FORM_SETTINGS}
-    return {**values, "resolution": None, **APP_DEFAULTS}
+    return {**values, "resolution": None, "vram": "none", **APP_DEFAULTS}
+
+
+def memory_line(model: str, method: str, settings: Mapping[str, Any]) -> str:
+    """What ``--vram`` will choose for the form's run, said as ``dti train`` says it (flags named), before
+    anything loads: the estimate from the model's file headers (:mod:`dti.training.memory`). Empty
+    without a preset; a preset nothing fits, or a model without local files, is the refusal's line."""
+    from dti.models import load_tokenizers
+    from dti.training import memory
+
+    card = settings.get("vram")
+    if card in (None, "", "none"):
+        return ""
+    given = {n for n, v in settings.items() if v not in (None, "") and n != "vram" and n not in APP_DEFAULTS}
+    values = {n: (int(v) if isinstance(v, float) and v.is_integer() and n != "lr" else v) for n, v in settings.items() if n in given}
+    config = TrainConfig(model=model, method=method, vram=int(card), **values)
+    cls, _ = load_tokenizers(model)
+    _, choice = memory.preset(config, given, cls, None, 2)  # bf16: what --precision auto takes on a card
+    return choice.line().render(flag_of)

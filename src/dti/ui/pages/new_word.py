@@ -23,6 +23,7 @@ SETTING_LABELS = {
     "sample_steps": "sampler steps of the samples",
     "seed": "seed",
 }
+VRAM_LABEL = "memory preset: the card's GiB (dti picks the savers that fit)"
 
 
 def build(ctx: Context) -> None:
@@ -52,6 +53,9 @@ def build(ctx: Context) -> None:
     with gr.Accordion("settings (the family's defaults; change any)", open=True):
         with gr.Row():
             numbers = {name: gr.Number(label=label, elem_id=f"set-{name}") for name, label in SETTING_LABELS.items()}
+        with gr.Row():
+            numbers["vram"] = gr.Dropdown(list(command.VRAM_CHOICES), value="none", label=VRAM_LABEL, elem_id="set-vram")
+            memory_note = gr.Markdown(elem_id="memory-note")
     cmd = gr.Textbox(label="the command it runs (copy it to run it yourself)", buttons=["copy"], interactive=False, elem_id="command")
     start = gr.Button("Start (put it in the queue)", variant="primary", elem_id="start")
     result = gr.Markdown(elem_id="start-result")
@@ -113,6 +117,19 @@ def build(ctx: Context) -> None:
     inputs = [model, token, init, method, *numbers.values()]
     for component in inputs:
         component.change(preview, inputs, cmd)
+
+    def memory(model_name: str, method_name: str, *values: Any) -> str:
+        settings = settings_of(values)
+        if settings.get("vram") in (None, "none"):
+            return ""
+        try:
+            with ctx.lock:
+                return say(command.memory_line(forms.model_argument(ws, model_name), method_name, settings), "note")
+        except DTIError as exc:
+            return refusal(exc)
+
+    for component in (model, method, *numbers.values()):
+        component.change(memory, [model, method, *numbers.values()], memory_note)
 
     def go(paths: list[str], *values: Any) -> tuple[Any, ...]:
         """Queue the word; the photos are cleared after, so the next word starts from none of them."""
