@@ -434,6 +434,8 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
         summary["methods"][method] = row
     pairs = [("dti", other) for other in present if other != "dti"]
     pairs += [(added, "ti") for added in present if added in ADDED]  # the added methods against TI as well
+    if "dti+lora" in present:  # issue 21: the fixed-norm word beside a LoRA against the other words beside one
+        pairs += [("dti+lora", other) for other in present if other in LORA_METHODS and other != "dti+lora"]
     for first, other in pairs:
         diff = {}
         for key in ("mini.text", "mini.image"):
