@@ -176,13 +176,17 @@ class Block:
         self.host.clear()
 
 
-class _Onload(torch.autograd.Function):
-    """Identity on a block's outputs: its backward brings the block back before the block's backward."""
+class _Marker(torch.autograd.Function):
+    """Identity on tensors that remembers its block: what the backward of a subclass acts on."""
 
     @staticmethod
     def forward(ctx: Any, block: Block, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.block = block
         return tuple(t.view_as(t) for t in tensors)
+
+
+class _Onload(_Marker):
+    """Identity on a block's outputs: its backward brings the block back before the block's backward."""
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
@@ -194,13 +198,8 @@ class _Onload(torch.autograd.Function):
         return (None, *grads)
 
 
-class _Offload(torch.autograd.Function):
+class _Offload(_Marker):
     """Identity on a block's inputs: its backward runs once the gradient has passed the block."""
-
-    @staticmethod
-    def forward(ctx: Any, block: Block, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.block = block
-        return tuple(t.view_as(t) for t in tensors)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
