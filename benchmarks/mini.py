@@ -475,6 +475,43 @@ def summarize(records: Sequence[dict], meta: dict[str, dict]) -> dict[str, Any]:
     return summary
 
 
+def row_cosines(out: Path, methods: Sequence[str], subjects: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each trained method's learned rows against full-precision DTI's, subject by subject: cosine of the
+    directions (1 = the same word). Answers whether a quantized base learns the same word, not only an
+    equally good one."""
+    import torch
+
+    from dti.concepts.concept import Concept
+
+    cosines: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        if method == "dti" or method not in TRAINED:
+            continue
+        per: dict[str, float] = {}
+        for subject in subjects:
+            ours, ref = (out / "runs" / m / subject / "concept.safetensors" for m in (method, "dti"))
+            if not (ours.exists() and ref.exists()):
+                continue
+            a, b = Concept.load(ours), Concept.load(ref)
+            da = torch.cat([a.encoders[e].directions.flatten() for e in sorted(a.encoders)]).double()
+            db = torch.cat([b.encoders[e].directions.flatten() for e in sorted(b.encoders)]).double()
+            per[subject] = float(torch.nn.functional.cosine_similarity(da, db, dim=0))
+        if per:
+            cosines[method] = {"mean": _mean(list(per.values())), "min": min(per.values()), "per_subject": per}
+    if cosines:  # the scale: how far full-precision DTI moved from its initializer
+        per = {}
+        for subject in subjects:
+            ref = Concept.load(out / "runs" / "dti" / subject / "concept.safetensors")
+            inits = [ref.encoders[e].init for e in sorted(ref.encoders)]
+            if all(i is not None for i in inits):
+                di = torch.cat([i.flatten() for i in inits]).double()
+                db = torch.cat([ref.encoders[e].directions.flatten() for e in sorted(ref.encoders)]).double()
+                per[subject] = float(torch.nn.functional.cosine_similarity(di, db, dim=0))
+        if per:
+            cosines["initializer (scale)"] = {"mean": _mean(list(per.values())), "min": min(per.values()), "per_subject": per}
+    return cosines
+
+
 def blend_summary(data: dict) -> dict[str, Any]:
     """Per path and weight: similarity to A and to B with intervals over pairs x seeds; at the middle,
     the paired DTI - TI difference of min(sim A, sim B) (a blend that is both, not one or the other)."""
@@ -591,6 +628,18 @@ def markdown(summary: dict, settings: dict, blend: dict | None, subjects: Sequen
             f"| {name} | {_fmt(d['mini.text']['images'])} | {_fmt(d['mini.text']['subjects'])} | "
             f"{_fmt(d['mini.image']['images'])} | {_fmt(d['mini.image']['subjects'])} |"
         )
+    cos = summary.get("row_cosine_to_dti") or {}
+    if cos:
+        lines += [
+            "",
+            "Learned rows' cosine to full-precision DTI's (same subject, seed and photos; directions):",
+            "",
+            "| method | mean over subjects | lowest subject | per subject |",
+            "|---|---|---|---|",
+        ]
+        for name, c in cos.items():
+            each = ", ".join(f"{s} {v:.4f}" for s, v in c["per_subject"].items())
+            lines.append(f"| {name} | {c['mean']:.4f} | {c['min']:.4f} | {each} |")
     key = "dti - ti" if "dti - ti" in summary["differences"] else next(iter(summary["differences"]), None)
     per = summary["differences"].get(key) if key else None
     if per is not None:
@@ -659,6 +708,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         sys.exit(f"error: {out} holds no finished subject; run `benchmarks/mini.py run --out {out}` first")
     subjects = sorted(meta)
     summary = summarize(records, meta)
+    summary["row_cosine_to_dti"] = row_cosines(out, list(summary["methods"]), subjects)
     blend = blend_summary(json.loads((out / "blend.json").read_text())) if (out / "blend.json").exists() else None
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

@@ -127,18 +127,20 @@ def load(mode: str = "int8") -> Callable[[torch.nn.Linear], Any]:
         if mode == "nf4":
             import bitsandbytes as bnb
 
+            cls = _exact_linear4bit(bnb)
+
             def nf4(linear: torch.nn.Linear) -> torch.nn.Module:
                 weight = linear.weight
-                new = bnb.nn.Linear4bit(
-                    linear.in_features, linear.out_features, bias=False, compute_dtype=weight.dtype, quant_type="nf4", device="meta"
-                )
+                new = cls(linear.in_features, linear.out_features, bias=False, compute_dtype=weight.dtype, quant_type="nf4", device="meta")
                 new.weight = bnb.nn.Params4bit(weight.detach().clone(), requires_grad=False, quant_type="nf4")
                 new.bias = linear.bias  # the same parameter: biases stay in full precision
                 # bitsandbytes' CPU shortcut (an AVX512-BF16 repacking of the weight for inputs without a gradient, in eval
                 # mode) fails on some shapes when its downloaded kernel is missing: the plain dequantizing path everywhere
                 new.support_avx512bf16_for_cpu = False
                 with _quiet():
-                    return new.to(weight.device)  # bitsandbytes quantizes as the weight moves to its device
+                    new = new.to(weight.device)  # bitsandbytes quantizes as the weight moves to its device
+                new.check_cpu_kernel()
+                return new
 
             return nf4
         from optimum.quanto import qint4
@@ -150,6 +152,56 @@ def load(mode: str = "int8") -> Callable[[torch.nn.Linear], Any]:
             return new.requires_grad_(False)  # freeze() makes a parameter that asks for a gradient: frozen, as every weight
 
         return int4
+
+
+def dequantize_4bit(weight: Any) -> torch.Tensor:
+    """A bitsandbytes 4-bit weight (``Params4bit``) back in its dtype, computed here from the packed
+    codes (two a byte, high nibble first, blocks of ``blocksize`` over the flattened weight, absmax
+    per block, itself 8-bit quantized when ``nested``)."""
+    import bitsandbytes.functional as bnbf
+
+    state = weight.quant_state
+    absmax = state.absmax
+    if state.nested:
+        absmax = bnbf.dequantize_blockwise(state.absmax, state.state2) + state.offset
+    packed = weight.data.view(torch.uint8).reshape(-1)
+    codes = torch.stack([packed >> 4, packed & 0x0F], dim=-1).reshape(-1)
+    n = 1
+    for size in state.shape:
+        n *= int(size)
+    values = state.code.to(packed.device, torch.float32)[codes[:n].long()]
+    scale = absmax.float().repeat_interleave(state.blocksize)[:n]
+    return (values * scale).reshape(state.shape).to(state.dtype)
+
+
+def _exact_linear4bit(bnb: Any) -> type:
+    """bitsandbytes' ``Linear4bit``, but exact on the CPU: bitsandbytes 0.50.2's native CPU kernel
+    dequantizes a weight wrongly for some shapes (a ``[48, 48]`` weight comes back with 0.40 relative
+    error instead of NF4's 0.09; ``[96, 48]``, ``[3, 96]``, ``[5, 80]`` too, while ``[64, 36]`` and
+    every width that is a multiple of 64 are right). Real models' widths are multiples of 64, dti-mini's
+    (48, 96) are not. Each layer checks the kernel against :func:`dequantize_4bit` once, where it is
+    quantized; a layer the kernel gets wrong computes its CPU forward from :func:`dequantize_4bit`
+    (the same matmul bitsandbytes does, dequantized weight then ``F.linear``). On CUDA, bitsandbytes'
+    own kernels run."""
+
+    class ExactLinear4bit(bnb.nn.Linear4bit):
+        cpu_kernel_exact = True
+
+        def check_cpu_kernel(self) -> None:
+            if self.weight.device.type != "cpu":
+                return
+            ours = dequantize_4bit(self.weight)
+            theirs = bnb.functional.dequantize_4bit(self.weight.data, self.weight.quant_state)
+            self.cpu_kernel_exact = bool(torch.allclose(ours, theirs.reshape(ours.shape), rtol=1e-5, atol=1e-6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.device.type != "cpu" or self.cpu_kernel_exact:
+                return super().forward(x)
+            dtype = self.compute_dtype or x.dtype
+            bias = None if self.bias is None else self.bias.to(dtype)
+            return torch.nn.functional.linear(x.to(dtype), dequantize_4bit(self.weight).to(dtype), bias).to(x.dtype)
+
+    return ExactLinear4bit
 
 
 def modules(adapter: Any) -> list[torch.nn.Module]:

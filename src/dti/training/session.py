@@ -21,7 +21,7 @@ from dti.concepts.concept import Concept
 from dti.core.devices import resolve_device, resolve_dtype
 from dti.core.errors import DTIError, note, warn
 from dti.models import Adapter, adapter_for, load_adapter, load_tokenizers, model_hints
-from dti.training import checkpoints, memory, quantize
+from dti.training import checkpoints, memory, quantize, quanto_extension
 from dti.training.checks import check_family_settings, check_family_words, check_words
 from dti.training.config import TrainConfig, check, check_settings, ignored_settings, resolve
 from dti.training.data import check_photos, list_images, load_photos
@@ -230,6 +230,8 @@ def prepare(c: TrainConfig, pipe: Any | None, ranks: Ranks, given: set[str] | No
         c = _vram(c, pipe, device, ranks, given or set())
     if c.quantize != "none":
         quantize.load(c.quantize)  # the backend imported quietly, before diffusers or transformers import it loudly
+        if c.quantize == "int4" and torch.device(device).type == "cpu":
+            quanto_extension.ready()  # built now, said, and never a silent wait on a lock a killed run left
     if pipe is None:
         cls, tokenizers = load_tokenizers(c.model)  # fail fast on token/initializer, before the weights
         check_family_words(cls, c.token)
