@@ -6,6 +6,7 @@ profile as its modules."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,21 @@ def test_a_models_headers_give_its_modules_profile(tiny_models):
     for a, b in zip(from_files.parts, from_modules.parts, strict=True):
         assert (a.name, a.role, a.params, a.blocks, a.largest_block) == (b.name, b.role, b.params, b.blocks, b.largest_block)
         assert abs(a.linear - b.linear) <= 0.05 * b.params, a.name  # names only, no module types: close, not exact
+
+
+def test_a_model_far_smaller_than_its_familys_is_not_given_the_familys_activations(profiles, tiny_models):
+    """dti-mini's denoiser (SDXL's layout, 1/1000th of its size) once borrowed SDXL's 1.6 GiB of activations and
+    was told to checkpoint on an 8 GB card; activations now shrink with the size below half the table's model."""
+    sdxl = profiles("sdxl")
+    full_size = memory.activations_for(sdxl)
+    assert full_size[1:] == tuple(memory.ACTIVATIONS["sdxl"][0][2:])  # the measured model itself: its own figures
+    adapter = load_adapter(tiny_models("sdxl"))
+    cls = type(adapter)
+    tiny = profile_of_pipeline(adapter.pipe, cls.family, cls.denoiser_name, [role.component for role in cls.roles])
+    ratio = tiny.denoiser.gib() / memory.ACTIVATIONS["sdxl"][0][0]
+    _, plain, ckpt = memory.activations_for(tiny)
+    assert plain == pytest.approx(full_size[1] * 2 * ratio) and ckpt == pytest.approx(full_size[2] * 2 * ratio)
+    assert choose(tiny, Setup(resolution=768, batch_size=4), 8, set()).changed == {}
+    # half the size and above: the family's figures as measured
+    half = memory.Profile(sdxl.family, tuple(replace(p, params=p.params // 2 + 1) if p.role == "denoiser" else p for p in sdxl.parts))
+    assert memory.activations_for(half)[1:] == full_size[1:]

@@ -222,13 +222,18 @@ def profile_of_pipeline(pipe: Any, family: str, denoiser: str, encoders: Sequenc
 
 # ------------------------------------------------------------------ the estimate
 def activations_for(profile: Profile) -> tuple[int, float, float] | None:
-    """(reference px, GiB at batch 1 without / with checkpointing) of the family entry nearest in denoiser size."""
+    """(reference px, GiB at batch 1 without / with checkpointing) of the family entry nearest in denoiser size.
+    A denoiser less than half that entry's size (a distilled or toy model of the family: dti-mini is 1/1000th
+    of SDXL) gets the entry's activations scaled by ``2 x size / entry``: they grow with width x depth, its
+    parameters with width^2 x depth, so this overstates a small model's, and never says that a model 1/1000th
+    the size needs SDXL's gradient checkpointing."""
     entries = ACTIVATIONS.get(profile.family)
     if not entries:
         return None
     size = profile.denoiser.gib()
     best = min(entries, key=lambda e: abs(math.log(max(size, 1e-6) / e[0])))
-    return best[1], best[2], best[3]
+    scale = min(1.0, 2.0 * size / best[0])
+    return best[1], best[2] * scale, best[3] * scale
 
 
 def estimate(profile: Profile, setup: Setup, activations: tuple[int, float, float] | None = None) -> Estimate:
