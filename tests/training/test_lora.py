@@ -302,7 +302,7 @@ def test_lora_only_the_word_frozen_at_its_initializer(tiny_sd, photos, one_threa
 def test_bad_lora_settings_are_one_line(base_args, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert_refused([*base_args, "--lora", "0"], capsys, "--lora", untouched=[out])
-    assert_refused([*base_args, "--lora", "2", "--quantize", "int8"], capsys, "--lora", untouched=[out])
+    assert_refused([*base_args, "--lora", "2", "--precision", "fp16"], capsys, "--lora with --precision fp16", untouched=[out])
     assert_refused([*base_args, "--lora", "2", "--offload", "group"], capsys, "--lora", untouched=[out])
     monkeypatch.setattr(StableDiffusionAdapter, "lora_targets", ())
     assert_refused([*base_args, "--lora", "2"], capsys, "not supported for StableDiffusionPipeline", untouched=[out])

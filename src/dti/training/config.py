@@ -255,7 +255,7 @@ class TrainConfig:
         "none",
         help="frozen weights in fewer bits: the denoiser's and the text encoders' linear layers, weight-only "
         "(int8, fp8: torchao; nf4: bitsandbytes; int4: optimum-quanto; the word's rows, embedding tables, norms and the loss "
-        "stay in --precision)",
+        "stay in --precision; a --lora learns beside them in fp32)",
         group="hardware",
         choices=quantize.MODES,
     )
@@ -484,13 +484,11 @@ def check(config: TrainConfig) -> None:
 
 
 def lora_problem(c: TrainConfig) -> None:
-    """Refuse a LoRA with what it does not work with yet (one line)."""
+    """Refuse a LoRA with what it does not work with yet (one line). Every ``--quantize`` scheme takes one:
+    PEFT wraps the quantized layer (torchao's weights: ``TorchaoLoraLinear``; bitsandbytes' and quanto's
+    layers, ``nn.Linear`` subclasses: its plain ``Linear``), the LoRA's own weights in full precision."""
     if not c.lora:
         return
-    if c.quantize != "none":
-        raise DTIError(
-            "{lora} with {quantize} is not supported yet; train the LoRA on full-precision weights", settings=["lora", "quantize"]
-        )
     if c.offload != "none":
         raise DTIError("{lora} with {offload} is not supported yet; leave {offload} out (or none)", settings=["lora", "offload"])
     if c.precision == "fp16":

@@ -4,6 +4,9 @@ as two files when the run finishes, taken out of the pipeline when the run ends.
 
 The word keeps its method and optimizer (RiemannianSGD for ``dti``: the word stays at its norm); the
 LoRA's parameters are the only other thing that learns (the base weights stay frozen, bit for bit).
+With ``--quantize`` (QLoRA) the base layers are quantized first and the LoRA wraps the quantized
+layer, its own weights in fp32; its files are the same as a full-precision run's (the keys name the
+layers, not their quantized wrappers), and the concept records the scheme (``lora.quantize``).
 A step whose loss or any gradient (the word's or the LoRA's) is not finite skips both; ``word_steps``
 and ``lora_steps`` stop one before the other.
 """
@@ -42,6 +45,7 @@ class RunLora:
         self.rank = int(c.lora)
         self.alpha = float(c.lora_alpha or c.lora)
         self.lora_steps = c.steps if c.lora_steps is None else c.lora_steps
+        self.quantize = c.quantize  # the base's weights it learned beside (its files load into a full-precision base too)
         self.modules: dict[str, torch.nn.Module] = {adapter.denoiser_name: adapter.denoiser}
         self.targets: dict[str, tuple[str, ...]] = {adapter.denoiser_name: tuple(adapter.lora_targets)}
         if c.lora_text_encoder:
@@ -106,6 +110,7 @@ class RunLora:
             "lr": self.optimizer.param_groups[0]["lr"],
             "steps": self.lora_steps,
             "file": lora_files.DIFFUSERS_FILE,
+            "quantize": self.quantize,
         }
 
     def norm(self) -> float:

@@ -51,6 +51,8 @@ def inject(module: torch.nn.Module, rank: int, alpha: float, targets: Sequence[s
     config = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=list(wanted), lora_dropout=0.0, init_lora_weights=True)
     with warnings.catch_warnings():  # a second LoRA (another concept's) beside the first is what dti means to do
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        # a torchao-quantized base (--quantize int8/fp8): PEFT cannot merge into it, which dti never does
+        warnings.filterwarnings("ignore", message=".*instantiated without `get_apply_tensor_subclass`")
         inject_adapter_in_model(config, module, adapter_name=name)
     for p in lora_parameters(module, name):
         p.data = p.data.float()  # the LoRA learns in fp32 whatever the base weights' precision
