@@ -176,10 +176,11 @@ def dequantize_4bit(weight: Any) -> torch.Tensor:
 
 def _exact_linear4bit(bnb: Any) -> type:
     """bitsandbytes' ``Linear4bit``, but exact on the CPU: bitsandbytes 0.50.2's native CPU kernel
-    dequantizes a weight wrongly for some shapes (a ``[48, 48]`` weight comes back with 0.40 relative
-    error instead of NF4's 0.09; ``[96, 48]``, ``[3, 96]``, ``[5, 80]`` too, while ``[64, 36]`` and
-    every width that is a multiple of 64 are right). Real models' widths are multiples of 64, dti-mini's
-    (48, 96) are not. Each layer checks the kernel against :func:`dequantize_4bit` once, where it is
+    dequantizes a weight wrongly when its input width is not a multiple of the 64-value block (a
+    ``[48, 48]`` weight comes back with 0.40 relative error instead of NF4's 0.09; ``[96, 48]``,
+    ``[3, 96]``, ``[5, 80]``, ``[32, 32]`` too; ``[64, 36]`` and odd widths, which it hands to its generic
+    path, are right). Real models' widths are multiples of 64; dti-mini's (48, 96) and the tiny test
+    models' (32) are not. Each layer checks the kernel against :func:`dequantize_4bit` once, where it is
     quantized; a layer the kernel gets wrong computes its CPU forward from :func:`dequantize_4bit`
     (the same matmul bitsandbytes does, dequantized weight then ``F.linear``). On CUDA, bitsandbytes'
     own kernels run."""
