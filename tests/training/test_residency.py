@@ -25,13 +25,6 @@ RES = 64
 SETTINGS = dict(steps=2, batch_size=1, resolution=RES, validate=False, progress=False)
 
 
-@pytest.fixture
-def away_is_nan(monkeypatch):
-    """Offloading on the CPU, and an away weight holds NaN: using one that was not brought back shows."""
-    monkeypatch.setattr(residency, "parking_for", lambda device: torch.device("cpu"))
-    monkeypatch.setattr(residency, "away", lambda host: torch.full_like(host, float("nan")))
-
-
 def first_gradient(pipe, photos, **settings):
     """The word's gradient at step 0 and the loss, and how many blocks were away during the step."""
     adapter = adapter_for(pipe)
