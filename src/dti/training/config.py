@@ -262,7 +262,7 @@ class TrainConfig:
     offload: str = setting(
         "none",
         help="frozen weights on the device only while they run, forward and backward: model = the denoiser and each "
-        "learning encoder whole, group = block by block (least memory, slowest); no effect on a CPU run",
+        "learning encoder whole, group = block by block (least memory, slowest); a --lora's own weights stay; no effect on a CPU run",
         group="hardware",
         choices=residency.MODES,
     )
