@@ -74,6 +74,16 @@ def photos(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def away_is_nan(monkeypatch):
+    """Offloading (``--offload``) on the CPU, and an away weight holds NaN: using one that was not brought back
+    shows (in the loss, a gradient, or what a LoRA learns)."""
+    from dti.training import residency
+
+    monkeypatch.setattr(residency, "parking_for", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(residency, "away", lambda host: torch.full_like(host, float("nan")))
+
+
 def load_pipe(folder: Path):
     from dti.models import load_adapter
 

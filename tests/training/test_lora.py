@@ -303,7 +303,6 @@ def test_bad_lora_settings_are_one_line(base_args, tmp_path, capsys, monkeypatch
     out = tmp_path / "out"
     assert_refused([*base_args, "--lora", "0"], capsys, "--lora", untouched=[out])
     assert_refused([*base_args, "--lora", "2", "--precision", "fp16"], capsys, "--lora with --precision fp16", untouched=[out])
-    assert_refused([*base_args, "--lora", "2", "--offload", "group"], capsys, "--lora", untouched=[out])
     monkeypatch.setattr(StableDiffusionAdapter, "lora_targets", ())
     assert_refused([*base_args, "--lora", "2"], capsys, "not supported for StableDiffusionPipeline", untouched=[out])
     assert_refused(["generate", "a <w>", "--model", base_args[7], "--lora-scale", "nan"], capsys, "--lora-scale")

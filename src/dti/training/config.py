@@ -262,7 +262,7 @@ class TrainConfig:
     offload: str = setting(
         "none",
         help="frozen weights on the device only while they run, forward and backward: model = the denoiser and each "
-        "learning encoder whole, group = block by block (least memory, slowest); no effect on a CPU run",
+        "learning encoder whole, group = block by block (least memory, slowest); a --lora's own weights stay; no effect on a CPU run",
         group="hardware",
         choices=residency.MODES,
     )
@@ -486,11 +486,11 @@ def check(config: TrainConfig) -> None:
 def lora_problem(c: TrainConfig) -> None:
     """Refuse a LoRA with what it does not work with yet (one line). Every ``--quantize`` scheme takes one:
     PEFT wraps the quantized layer (torchao's weights: ``TorchaoLoraLinear``; bitsandbytes' and quanto's
-    layers, ``nn.Linear`` subclasses: its plain ``Linear``), the LoRA's own weights in full precision."""
+    layers, ``nn.Linear`` subclasses: its plain ``Linear``), the LoRA's own weights in full precision.
+    ``--offload`` takes one too: only the frozen base weights come and go, the LoRA's (trainable) stay
+    on the device (:mod:`~dti.training.residency` moves frozen parameters only)."""
     if not c.lora:
         return
-    if c.offload != "none":
-        raise DTIError("{lora} with {offload} is not supported yet; leave {offload} out (or none)", settings=["lora", "offload"])
     if c.precision == "fp16":
         raise DTIError("{lora} with {precision} fp16 is not supported yet; use bf16 or fp32", settings=["lora", "precision"])
 

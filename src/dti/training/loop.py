@@ -154,7 +154,12 @@ class Trainer:
             slot.attach(c.token, self.rows[slot.name], c.pooling)
             self.attached.append(slot)
         self.trained = [slot.name for slot in slots if slot.name in trained]
-        if c.lora:  # before compiling: the compiled blocks hold the LoRA's layers
+        # the order of what changes the pipeline's modules: quantize (above) -> LoRA -> compile -> offload (below).
+        # The LoRA wraps the quantized layer; it comes before compiling (the compiled blocks hold its layers) and
+        # before offloading: PEFT makes a LoRA's weights on the device of its base layer's weight (an offloaded
+        # one waits in host memory), and the offload hook takes the frozen weights it finds then, never the
+        # LoRA's trainable ones, which stay on the device with their optimizer's state (residency.Block).
+        if c.lora:
             self.lora = RunLora(self.adapter, c, [slot for slot in slots if slot.name in trained])
         # encoders that do not learn the word: each prompt's output kept once, the encoder off the device
         crop = CropInfo(self.data.original_sizes[0], (0, 0), (c.resolution, c.resolution))
@@ -174,7 +179,7 @@ class Trainer:
 
             encoders = [slot.text_encoder for slot in slots if not frozen.served(self.adapter, slot.name)]
             self._undo_compile = compile_regions([self.adapter.denoiser, *encoders])
-        self._offload(slots)
+        self._offload(slots)  # last: the blocks as they will run (quantized, with the LoRA's layers)
         self.records = [self.record(0, None)]
         if c.crop_positions:  # every crop the run can draw, encoded before the first step; then the VAE can go
             with offload.vae_home(self.adapter):

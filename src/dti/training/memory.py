@@ -386,8 +386,7 @@ def preset(config: Any, given: set[str], cls: Any, pipe: Any | None, precision_b
         encoders=tuple(c.encoders) if c.encoders else None,
         precision=precision_bytes,
     )
-    kept = set(given) | ({"offload"} if getattr(c, "lora", 0) else set())  # a LoRA takes a quantized base, not an offloaded one
-    choice = choose(profile, setup, c.vram, kept, multiple=16)
+    choice = choose(profile, setup, c.vram, set(given), multiple=16)  # a LoRA run too: its base may be quantized or offloaded
     if not choice.fits:
         raise DTIError(choice.line().message, settings=list(choice.line().settings))
     return dataclasses.replace(c, **choice.changed), choice

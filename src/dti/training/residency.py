@@ -32,6 +32,10 @@ the parameter objects stay the same, so the pipeline is handed back with its own
 own devices when the run ends (:meth:`Resident.release`). Encoders that do not learn the word are
 not touched: :mod:`~dti.training.frozen` already serves them from kept outputs, off the device. On a
 CPU run the weights already live in host memory: the setting changes nothing, and says so.
+
+With ``--lora`` only the frozen base weights move: the LoRA's parameters (trainable, fp32) and their
+AdamW state stay on the device the whole run, and its layers run torch's own linear (their weights'
+gradient is what the LoRA learns from). The LoRA is put in before the hooks (see ``Trainer.setup``).
 """
 
 from __future__ import annotations
@@ -109,13 +113,17 @@ class Block:
         self.resident = True
         self.in_backward = 0
         seen: set[int] = set()
+        # frozen parameters only: a trainable one (a LoRA's lora_A / lora_B) stays on the device, where its
+        # optimizer's state is and its gradient is made (a quantized layer moves whole: the LoRA's weights are not its own)
         for m in module.modules():
             own = [p for p in m.parameters(recurse=False) if not p.requires_grad and id(p) not in seen]
             if own:
                 seen.update(id(p) for p in own)
                 self.owners.append((m, own))
                 self.home.update({id(p): p.device for p in own})
-        # plain frozen linear layers: a backward that keeps no view of the weight (an instance attribute, removed on release)
+        # plain frozen linear layers: a backward that keeps no view of the weight (an instance attribute, removed on release).
+        # Under a LoRA that is PEFT's base_layer (the wrapper calls it); the LoRA's own lora_A / lora_B layers learn, so
+        # they keep torch's linear, whose backward makes their weight's gradient (_FrozenLinear makes none)
         self.linears = [
             m
             for m in module.modules()
