@@ -22,7 +22,8 @@ def test_serves_offline_refuses_a_taken_port_and_ends_on_ctrl_c(tmp_path):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     argv = [sys.executable, "-m", "dti", "ui", "--workspace", str(tmp_path / "ws"), "--port", str(port), "--no-worker"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = (open(tmp_path / name, "w") for name in ("stdout", "stderr"))  # files: a full pipe never blocks the server
+    proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
     try:
         page, deadline = None, time.time() + 90
         while page is None and time.time() < deadline and proc.poll() is None:
@@ -30,7 +31,7 @@ def test_serves_offline_refuses_a_taken_port_and_ends_on_ctrl_c(tmp_path):
                 page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
             except OSError:
                 time.sleep(0.3)
-        assert page is not None, proc.stderr.read() if proc.poll() is not None else "no page"
+        assert page is not None, (tmp_path / "stderr").read_text() if proc.poll() is not None else "no page"
         outside = re.findall(r"<(?:script[^>]*src|link[^>]*rel=\"stylesheet\"[^>]*href)=\"(https?://[^\"]+)", page)
         assert not [u for u in outside if not u.startswith(f"http://127.0.0.1:{port}")], outside
         assert (tmp_path / "ws" / ".ui").is_dir() and (tmp_path / "ws" / "runs").is_dir()
@@ -40,8 +41,14 @@ def test_serves_offline_refuses_a_taken_port_and_ends_on_ctrl_c(tmp_path):
             and second.stderr == f"error: cannot serve on 127.0.0.1:{port}: Address already in use; choose another --port\n"
         )
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, (code, (tmp_path / "stderr").read_text()[-2000:])
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        out.close()
+        err.close()

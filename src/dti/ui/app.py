@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 from dti.ui.context import Context
@@ -67,7 +69,7 @@ def serve(
             max_file_size=MAX_UPLOAD_BYTES,
             share=False,
             inbrowser=False,
-            prevent_thread_lock=not block,
+            prevent_thread_lock=True,  # dti waits itself (below): a Ctrl-C always ends the server
             quiet=True,
             footer_links=[],
             ssr_mode=False,
@@ -79,5 +81,14 @@ def serve(
         ctx.stop_worker()
         raise
     if block:
-        ctx.stop_worker()
+        try:
+            while True:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            ctx.stop_worker()
+            closing = threading.Thread(target=demo.close, daemon=True)  # gradio's close is bounded; never wait past 15 s
+            closing.start()
+            closing.join(15)
     return demo, ctx
