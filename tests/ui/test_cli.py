@@ -23,7 +23,10 @@ def test_serves_offline_refuses_a_taken_port_and_ends_on_ctrl_c(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     argv = [sys.executable, "-m", "dti", "ui", "--workspace", str(tmp_path / "ws"), "--port", str(port), "--no-worker"]
     out, err = (open(tmp_path / name, "w") for name in ("stdout", "stderr"))  # files: a full pipe never blocks the server
-    proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
+    # Ctrl-C as in a terminal: a shell that starts a job in the background ignores SIGINT for it, and the child
+    # would inherit that (CI launched with `&` saw the server ignore the Ctrl-C)
+    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env, preexec_fn=terminal)
     try:
         page, deadline = None, time.time() + 90
         while page is None and time.time() < deadline and proc.poll() is None:
