@@ -483,6 +483,10 @@ def row_cosines(out: Path, methods: Sequence[str], subjects: Sequence[str]) -> d
 
     from dti.concepts.concept import Concept
 
+    def flat(concept: Concept, what: str = "directions") -> torch.Tensor:
+        """Every encoder's unit rows (or initializer rows) as one vector, in a fixed order."""
+        return torch.cat([getattr(concept.encoders[e], what).flatten() for e in sorted(concept.encoders)]).double()
+
     cosines: dict[str, dict[str, Any]] = {}
     for method in methods:
         if method == "dti" or method not in TRAINED:
@@ -493,20 +497,15 @@ def row_cosines(out: Path, methods: Sequence[str], subjects: Sequence[str]) -> d
             if not (ours.exists() and ref.exists()):
                 continue
             a, b = Concept.load(ours), Concept.load(ref)
-            da = torch.cat([a.encoders[e].directions.flatten() for e in sorted(a.encoders)]).double()
-            db = torch.cat([b.encoders[e].directions.flatten() for e in sorted(b.encoders)]).double()
-            per[subject] = float(torch.nn.functional.cosine_similarity(da, db, dim=0))
+            per[subject] = float(torch.nn.functional.cosine_similarity(flat(a), flat(b), dim=0))
         if per:
             cosines[method] = {"mean": _mean(list(per.values())), "min": min(per.values()), "per_subject": per}
     if cosines:  # the scale: how far full-precision DTI moved from its initializer
         per = {}
         for subject in subjects:
             ref = Concept.load(out / "runs" / "dti" / subject / "concept.safetensors")
-            inits = [ref.encoders[e].init for e in sorted(ref.encoders)]
-            if all(i is not None for i in inits):
-                di = torch.cat([i.flatten() for i in inits]).double()
-                db = torch.cat([ref.encoders[e].directions.flatten() for e in sorted(ref.encoders)]).double()
-                per[subject] = float(torch.nn.functional.cosine_similarity(di, db, dim=0))
+            if all(v.init is not None for v in ref.encoders.values()):
+                per[subject] = float(torch.nn.functional.cosine_similarity(flat(ref, "init"), flat(ref), dim=0))
         if per:
             cosines["initializer (scale)"] = {"mean": _mean(list(per.values())), "min": min(per.values()), "per_subject": per}
     return cosines
